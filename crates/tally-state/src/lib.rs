@@ -1,0 +1,54 @@
+//! The deterministic tally state machine: what the ledger holds, and every rule an entry must
+//! meet to change it.
+//!
+//! This crate knows nothing of networking, consensus, clocks or disks. Given the same state and
+//! the same block, every node and every auditor computes the same outcomes, the same diff and
+//! the same state root; that is what lets an auditor replay the chain and catch a node that lies.
+
+pub mod execute;
+pub mod records;
+pub mod store;
+
+pub use execute::{
+    admit, execute_block, execute_candidates, AdmitError, BlockContext, ExecuteError, Execution,
+    InvalidBlock, Signatures,
+};
+pub use store::{State, StateDiff, StateRead};
+
+use serde::{Deserialize, Serialize};
+use tally_types::RejectCode;
+
+/// Why an entry was refused: a stable code and a message naming the rule and the values
+/// ("voucher 81f3a2c0 has 1200 left; redemption asks 1500").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct Rejection {
+    /// The stable code.
+    pub code: RejectCode,
+    /// The rule and the values, for a person.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection with its code and message.
+    pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The state could not be read: a record does not decode. Never caused by an entry; it means
+/// the data directory is damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// A stored record does not decode.
+    #[error("state record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The key, hex.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+}

@@ -1,0 +1,312 @@
+//! The ledger state as one ordered key/value map, its tables, and its commitment.
+//!
+//! Every record lives under a one-byte table prefix. Keeping the state a plain ordered map makes
+//! three things simple and obviously deterministic: the per-block diff that storage writes in
+//! the same batch as the block, the state root (a Merkle tree over the sorted pairs), and
+//! reloading from disk (read the pairs back, recompute the root, compare with the head block).
+
+use crate::records::*;
+use crate::StateError;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+use tally_types::{codec, merkle, Domain, EntryId, Genesis, Hash, Name, PublicKey, SubjectToken};
+
+/// Changes made by one block: a new value, or `None` for a deletion.
+pub type StateDiff = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Table prefixes. Stable: they are part of the state commitment.
+pub(crate) mod table {
+    pub const KEY: u8 = 0x01;
+    pub const AGENCY: u8 = 0x02;
+    pub const PROGRAMME: u8 = 0x03;
+    pub const VOUCHER: u8 = 0x04;
+    pub const REDEMPTION_REF: u8 = 0x05;
+    pub const DEDUP: u8 = 0x06;
+    pub const VENDOR_ACCOUNT: u8 = 0x07;
+    pub const SETTLEMENT_REF: u8 = 0x08;
+    pub const ATTESTATION: u8 = 0x09;
+    pub const REGISTRY_RECORD: u8 = 0x0a;
+    pub const SUBJECT: u8 = 0x0b;
+    pub const TITLE: u8 = 0x0c;
+    pub const VALIDATORS: u8 = 0x0d;
+}
+
+/// Builds a key from a table prefix and parts. Variable-length parts (names) end with a NUL,
+/// which no [`Name`] contains, so distinct part lists never produce the same key.
+pub(crate) fn key(table: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![table];
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub(crate) fn name_part(n: &Name) -> Vec<u8> {
+    let mut v = n.as_str().as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Read access to state records, shared by the committed state and the executor's overlay.
+pub trait StateRead {
+    /// The raw value under a key.
+    fn raw(&self, key: &[u8]) -> Option<&[u8]>;
+
+    /// Decodes the record under a key.
+    fn typed<T: DeserializeOwned + Serialize>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(bytes) => codec::decode(bytes)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    key: hex_key(key),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// A registered key.
+    fn key_record(&self, k: &PublicKey) -> Result<Option<KeyRecord>, StateError> {
+        self.typed(&key(table::KEY, &[k.as_bytes()]))
+    }
+    /// An agency.
+    fn agency(&self, id: &Name) -> Result<Option<AgencyRecord>, StateError> {
+        self.typed(&key(table::AGENCY, &[&name_part(id)]))
+    }
+    /// A programme.
+    fn programme(&self, id: &Name) -> Result<Option<Programme>, StateError> {
+        self.typed(&key(table::PROGRAMME, &[&name_part(id)]))
+    }
+    /// A voucher.
+    fn voucher(&self, id: &EntryId) -> Result<Option<Voucher>, StateError> {
+        self.typed(&key(table::VOUCHER, &[id.as_bytes()]))
+    }
+    /// What a programme owes a vendor.
+    fn vendor_account(
+        &self,
+        programme: &Name,
+        vendor: &PublicKey,
+    ) -> Result<Option<VendorAccount>, StateError> {
+        self.typed(&key(
+            table::VENDOR_ACCOUNT,
+            &[&name_part(programme), vendor.as_bytes()],
+        ))
+    }
+    /// An attestation.
+    fn attestation(&self, id: &EntryId) -> Result<Option<Attestation>, StateError> {
+        self.typed(&key(table::ATTESTATION, &[id.as_bytes()]))
+    }
+    /// A civil-registry record.
+    fn registry_record(&self, id: &EntryId) -> Result<Option<RegistryRecord>, StateError> {
+        self.typed(&key(table::REGISTRY_RECORD, &[id.as_bytes()]))
+    }
+    /// What the registry knows of a subject.
+    fn subject(&self, s: &SubjectToken) -> Result<Option<SubjectRecord>, StateError> {
+        self.typed(&key(table::SUBJECT, &[s.0.as_bytes()]))
+    }
+    /// A land title.
+    fn title(&self, parcel: &Name) -> Result<Option<Title>, StateError> {
+        self.typed(&key(table::TITLE, &[&name_part(parcel)]))
+    }
+    /// The current validator set.
+    fn validators(&self) -> Result<Vec<PublicKey>, StateError> {
+        Ok(self
+            .typed(&key(table::VALIDATORS, &[]))?
+            .unwrap_or_default())
+    }
+}
+
+pub(crate) fn hex_key(k: &[u8]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn leaf(key: &[u8], value: &[u8]) -> Hash {
+    let len = (key.len() as u32).to_le_bytes();
+    Domain::StateLeaf.hash(&[&len, key, value])
+}
+
+/// The committed ledger state after some height.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    leaves: BTreeMap<Vec<u8>, Hash>,
+}
+
+impl StateRead for State {
+    fn raw(&self, key: &[u8]) -> Option<&[u8]> {
+        self.kv.get(key).map(Vec::as_slice)
+    }
+}
+
+impl State {
+    /// The state a chain starts from: the founding agencies, their admin keys, the validators.
+    pub fn genesis(genesis: &Genesis) -> Self {
+        let mut diff = StateDiff::new();
+        for a in &genesis.agencies {
+            let rec = AgencyRecord {
+                admins: a.admins.len() as u32,
+            };
+            diff.insert(
+                key(table::AGENCY, &[&name_part(&a.id)]),
+                Some(codec::encode(&rec)),
+            );
+            for k in &a.admins {
+                let rec = KeyRecord {
+                    agency: a.id.clone(),
+                    roles: [tally_types::Role::Admin].into(),
+                    next_sequence: 0,
+                    retired_for: None,
+                };
+                diff.insert(key(table::KEY, &[k.as_bytes()]), Some(codec::encode(&rec)));
+            }
+        }
+        diff.insert(
+            key(table::VALIDATORS, &[]),
+            Some(codec::encode(&genesis.validator_keys())),
+        );
+        let mut s = State::default();
+        s.apply(&diff);
+        s
+    }
+
+    /// Rebuilds a state from stored pairs (as read back from disk).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        let mut s = State::default();
+        for (k, v) in pairs {
+            s.leaves.insert(k.clone(), leaf(&k, &v));
+            s.kv.insert(k, v);
+        }
+        s
+    }
+
+    /// Applies a block's diff.
+    pub fn apply(&mut self, diff: &StateDiff) {
+        for (k, v) in diff {
+            match v {
+                Some(v) => {
+                    self.leaves.insert(k.clone(), leaf(k, v));
+                    self.kv.insert(k.clone(), v.clone());
+                }
+                None => {
+                    self.leaves.remove(k);
+                    self.kv.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The state commitment: a Merkle root over every (key, value) pair in key order.
+    pub fn root(&self) -> Hash {
+        let leaves: Vec<Hash> = self.leaves.values().copied().collect();
+        merkle::root_of_leaf_hashes(&leaves)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.kv.len()
+    }
+
+    /// Whether the state has no records.
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty()
+    }
+
+    /// Every (key, value) pair in key order: what storage persists.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.kv.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// Every programme, in id order (for listings and audits).
+    pub fn programmes(&self) -> Result<Vec<(Name, Programme)>, StateError> {
+        let mut out = Vec::new();
+        for (k, v) in self
+            .kv
+            .range(vec![table::PROGRAMME]..vec![table::PROGRAMME + 1])
+        {
+            let name_bytes = &k[1..k.len().saturating_sub(1)];
+            let name = std::str::from_utf8(name_bytes)
+                .ok()
+                .and_then(|s| Name::new(s).ok())
+                .ok_or_else(|| StateError::Corrupt {
+                    key: hex_key(k),
+                    reason: "bad programme key".into(),
+                })?;
+            let p = codec::decode(v).map_err(|e| StateError::Corrupt {
+                key: hex_key(k),
+                reason: e.to_string(),
+            })?;
+            out.push((name, p));
+        }
+        Ok(out)
+    }
+
+    /// Every voucher, in id order (for invariant checks and audits).
+    pub fn vouchers(&self) -> Result<Vec<(EntryId, Voucher)>, StateError> {
+        let mut out = Vec::new();
+        for (k, v) in self
+            .kv
+            .range(vec![table::VOUCHER]..vec![table::VOUCHER + 1])
+        {
+            let mut id = [0u8; 32];
+            if k.len() != 33 {
+                return Err(StateError::Corrupt {
+                    key: hex_key(k),
+                    reason: "bad voucher key".into(),
+                });
+            }
+            id.copy_from_slice(&k[1..]);
+            let voucher = codec::decode(v).map_err(|e| StateError::Corrupt {
+                key: hex_key(k),
+                reason: e.to_string(),
+            })?;
+            out.push((Hash(id), voucher));
+        }
+        Ok(out)
+    }
+}
+
+/// Writes buffered over a base state: a block layer, and on top an entry layer that is kept
+/// when an entry is accepted and dropped when it is rejected, so a rejected entry leaves no
+/// trace but its sequence number.
+pub(crate) struct Overlay<'a> {
+    base: &'a State,
+    block: StateDiff,
+    entry: StateDiff,
+}
+
+impl StateRead for Overlay<'_> {
+    fn raw(&self, key: &[u8]) -> Option<&[u8]> {
+        match self.entry.get(key).or_else(|| self.block.get(key)) {
+            Some(v) => v.as_deref(),
+            None => self.base.raw(key),
+        }
+    }
+}
+
+impl<'a> Overlay<'a> {
+    pub(crate) fn new(base: &'a State) -> Self {
+        Self {
+            base,
+            block: StateDiff::new(),
+            entry: StateDiff::new(),
+        }
+    }
+
+    pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.entry.insert(key, Some(codec::encode(value)));
+    }
+
+    pub(crate) fn keep_entry(&mut self) {
+        let entry = std::mem::take(&mut self.entry);
+        self.block.extend(entry);
+    }
+
+    pub(crate) fn drop_entry(&mut self) {
+        self.entry.clear();
+    }
+
+    pub(crate) fn into_diff(mut self) -> StateDiff {
+        self.drop_entry();
+        self.block
+    }
+}

@@ -1,0 +1,624 @@
+//! Signed entries: the only way anything enters the ledger.
+//!
+//! An entry is a body (chain id, author key, per-author sequence number, payload) and the
+//! author's ed25519 signature. Its id is the hash of the canonical encoding of the body alone,
+//! so re-encoding or malleating the signature can never create a second entry with a new id.
+
+use crate::codec::{self, CodecError};
+use crate::hash::{Domain, Hash};
+use crate::keys::{KeyError, Keypair, PublicKey, Signature};
+use crate::name::Name;
+use crate::time::{CivilDate, TimestampMs};
+use crate::token::{Commitment, DedupToken, SubjectToken};
+use serde::{Deserialize, Serialize};
+
+/// The largest encoded signed entry accepted anywhere, in bytes. No payload needs more than a
+/// few hundred; the limit keeps a hostile client from filling memory with one entry.
+pub const ENTRY_BYTES_MAX: usize = 2048;
+
+/// An entry's identity: the hash of its body (never of its signature).
+pub type EntryId = Hash;
+
+/// What a staff key is allowed to sign. A key holds roles only within its own agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Grants and revokes roles, opens programmes, records vendor settlements.
+    Admin,
+    /// Issues, revokes and expires vouchers.
+    Issuer,
+    /// Redeems vouchers at a distribution point or shop.
+    Redeemer,
+    /// A contracted shop that vouchers are redeemed for and settled to.
+    Vendor,
+    /// Records civil-registry events.
+    Registrar,
+    /// Attests identity claims and manages their status.
+    Attester,
+}
+
+impl Role {
+    /// Every role, in a fixed order (bit positions of [`RoleSet`]-style masks).
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Issuer,
+        Role::Redeemer,
+        Role::Vendor,
+        Role::Registrar,
+        Role::Attester,
+    ];
+
+    /// The stable lower-case name used in the CLI, the API and the docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Issuer => "issuer",
+            Role::Redeemer => "redeemer",
+            Role::Vendor => "vendor",
+            Role::Registrar => "registrar",
+            Role::Attester => "attester",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}; expected one of admin, issuer, redeemer, vendor, registrar, attester"))
+    }
+}
+
+/// Why something was revoked, suspended or amended. A closed list of codes: DOMAIN.md forbids
+/// free text that staff could fill with names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Entered in error by staff.
+    ClericalError,
+    /// Suspected or proven fraud.
+    Fraud,
+    /// A duplicate of another record.
+    Duplicate,
+    /// The beneficiary or subject asked for it.
+    SubjectRequest,
+    /// The beneficiary left the programme or area.
+    Relocated,
+    /// A court or competent authority ordered it.
+    CourtOrder,
+    /// The underlying document or evidence was lost or replaced.
+    DocumentReplaced,
+    /// The subject has died.
+    Deceased,
+    /// Under investigation (for suspensions).
+    UnderReview,
+    /// Programme rules changed.
+    PolicyChange,
+}
+
+impl ReasonCode {
+    /// Every reason, for help texts and validation.
+    pub const ALL: [ReasonCode; 10] = [
+        ReasonCode::ClericalError,
+        ReasonCode::Fraud,
+        ReasonCode::Duplicate,
+        ReasonCode::SubjectRequest,
+        ReasonCode::Relocated,
+        ReasonCode::CourtOrder,
+        ReasonCode::DocumentReplaced,
+        ReasonCode::Deceased,
+        ReasonCode::UnderReview,
+        ReasonCode::PolicyChange,
+    ];
+
+    /// The stable snake_case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::ClericalError => "clerical_error",
+            ReasonCode::Fraud => "fraud",
+            ReasonCode::Duplicate => "duplicate",
+            ReasonCode::SubjectRequest => "subject_request",
+            ReasonCode::Relocated => "relocated",
+            ReasonCode::CourtOrder => "court_order",
+            ReasonCode::DocumentReplaced => "document_replaced",
+            ReasonCode::Deceased => "deceased",
+            ReasonCode::UnderReview => "under_review",
+            ReasonCode::PolicyChange => "policy_change",
+        }
+    }
+}
+
+impl std::str::FromStr for ReasonCode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ReasonCode::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = ReasonCode::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "unknown reason code {s:?}; expected one of {}",
+                    all.join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a civil-registry record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryKind {
+    /// A birth.
+    Birth,
+    /// A death.
+    Death,
+    /// A marriage of two subjects.
+    Marriage,
+    /// The dissolution of a recorded marriage.
+    Divorce,
+    /// The first registration of a land title.
+    TitleRegistration,
+    /// The transfer of a registered title to a new holder.
+    TitleTransfer,
+    /// A correction of an earlier record.
+    Amendment,
+}
+
+/// Fields every civil-registry event carries: coarse, non-identifying, and a commitment to the
+/// full record kept off chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryEvent {
+    /// Salted hash of the full off-chain record.
+    pub record: Commitment,
+    /// When the event happened, to the day.
+    pub date: CivilDate,
+    /// Where it was registered: a jurisdiction code (district, municipality), never an address.
+    pub jurisdiction: Name,
+}
+
+/// What an entry asks the ledger to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    // Governance
+    /// An agency admin gives a key a role in the admin's agency.
+    GrantRole {
+        /// The staff key.
+        key: PublicKey,
+        /// The role granted.
+        role: Role,
+    },
+    /// An agency admin takes a role away from a key of the same agency.
+    RevokeRole {
+        /// The staff key.
+        key: PublicKey,
+        /// The role revoked.
+        role: Role,
+    },
+    /// The author moves its agency and roles to a new key; the old key is retired for good.
+    RotateKey {
+        /// The replacement key.
+        new_key: PublicKey,
+        /// The new key's signature over (chain id, old key) under the key-rotation domain:
+        /// proof that whoever rotates actually holds the new key.
+        new_key_proof: Signature,
+    },
+
+    // Aid
+    /// An agency opens an aid programme.
+    CreateProgramme {
+        /// The programme's identifier, unique on the chain.
+        programme: Name,
+        /// The commodity or currency, e.g. `USD`, `KES`, `rice-kg`.
+        unit: Name,
+        /// The most the programme may have outstanding, in minor units.
+        budget: u64,
+        /// First instant vouchers may be issued.
+        valid_from: TimestampMs,
+        /// Instant after which nothing is issued and every voucher has expired.
+        valid_until: TimestampMs,
+        /// The kind of assistance, shared across agencies for de-duplication (e.g. `food-basket`).
+        assistance: Name,
+        /// The assistance period, shared across agencies for de-duplication (e.g. `2026-11`).
+        period: Name,
+    },
+    /// An issuer gives a voucher to a subject.
+    IssueVoucher {
+        /// The programme it draws on.
+        programme: Name,
+        /// Who receives it.
+        subject: SubjectToken,
+        /// Value in minor units.
+        amount: u64,
+        /// After this instant it cannot be redeemed.
+        expires_at: TimestampMs,
+        /// When present, the issue is refused if this token already received the same
+        /// assistance in the same period, from any agency.
+        dedup: Option<DedupToken>,
+    },
+    /// A redeemer spends part or all of a voucher at a vendor.
+    RedeemVoucher {
+        /// The voucher (the id of its issue entry).
+        voucher: EntryId,
+        /// Value in minor units.
+        amount: u64,
+        /// The vendor key the value is owed to.
+        vendor: PublicKey,
+        /// The shop's transaction reference; a voucher accepts each reference once.
+        reference: Name,
+    },
+    /// An issuer cancels a voucher; its remaining value returns to the programme.
+    RevokeVoucher {
+        /// The voucher.
+        voucher: EntryId,
+        /// Why.
+        reason: ReasonCode,
+    },
+    /// An issuer closes a voucher past its expiry; its remaining value returns to the programme.
+    ExpireVoucher {
+        /// The voucher.
+        voucher: EntryId,
+    },
+    /// An admin records a payment to a vendor for redemptions in a programme.
+    SettleVendor {
+        /// The programme.
+        programme: Name,
+        /// The vendor key.
+        vendor: PublicKey,
+        /// Value paid, in minor units.
+        amount: u64,
+        /// The payment reference, unique per programme and vendor.
+        reference: Name,
+    },
+
+    // Identity
+    /// An attester vouches for a claim about a subject.
+    Attest {
+        /// The subject.
+        subject: SubjectToken,
+        /// The kind of claim (e.g. `refugee-status`, `age-over-18`).
+        claim: Name,
+        /// Salted hash of the evidence kept off chain.
+        evidence: Commitment,
+        /// When the attestation lapses.
+        expires_at: TimestampMs,
+    },
+    /// An attester withdraws an attestation for good.
+    RevokeAttestation {
+        /// The attestation (the id of its attest entry).
+        attestation: EntryId,
+        /// Why.
+        reason: ReasonCode,
+    },
+    /// An attester suspends an attestation until reinstated.
+    SuspendAttestation {
+        /// The attestation.
+        attestation: EntryId,
+        /// Why.
+        reason: ReasonCode,
+    },
+    /// An attester lifts a suspension.
+    ReinstateAttestation {
+        /// The attestation.
+        attestation: EntryId,
+    },
+
+    // Civil registry
+    /// A registrar records a birth.
+    RegisterBirth {
+        /// The child.
+        subject: SubjectToken,
+        /// Record, date, jurisdiction.
+        event: RegistryEvent,
+    },
+    /// A registrar records a death.
+    RegisterDeath {
+        /// The deceased.
+        subject: SubjectToken,
+        /// Record, date, jurisdiction.
+        event: RegistryEvent,
+    },
+    /// A registrar records a marriage.
+    RegisterMarriage {
+        /// One spouse.
+        spouse_a: SubjectToken,
+        /// The other spouse.
+        spouse_b: SubjectToken,
+        /// Record, date, jurisdiction.
+        event: RegistryEvent,
+    },
+    /// A registrar records a divorce.
+    RegisterDivorce {
+        /// The marriage record being dissolved.
+        marriage: EntryId,
+        /// Record, date, jurisdiction.
+        event: RegistryEvent,
+    },
+    /// A registrar records the first registration of a land parcel's title.
+    RegisterTitle {
+        /// The cadastral parcel code (a land reference, not a person).
+        parcel: Name,
+        /// The holder.
+        holder: SubjectToken,
+        /// Record, date, jurisdiction.
+        event: RegistryEvent,
+    },
+    /// A registrar records a title passing from its current holder to another subject.
+    TransferTitle {
+        /// The parcel.
+        parcel: Name,
+        /// The current holder, who must be the holder on the ledger.
+        from: SubjectToken,
+        /// The new holder.
+        to: SubjectToken,
+        /// Record, date, jurisdiction.
+        event: RegistryEvent,
+    },
+    /// A registrar corrects a record; the original stays, linked from the amendment.
+    AmendRecord {
+        /// The record corrected (the id of its entry).
+        original: EntryId,
+        /// Why.
+        reason: ReasonCode,
+        /// Corrected record, date and jurisdiction.
+        event: RegistryEvent,
+    },
+}
+
+impl Payload {
+    /// The stable snake_case name of the payload kind, as used in the docs and the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::GrantRole { .. } => "grant_role",
+            Payload::RevokeRole { .. } => "revoke_role",
+            Payload::RotateKey { .. } => "rotate_key",
+            Payload::CreateProgramme { .. } => "create_programme",
+            Payload::IssueVoucher { .. } => "issue_voucher",
+            Payload::RedeemVoucher { .. } => "redeem_voucher",
+            Payload::RevokeVoucher { .. } => "revoke_voucher",
+            Payload::ExpireVoucher { .. } => "expire_voucher",
+            Payload::SettleVendor { .. } => "settle_vendor",
+            Payload::Attest { .. } => "attest",
+            Payload::RevokeAttestation { .. } => "revoke_attestation",
+            Payload::SuspendAttestation { .. } => "suspend_attestation",
+            Payload::ReinstateAttestation { .. } => "reinstate_attestation",
+            Payload::RegisterBirth { .. } => "register_birth",
+            Payload::RegisterDeath { .. } => "register_death",
+            Payload::RegisterMarriage { .. } => "register_marriage",
+            Payload::RegisterDivorce { .. } => "register_divorce",
+            Payload::RegisterTitle { .. } => "register_title",
+            Payload::TransferTitle { .. } => "transfer_title",
+            Payload::AmendRecord { .. } => "amend_record",
+        }
+    }
+
+    /// The role the author needs, or `None` for entries any registered, active key may sign.
+    pub fn required_role(&self) -> Option<Role> {
+        match self {
+            Payload::GrantRole { .. } | Payload::RevokeRole { .. } => Some(Role::Admin),
+            Payload::RotateKey { .. } => None,
+            Payload::CreateProgramme { .. } | Payload::SettleVendor { .. } => Some(Role::Admin),
+            Payload::IssueVoucher { .. }
+            | Payload::RevokeVoucher { .. }
+            | Payload::ExpireVoucher { .. } => Some(Role::Issuer),
+            Payload::RedeemVoucher { .. } => Some(Role::Redeemer),
+            Payload::Attest { .. }
+            | Payload::RevokeAttestation { .. }
+            | Payload::SuspendAttestation { .. }
+            | Payload::ReinstateAttestation { .. } => Some(Role::Attester),
+            Payload::RegisterBirth { .. }
+            | Payload::RegisterDeath { .. }
+            | Payload::RegisterMarriage { .. }
+            | Payload::RegisterDivorce { .. }
+            | Payload::RegisterTitle { .. }
+            | Payload::TransferTitle { .. }
+            | Payload::AmendRecord { .. } => Some(Role::Registrar),
+        }
+    }
+
+    /// Checks what can be checked without the ledger's state: positive amounts, ordered windows,
+    /// distinct parties. An entry failing this is malformed and never reaches a block.
+    pub fn check_well_formed(&self) -> Result<(), String> {
+        match self {
+            Payload::CreateProgramme {
+                budget,
+                valid_from,
+                valid_until,
+                ..
+            } => {
+                if *budget == 0 {
+                    return Err("budget must be greater than zero".into());
+                }
+                if valid_until <= valid_from {
+                    return Err("valid_until must be after valid_from".into());
+                }
+            }
+            Payload::IssueVoucher { amount, .. }
+            | Payload::RedeemVoucher { amount, .. }
+            | Payload::SettleVendor { amount, .. } => {
+                if *amount == 0 {
+                    return Err("amount must be greater than zero".into());
+                }
+            }
+            Payload::RegisterMarriage {
+                spouse_a, spouse_b, ..
+            } if spouse_a == spouse_b => {
+                return Err("a marriage needs two distinct subjects".into());
+            }
+            Payload::TransferTitle { from, to, .. } if from == to => {
+                return Err("a transfer needs a new holder distinct from the current one".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The signed content of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBody {
+    /// The chain this entry is for; an entry for another chain is refused.
+    pub chain_id: Name,
+    /// The signing key.
+    pub author: PublicKey,
+    /// The author's next sequence number, starting at 0: replay protection and ordering.
+    pub sequence: u64,
+    /// What the entry asks for.
+    pub payload: Payload,
+}
+
+impl EntryBody {
+    /// The entry id: hash of the canonical encoding of the body.
+    pub fn id(&self) -> EntryId {
+        Domain::EntryId.hash(&[&codec::encode(self)])
+    }
+
+    /// Signs the body with the author's key. The key must be the body's author.
+    pub fn sign(self, key: &Keypair) -> SignedEntry {
+        debug_assert_eq!(
+            key.public(),
+            self.author,
+            "an entry is signed by its author"
+        );
+        let signature = key.sign_hash(Domain::EntrySignature, &self.id());
+        SignedEntry {
+            body: self,
+            signature,
+        }
+    }
+}
+
+/// An entry with its author's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedEntry {
+    /// The signed content.
+    pub body: EntryBody,
+    /// The author's signature over the entry id under the entry-signature domain.
+    pub signature: Signature,
+}
+
+/// Why an entry's bytes or signature were refused before any business rule was looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryFormatError {
+    /// More bytes than [`ENTRY_BYTES_MAX`].
+    #[error("entry is {0} bytes; the limit is {ENTRY_BYTES_MAX}")]
+    TooLarge(usize),
+    /// Not a canonical encoding of an entry.
+    #[error("entry bytes do not decode: {0}")]
+    Malformed(#[from] CodecError),
+}
+
+impl SignedEntry {
+    /// The entry id (of the body; the signature is not part of it).
+    pub fn id(&self) -> EntryId {
+        self.body.id()
+    }
+
+    /// Checks the author's signature strictly.
+    pub fn verify_signature(&self) -> Result<(), KeyError> {
+        self.body
+            .author
+            .verify_hash(Domain::EntrySignature, &self.id(), &self.signature)
+    }
+
+    /// The canonical bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes canonical bytes, refusing oversized input before decoding it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EntryFormatError> {
+        if bytes.len() > ENTRY_BYTES_MAX {
+            return Err(EntryFormatError::TooLarge(bytes.len()));
+        }
+        Ok(codec::decode(bytes)?)
+    }
+}
+
+/// The message the new key signs in a key rotation.
+pub fn key_rotation_message(chain_id: &Name, old_key: &PublicKey) -> Vec<u8> {
+    codec::encode(&(chain_id, old_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(seq: u64) -> (Keypair, SignedEntry) {
+        let k = Keypair::from_seed_for_tests(9);
+        let body = EntryBody {
+            chain_id: Name::new("test-chain").unwrap_or_else(|e| panic!("{e}")),
+            author: k.public(),
+            sequence: seq,
+            payload: Payload::ExpireVoucher {
+                voucher: Hash::ZERO,
+            },
+        };
+        let e = body.sign(&k);
+        (k, e)
+    }
+
+    #[test]
+    fn id_excludes_signature_and_round_trips() {
+        let (_, e) = sample(3);
+        let bytes = e.to_bytes();
+        let back = SignedEntry::from_bytes(&bytes).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(back, e);
+        assert_eq!(back.verify_signature(), Ok(()));
+        let mut other_sig = e.clone();
+        other_sig.signature.0[0] ^= 1;
+        assert_eq!(
+            other_sig.id(),
+            e.id(),
+            "the id does not cover the signature"
+        );
+        assert!(other_sig.verify_signature().is_err());
+    }
+
+    #[test]
+    fn any_flipped_byte_breaks_decode_or_signature() {
+        let (_, e) = sample(1);
+        let bytes = e.to_bytes();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            if let Ok(d) = SignedEntry::from_bytes(&b) {
+                assert!(
+                    d.verify_signature().is_err(),
+                    "byte {i} flipped still verifies"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn json_is_readable() {
+        let (_, e) = sample(0);
+        let json = serde_json::to_string(&e).unwrap_or_default();
+        assert!(json.contains("\"expire_voucher\""), "{json}");
+        let back: SignedEntry = serde_json::from_str(&json).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn oversized_is_refused_before_decoding() {
+        assert!(matches!(
+            SignedEntry::from_bytes(&vec![0u8; ENTRY_BYTES_MAX + 1]),
+            Err(EntryFormatError::TooLarge(_))
+        ));
+    }
+}
