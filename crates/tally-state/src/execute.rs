@@ -12,8 +12,8 @@ use crate::store::{key, name_part, table, Overlay, State, StateDiff, StateRead};
 use crate::{Rejection, StateError};
 use tally_types::entry::key_rotation_message;
 use tally_types::{
-    Domain, EntryId, EntryOutcome, Name, Payload, PublicKey, RegistryKind, RejectCode, Role,
-    SignedEntry, TimestampMs,
+    Domain, EntryId, EntryOutcome, Name, Payload, PublicKey, ReasonCode, RegistryKind, RejectCode,
+    Role, SignedEntry, TimestampMs,
 };
 
 /// What a block is executed under.
@@ -370,6 +370,15 @@ fn apply(
         }
         Payload::RevokeRole { key: target, role } => {
             let mut rec = match ov.key_record(target)? {
+                Some(rec) if rec.agency == author.agency && rec.retired_for.is_some() => {
+                    return reject(
+                        RejectCode::RetiredKey,
+                        format!(
+                            "key {} was rotated away; its roles moved with it",
+                            target.short()
+                        ),
+                    )
+                }
                 Some(rec) if rec.agency == author.agency => rec,
                 _ => {
                     return reject(
@@ -499,7 +508,16 @@ fn apply(
                 }
                 ov.put(dk, id);
             }
-            p.issued += amount;
+            let Some(issued) = p.issued.checked_add(*amount) else {
+                return reject(
+                    RejectCode::OverBudget,
+                    format!(
+                        "programme {programme} has issued {} in its lifetime; no more fits",
+                        p.issued
+                    ),
+                );
+            };
+            p.issued = issued;
             ov.put(key(table::PROGRAMME, &[&name_part(programme)]), &p);
             let v = Voucher {
                 programme: programme.clone(),
@@ -567,7 +585,6 @@ fn apply(
             ov.put(key(table::VOUCHER, &[voucher.as_bytes()]), &v);
         }
         Payload::RevokeVoucher { voucher, .. } | Payload::ExpireVoucher { voucher } => {
-            let revoking = matches!(entry.body.payload, Payload::RevokeVoucher { .. });
             let mut v = require(ov.voucher(voucher)?, RejectCode::UnknownVoucher, || {
                 format!("no voucher {}", voucher.short())
             })?;
@@ -579,9 +596,18 @@ fn apply(
             same_agency(author, &p.agency, &format!("voucher {}", voucher.short()))?;
             status_is_active(&v, voucher)?;
             let remaining = v.remaining();
-            if revoking {
+            if let Payload::RevokeVoucher { reason, .. } = &entry.body.payload {
                 v.status = VoucherStatus::Revoked;
                 p.revoked += remaining;
+                // A voucher issued in error and never used is not assistance received: the
+                // person may be issued a correct one in the same period.
+                if let (ReasonCode::ClericalError, 0, Some(d)) = (reason, v.redeemed, v.dedup) {
+                    let assistance = name_part(&p.assistance);
+                    ov.delete(key(
+                        table::DEDUP,
+                        &[&assistance, &name_part(&p.period), d.0.as_bytes()],
+                    ));
+                }
             } else {
                 if now < v.expires_at {
                     return reject(
@@ -685,6 +711,9 @@ fn apply(
         } => {
             let mut a = known_attestation(ov, attestation, author)?;
             let suspend = matches!(entry.body.payload, Payload::SuspendAttestation { .. });
+            if suspend {
+                not_lapsed(&a, attestation, now)?;
+            }
             a.status = match (a.status, suspend) {
                 (AttestationStatus::Revoked(_), _) => {
                     return reject(
@@ -705,6 +734,7 @@ fn apply(
         }
         Payload::ReinstateAttestation { attestation } => {
             let mut a = known_attestation(ov, attestation, author)?;
+            not_lapsed(&a, attestation, now)?;
             match a.status {
                 AttestationStatus::Suspended(_) => a.status = AttestationStatus::Active,
                 AttestationStatus::Revoked(_) => {
@@ -1016,6 +1046,21 @@ fn known_attestation(ov: &Overlay<'_>, id: &EntryId, author: &KeyRecord) -> Rule
     })?;
     same_agency(author, &a.agency, &format!("attestation {}", id.short()))?;
     Ok(a)
+}
+
+fn not_lapsed(a: &Attestation, id: &EntryId, now: TimestampMs) -> Rule {
+    if now >= a.expires_at {
+        return reject(
+            RejectCode::Expired,
+            format!(
+                "attestation {} expired at {}, now is {}",
+                id.short(),
+                a.expires_at.0,
+                now.0
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn not_future(event: &tally_types::RegistryEvent, now: TimestampMs) -> Rule {

@@ -8,12 +8,14 @@
 pub mod execute;
 pub mod records;
 pub mod store;
+pub mod verify;
 
 pub use execute::{
     admit, execute_block, execute_candidates, AdmitError, BlockContext, ExecuteError, Execution,
     InvalidBlock, Signatures,
 };
 pub use store::{State, StateDiff, StateRead};
+pub use verify::{build_block, check_block, BlockSummary, ChainVerifier, Tip, Violation};
 
 use serde::{Deserialize, Serialize};
 use tally_types::RejectCode;

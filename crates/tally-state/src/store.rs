@@ -201,6 +201,41 @@ impl State {
         merkle::root_of_leaf_hashes(&leaves)
     }
 
+    /// The state root this state would have after `diff`, without applying it: a block is
+    /// checked against its header before anything is changed.
+    pub fn root_after(&self, diff: &StateDiff) -> Hash {
+        let mut leaves = Vec::with_capacity(self.leaves.len() + diff.len());
+        let mut base = self.leaves.iter().peekable();
+        let mut changes = diff.iter().peekable();
+        loop {
+            match (base.peek(), changes.peek()) {
+                (None, None) => break,
+                (Some((bk, _)), Some((ck, cv))) if bk == ck => {
+                    if let Some(v) = cv {
+                        leaves.push(leaf(ck, v));
+                    }
+                    base.next();
+                    changes.next();
+                }
+                (Some((bk, bh)), Some((ck, _))) if bk < ck => {
+                    leaves.push(**bh);
+                    base.next();
+                }
+                (Some((_, bh)), None) => {
+                    leaves.push(**bh);
+                    base.next();
+                }
+                (_, Some((ck, cv))) => {
+                    if let Some(v) = cv {
+                        leaves.push(leaf(ck, v));
+                    }
+                    changes.next();
+                }
+            }
+        }
+        merkle::root_of_leaf_hashes(&leaves)
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.kv.len()
@@ -296,6 +331,10 @@ impl<'a> Overlay<'a> {
         self.entry.insert(key, Some(codec::encode(value)));
     }
 
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
+        self.entry.insert(key, None);
+    }
+
     pub(crate) fn keep_entry(&mut self) {
         let entry = std::mem::take(&mut self.entry);
         self.block.extend(entry);
@@ -308,5 +347,28 @@ impl<'a> Overlay<'a> {
     pub(crate) fn into_diff(mut self) -> StateDiff {
         self.drop_entry();
         self.block
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_after_equals_root_of_applied_diff() {
+        let mut s = State::from_pairs((0u8..20).map(|i| (vec![i], vec![i; 3])));
+        let mut diff = StateDiff::new();
+        diff.insert(vec![0], None);
+        diff.insert(vec![5], Some(vec![9]));
+        diff.insert(vec![7, 1], Some(vec![1]));
+        diff.insert(vec![30], Some(vec![2]));
+        diff.insert(vec![31], None);
+        let predicted = s.root_after(&diff);
+        s.apply(&diff);
+        assert_eq!(predicted, s.root());
+        assert_eq!(
+            State::default().root_after(&StateDiff::new()),
+            State::default().root()
+        );
     }
 }

@@ -1,1 +1,407 @@
-//! placeholder
+//! RocksDB persistence for a tally node.
+//!
+//! Owns the on-disk layout and the one rule that makes the chain crash-safe: a block, its
+//! commit certificate, the outcome of each of its entries, its state changes and the new head
+//! are written in ONE synced `WriteBatch`. A crash at any instant leaves either the whole block
+//! or none of it, and reopening a data directory resumes exactly at the last committed block.
+//!
+//! This crate holds no business rules: it stores what tally-state computed, and on reading it
+//! back checks that the bytes are what was stored (a block must hash to its index entry, the
+//! state must hash to the head's state root).
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tally_state::{Rejection, State, StateDiff};
+use tally_types::{
+    codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, TimestampMs,
+};
+
+/// Column families and what each holds.
+mod cf {
+    /// height (big-endian u64) -> canonical `Block`.
+    pub const BLOCKS: &str = "blocks";
+    /// height -> canonical `CommitCertificate`.
+    pub const CERTIFICATES: &str = "certificates";
+    /// block hash -> height.
+    pub const BLOCK_INDEX: &str = "block_index";
+    /// entry id -> `EntryRecord` (where it is and what happened to it).
+    pub const ENTRIES: &str = "entries";
+    /// state key -> state value, exactly the pairs of `tally_state::State`.
+    pub const STATE: &str = "state";
+    /// What this node signed in consensus, written before a vote leaves the node.
+    pub const SAFETY: &str = "safety";
+    /// genesis, head.
+    pub const META: &str = "meta";
+    pub const ALL: [&str; 7] = [
+        BLOCKS,
+        CERTIFICATES,
+        BLOCK_INDEX,
+        ENTRIES,
+        STATE,
+        SAFETY,
+        META,
+    ];
+}
+
+const META_GENESIS: &[u8] = b"genesis";
+const META_HEAD: &[u8] = b"head";
+const SAFETY_RECORD: &[u8] = b"record";
+
+/// Everything that can go wrong reading or writing the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB refused an operation.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Bytes on disk are not what was written.
+    #[error("data directory is corrupt: {0}")]
+    Corrupt(String),
+    /// The data directory belongs to another chain.
+    #[error("data directory holds genesis {stored}, configuration gives {given}")]
+    GenesisMismatch {
+        /// Hash in the directory.
+        stored: String,
+        /// Hash configured.
+        given: String,
+    },
+    /// The directory has no genesis yet.
+    #[error("data directory has not been initialised with a genesis")]
+    NoGenesis,
+    /// A block that does not extend the head.
+    #[error("block {height} does not extend head {head_height} ({reason})")]
+    NotNext {
+        /// The block's height.
+        height: u64,
+        /// The head's height.
+        head_height: u64,
+        /// What is off.
+        reason: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+/// The last committed block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// 0 before any block.
+    pub height: u64,
+    /// Hash of the head block (the genesis hash at height 0).
+    pub hash: Hash,
+    /// State root after the head block.
+    pub state_root: Hash,
+    /// The head block's timestamp (the genesis time at height 0).
+    pub timestamp: TimestampMs,
+}
+
+/// Where an ordered entry is and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// The block height.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// Accepted, or rejected with a code.
+    pub outcome: EntryOutcome,
+    /// The full reason when rejected.
+    pub rejection: Option<Rejection>,
+}
+
+/// A block ready to be written: what consensus decided and what execution produced.
+#[derive(Debug)]
+pub struct CommitBatch<'a> {
+    /// The block.
+    pub block: &'a Block,
+    /// Its commit certificate.
+    pub certificate: &'a CommitCertificate,
+    /// Each entry's outcome, in block order.
+    pub outcomes: &'a [(EntryId, EntryOutcome)],
+    /// Each entry's rejection reason, in block order.
+    pub rejections: &'a [Option<Rejection>],
+    /// The state changes.
+    pub diff: &'a StateDiff,
+}
+
+/// An open data directory.
+pub struct Store {
+    db: DB,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.db.path().display())
+    }
+}
+
+fn height_key(h: u64) -> [u8; 8] {
+    h.to_be_bytes()
+}
+
+fn decode<T: serde::de::DeserializeOwned + Serialize>(what: &str, bytes: &[u8]) -> Result<T> {
+    codec::decode(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+impl Store {
+    /// Opens (creating if needed) a data directory for a node.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // A node's open files and memory are bounded; see docs/operator-guide.md.
+        opts.set_max_open_files(256);
+        let cfs = cf::ALL
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db })
+    }
+
+    /// Opens a data directory read-only: for auditors, even while a node runs on it.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.join("CURRENT").exists() {
+            return Err(StorageError::Corrupt(format!(
+                "{} is not a tally data directory",
+                path.display()
+            )));
+        }
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, path, cf::ALL, false)?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Corrupt(format!("column family {name} missing")))
+    }
+
+    fn synced() -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        wo
+    }
+
+    /// Writes genesis and the genesis state into a fresh directory, or checks that an existing
+    /// directory holds the same genesis.
+    pub fn init_genesis(&self, genesis: &Genesis) -> Result<Head> {
+        let given = genesis.hash();
+        if let Some(stored) = self.genesis()? {
+            let stored = stored.hash();
+            if stored != given {
+                return Err(StorageError::GenesisMismatch {
+                    stored: stored.to_hex(),
+                    given: given.to_hex(),
+                });
+            }
+            return self.head();
+        }
+        let state = State::genesis(genesis);
+        let head = Head {
+            height: 0,
+            hash: given,
+            state_root: state.root(),
+            timestamp: genesis.genesis_time,
+        };
+        let mut batch = WriteBatch::default();
+        let state_cf = self.cf(cf::STATE)?;
+        for (k, v) in state.pairs() {
+            batch.put_cf(state_cf, k, v);
+        }
+        let meta = self.cf(cf::META)?;
+        batch.put_cf(meta, META_GENESIS, codec::encode(genesis));
+        batch.put_cf(meta, META_HEAD, codec::encode(&head));
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(head)
+    }
+
+    /// The genesis this directory was initialised with.
+    pub fn genesis(&self) -> Result<Option<Genesis>> {
+        match self.db.get_cf(self.cf(cf::META)?, META_GENESIS)? {
+            None => Ok(None),
+            Some(b) => decode("genesis", &b).map(Some),
+        }
+    }
+
+    /// The last committed block.
+    pub fn head(&self) -> Result<Head> {
+        match self.db.get_cf(self.cf(cf::META)?, META_HEAD)? {
+            None => Err(StorageError::NoGenesis),
+            Some(b) => decode("head", &b),
+        }
+    }
+
+    /// Commits a block in one synced batch. The block must extend the head.
+    pub fn commit_block(&self, c: &CommitBatch<'_>) -> Result<Head> {
+        let head = self.head()?;
+        let header = &c.block.header;
+        let not_next = |reason: String| StorageError::NotNext {
+            height: header.height,
+            head_height: head.height,
+            reason,
+        };
+        if header.height != head.height + 1 {
+            return Err(not_next("height is not head + 1".into()));
+        }
+        if header.parent != head.hash {
+            return Err(not_next(format!(
+                "parent {} is not head {}",
+                header.parent.short(),
+                head.hash.short()
+            )));
+        }
+        let hash = c.block.hash();
+        if c.certificate.block_hash != hash || c.certificate.height != header.height {
+            return Err(not_next("certificate is for another block".into()));
+        }
+        if c.outcomes.len() != c.block.entries.len() || c.rejections.len() != c.block.entries.len()
+        {
+            return Err(not_next("outcomes do not match entries".into()));
+        }
+        let new_head = Head {
+            height: header.height,
+            hash,
+            state_root: header.state_root,
+            timestamp: header.timestamp,
+        };
+        let hk = height_key(header.height);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf::BLOCKS)?, hk, codec::encode(c.block));
+        batch.put_cf(self.cf(cf::CERTIFICATES)?, hk, codec::encode(c.certificate));
+        batch.put_cf(self.cf(cf::BLOCK_INDEX)?, hash.as_bytes(), hk);
+        let entries_cf = self.cf(cf::ENTRIES)?;
+        for (index, ((id, outcome), rejection)) in c.outcomes.iter().zip(c.rejections).enumerate() {
+            let rec = EntryRecord {
+                height: header.height,
+                index: index as u32,
+                outcome: *outcome,
+                rejection: rejection.clone(),
+            };
+            batch.put_cf(entries_cf, id.as_bytes(), codec::encode(&rec));
+        }
+        let state_cf = self.cf(cf::STATE)?;
+        for (k, v) in c.diff {
+            match v {
+                Some(v) => batch.put_cf(state_cf, k, v),
+                None => batch.delete_cf(state_cf, k),
+            }
+        }
+        batch.put_cf(self.cf(cf::META)?, META_HEAD, codec::encode(&new_head));
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(new_head)
+    }
+
+    /// A committed block, checked against the hash index on the way out.
+    pub fn block(&self, height: u64) -> Result<Option<Block>> {
+        let Some(bytes) = self.db.get_cf(self.cf(cf::BLOCKS)?, height_key(height))? else {
+            return Ok(None);
+        };
+        let block: Block = decode("block", &bytes)?;
+        if block.header.height != height {
+            return Err(StorageError::Corrupt(format!(
+                "block stored at {height} says height {}",
+                block.header.height
+            )));
+        }
+        match self
+            .db
+            .get_cf(self.cf(cf::BLOCK_INDEX)?, block.hash().as_bytes())?
+        {
+            Some(h) if h.as_slice() == height_key(height) => Ok(Some(block)),
+            _ => Err(StorageError::Corrupt(format!(
+                "block at height {height} does not hash to its index entry"
+            ))),
+        }
+    }
+
+    /// The height of a block by hash.
+    pub fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
+        match self.db.get_cf(self.cf(cf::BLOCK_INDEX)?, hash.as_bytes())? {
+            None => Ok(None),
+            Some(b) => {
+                let arr: [u8; 8] = b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("block index value".into()))?;
+                Ok(Some(u64::from_be_bytes(arr)))
+            }
+        }
+    }
+
+    /// The commit certificate of a block.
+    pub fn certificate(&self, height: u64) -> Result<Option<CommitCertificate>> {
+        match self
+            .db
+            .get_cf(self.cf(cf::CERTIFICATES)?, height_key(height))?
+        {
+            None => Ok(None),
+            Some(b) => decode("certificate", &b).map(Some),
+        }
+    }
+
+    /// Where an ordered entry is and its outcome.
+    pub fn entry(&self, id: &EntryId) -> Result<Option<EntryRecord>> {
+        match self.db.get_cf(self.cf(cf::ENTRIES)?, id.as_bytes())? {
+            None => Ok(None),
+            Some(b) => decode("entry record", &b).map(Some),
+        }
+    }
+
+    /// Loads the whole state and checks it hashes to the head's state root.
+    pub fn load_state(&self) -> Result<State> {
+        let head = self.head()?;
+        let mut pairs = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            pairs.push((k.into_vec(), v.into_vec()));
+        }
+        let state = State::from_pairs(pairs);
+        if state.root() != head.state_root {
+            return Err(StorageError::Corrupt(format!(
+                "state on disk hashes to {}, head {} says {}",
+                state.root().short(),
+                head.height,
+                head.state_root.short()
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Persists this node's consensus safety record (synced) before anything it describes is
+    /// sent: after a crash the node reads it back and never signs a conflicting message.
+    pub fn put_safety_record(&self, bytes: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf::SAFETY)?, SAFETY_RECORD, bytes);
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// The last persisted safety record.
+    pub fn safety_record(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf::SAFETY)?, SAFETY_RECORD)?)
+    }
+
+    /// Bytes the directory's files take on disk (for status and benchmarks).
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| match e.metadata() {
+                            Ok(m) if m.is_dir() => walk(&e.path()),
+                            Ok(m) => m.len(),
+                            Err(_) => 0,
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(self.db.path())
+    }
+}

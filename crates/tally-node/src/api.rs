@@ -1,0 +1,359 @@
+//! The HTTP JSON API: submit signed entries, follow them to a block, query the ledger.
+//!
+//! Errors always have the same shape, `{"error": {"code": "...", "detail": "..."}}`, with the
+//! stable codes of docs/entries.md, so the CLI and field apps can act on them.
+
+use crate::ledger::EntryStatus;
+use crate::mempool::InsertError;
+use crate::Shared;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tally_state::records::{AttestationStatus, VoucherStatus};
+use tally_state::StateRead;
+use tally_types::{
+    EntryId, EntryOutcome, Name, PublicKey, SignedEntry, SubjectToken, ENTRY_BYTES_MAX,
+};
+
+/// An API error: an HTTP status, a stable code and a message for a person.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+
+    fn bad_path(what: &str, e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed", format!("{what}: {e}"))
+    }
+}
+
+impl From<crate::NodeError> for ApiError {
+    fn from(e: crate::NodeError) -> Self {
+        tracing::error!(error = %e, "internal error serving API request");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl From<tally_state::StateError> for ApiError {
+    fn from(e: tally_state::StateError) -> Self {
+        crate::NodeError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "detail": self.detail } })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+type Ctx = AxState<Arc<Shared>>;
+
+/// The router, with the request body limit from the config.
+pub fn router(shared: Arc<Shared>, body_bytes_max: usize) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/entries", post(submit))
+        .route("/v1/entries/{id}", get(entry))
+        .route("/v1/keys/{key}", get(key))
+        .route("/v1/programmes", get(programmes))
+        .route("/v1/programmes/{id}", get(programme))
+        .route("/v1/programmes/{id}/vendors/{vendor}", get(vendor_account))
+        .route("/v1/vouchers/{id}", get(voucher))
+        .route("/v1/attestations/{id}", get(attestation))
+        .route("/v1/registry/{id}", get(registry_record))
+        .route("/v1/subjects/{token}", get(subject))
+        .route("/v1/titles/{parcel}", get(title))
+        .route("/v1/blocks/{height}", get(block))
+        .fallback(|| async { ApiError::not_found("such route; see docs/api.md") })
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .with_state(shared)
+}
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| ApiError::bad_path(what, e))
+}
+
+async fn status(AxState(shared): Ctx) -> ApiResult {
+    let l = shared.ledger()?;
+    let head = l.head();
+    Ok(Json(json!({
+        "chain_id": l.genesis.chain_id,
+        "genesis_hash": l.genesis.hash(),
+        "height": head.height,
+        "head_hash": head.hash,
+        "state_root": head.state_root,
+        "head_timestamp_ms": head.timestamp.0,
+        "mempool_entries": l.mempool().len(),
+        "validators": l.state().validators()?,
+        "validator": shared.validator,
+    })))
+}
+
+async fn submit(
+    AxState(shared): Ctx,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match submit_inner(&shared, &headers, body) {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "status": "pending" })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn submit_inner(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<EntryId, ApiError> {
+    let body = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {} bytes", shared.body_bytes_max),
+            )
+        } else {
+            ApiError::new(rej.status(), "malformed", rej.body_text())
+        }
+    })?;
+    let binary = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let malformed = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "malformed", d);
+    let entry = if binary {
+        SignedEntry::from_bytes(&body).map_err(|e| malformed(e.to_string()))?
+    } else {
+        let e: SignedEntry = serde_json::from_slice(&body)
+            .map_err(|e| malformed(format!("not a signed entry in JSON: {e}")))?;
+        let size = e.to_bytes().len();
+        if size > ENTRY_BYTES_MAX {
+            return Err(malformed(format!(
+                "entry encodes to {size} bytes; the limit is {ENTRY_BYTES_MAX}"
+            )));
+        }
+        e
+    };
+    let mut l = shared.ledger()?;
+    match l.submit(entry) {
+        Ok(id) => {
+            if l.batch_full() {
+                shared.wake_producer();
+            }
+            Ok(id)
+        }
+        Err(InsertError::Rejected(r)) => {
+            let status = match r.code {
+                tally_types::RejectCode::MempoolFull => StatusCode::SERVICE_UNAVAILABLE,
+                tally_types::RejectCode::DuplicateEntry => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            Err(ApiError::new(status, r.code.as_str(), r.detail))
+        }
+        Err(InsertError::State(e)) => Err(e.into()),
+    }
+}
+
+async fn entry(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
+    let id: EntryId = parse("entry id", &id)?;
+    let l = shared.ledger()?;
+    let v = match l.status(&id)? {
+        EntryStatus::Pending => json!({ "id": id, "status": "pending" }),
+        EntryStatus::Ordered(rec) => match (rec.outcome, rec.rejection) {
+            (EntryOutcome::Accepted, _) => {
+                json!({ "id": id, "status": "committed", "height": rec.height, "index": rec.index })
+            }
+            (EntryOutcome::Rejected(code), r) => json!({
+                "id": id, "status": "rejected", "height": rec.height, "index": rec.index,
+                "reason": { "code": code, "detail": r.map(|r| r.detail).unwrap_or_default() },
+            }),
+        },
+        EntryStatus::Refused(r) => json!({ "id": id, "status": "rejected", "reason": r }),
+        EntryStatus::Unknown => return Err(ApiError::not_found(format_args!("entry {id}"))),
+    };
+    Ok(Json(v))
+}
+
+async fn key(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
+    let k: PublicKey = parse("public key", &k)?;
+    let l = shared.ledger()?;
+    let rec = l
+        .state()
+        .key_record(&k)?
+        .ok_or_else(|| ApiError::not_found(format_args!("registered key {k}")))?;
+    let next_free = l.next_sequence(&k)?.unwrap_or(rec.next_sequence);
+    Ok(Json(json!({
+        "key": k,
+        "agency": rec.agency,
+        "roles": rec.roles,
+        "next_sequence": rec.next_sequence,
+        "next_free_sequence": next_free,
+        "retired_for": rec.retired_for,
+    })))
+}
+
+async fn programmes(AxState(shared): Ctx) -> ApiResult {
+    let l = shared.ledger()?;
+    let list: Vec<Value> = l
+        .state()
+        .programmes()?
+        .into_iter()
+        .map(|(id, p)| programme_json(&id, &p))
+        .collect();
+    Ok(Json(json!({ "programmes": list })))
+}
+
+fn programme_json(id: &Name, p: &tally_state::records::Programme) -> Value {
+    let mut v = json!(p);
+    v["id"] = json!(id);
+    v["committed"] = json!(p.committed());
+    v["available"] = json!(p.budget - p.committed());
+    v
+}
+
+async fn programme(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
+    let id: Name = parse("programme id", &id)?;
+    let l = shared.ledger()?;
+    let p = l
+        .state()
+        .programme(&id)?
+        .ok_or_else(|| ApiError::not_found(format_args!("programme {id}")))?;
+    Ok(Json(programme_json(&id, &p)))
+}
+
+async fn vendor_account(
+    AxState(shared): Ctx,
+    Path((id, vendor)): Path<(String, String)>,
+) -> ApiResult {
+    let id: Name = parse("programme id", &id)?;
+    let vendor: PublicKey = parse("vendor key", &vendor)?;
+    let l = shared.ledger()?;
+    let a = l.state().vendor_account(&id, &vendor)?.ok_or_else(|| {
+        ApiError::not_found(format_args!("redemptions for vendor {vendor} in {id}"))
+    })?;
+    Ok(Json(
+        json!({ "programme": id, "vendor": vendor, "redeemed": a.redeemed, "settled": a.settled, "owed": a.redeemed - a.settled }),
+    ))
+}
+
+async fn voucher(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
+    let id: EntryId = parse("voucher id", &id)?;
+    let l = shared.ledger()?;
+    let v = l
+        .state()
+        .voucher(&id)?
+        .ok_or_else(|| ApiError::not_found(format_args!("voucher {id}")))?;
+    let lapsed = v.status == VoucherStatus::Active && l.head().timestamp >= v.expires_at;
+    let mut out = json!(v);
+    out["id"] = json!(id);
+    out["remaining"] = json!(v.remaining());
+    out["redeemable"] = json!(v.status == VoucherStatus::Active && !lapsed);
+    if lapsed {
+        out["status"] = json!("expired");
+    }
+    Ok(Json(out))
+}
+
+async fn attestation(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
+    let id: EntryId = parse("attestation id", &id)?;
+    let l = shared.ledger()?;
+    let a = l
+        .state()
+        .attestation(&id)?
+        .ok_or_else(|| ApiError::not_found(format_args!("attestation {id}")))?;
+    let effective = match a.status {
+        AttestationStatus::Active if l.head().timestamp >= a.expires_at => "expired",
+        AttestationStatus::Active => "active",
+        AttestationStatus::Suspended(_) => "suspended",
+        AttestationStatus::Revoked(_) => "revoked",
+    };
+    let mut out = json!(a);
+    out["id"] = json!(id);
+    out["effective_status"] = json!(effective);
+    Ok(Json(out))
+}
+
+async fn registry_record(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
+    let id: EntryId = parse("record id", &id)?;
+    let l = shared.ledger()?;
+    let r = l
+        .state()
+        .registry_record(&id)?
+        .ok_or_else(|| ApiError::not_found(format_args!("registry record {id}")))?;
+    let mut out = json!(r);
+    out["id"] = json!(id);
+    Ok(Json(out))
+}
+
+async fn subject(AxState(shared): Ctx, Path(token): Path<String>) -> ApiResult {
+    let token: SubjectToken = parse("subject token", &token)?;
+    let l = shared.ledger()?;
+    let s = l
+        .state()
+        .subject(&token)?
+        .ok_or_else(|| ApiError::not_found("registry record for this subject"))?;
+    Ok(Json(json!(s)))
+}
+
+async fn title(AxState(shared): Ctx, Path(parcel): Path<String>) -> ApiResult {
+    let parcel: Name = parse("parcel", &parcel)?;
+    let l = shared.ledger()?;
+    let t = l
+        .state()
+        .title(&parcel)?
+        .ok_or_else(|| ApiError::not_found(format_args!("title for parcel {parcel}")))?;
+    let mut out = json!(t);
+    out["parcel"] = json!(parcel);
+    Ok(Json(out))
+}
+
+async fn block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
+    let height: u64 = parse("height", &height)?;
+    let l = shared.ledger()?;
+    let b = l.store().block(height).map_err(crate::NodeError::from)?;
+    let b = b.ok_or_else(|| ApiError::not_found(format_args!("block at height {height}")))?;
+    let cert = l
+        .store()
+        .certificate(height)
+        .map_err(crate::NodeError::from)?;
+    let entries: Vec<Value> = b
+        .entries
+        .iter()
+        .map(|e| json!({ "id": e.id(), "kind": e.body.payload.kind(), "author": e.body.author, "sequence": e.body.sequence }))
+        .collect();
+    Ok(Json(
+        json!({ "hash": b.hash(), "header": b.header, "entries": entries, "certificate": cert }),
+    ))
+}

@@ -1,0 +1,235 @@
+//! Entries admitted but not yet in a block, per author in sequence order.
+//!
+//! Every entry is checked once, here: chain id, strict signature, a registered and active
+//! author holding the needed role, and a sequence number that is neither used nor too far
+//! ahead. Blocks are then built from each author's run of consecutive sequence numbers, so an
+//! offline device's backlog (5, 6, 7 arriving in any order) goes through in order.
+
+use crate::config::MempoolSection;
+use std::collections::{BTreeMap, HashSet};
+use tally_state::{admit, AdmitError, Rejection, Signatures, State, StateError, StateRead};
+use tally_types::{EntryId, Name, PublicKey, RejectCode, SignedEntry};
+
+/// The pool.
+#[derive(Debug)]
+pub struct Mempool {
+    limits: MempoolSection,
+    by_author: BTreeMap<PublicKey, BTreeMap<u64, SignedEntry>>,
+    ids: HashSet<EntryId>,
+}
+
+/// Why an entry was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// Refused, with a reason for the submitter.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The node's state is unreadable.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<AdmitError> for InsertError {
+    fn from(e: AdmitError) -> Self {
+        match e {
+            AdmitError::Rejected(r) => InsertError::Rejected(r),
+            AdmitError::State(s) => InsertError::State(s),
+        }
+    }
+}
+
+impl Mempool {
+    /// An empty pool with the configured limits.
+    pub fn new(limits: MempoolSection) -> Self {
+        Self {
+            limits,
+            by_author: BTreeMap::new(),
+            ids: HashSet::new(),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no entries are held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether an entry is pending.
+    pub fn contains(&self, id: &EntryId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// The next sequence number an author should sign: one past its last pending consecutive
+    /// entry, or its committed next sequence.
+    pub fn next_sequence(&self, author: &PublicKey, committed_next: u64) -> u64 {
+        let mut next = committed_next;
+        if let Some(pending) = self.by_author.get(author) {
+            while pending.contains_key(&next) {
+                next += 1;
+            }
+        }
+        next
+    }
+
+    /// Admits an entry after every check that can be made before ordering.
+    pub fn insert(
+        &mut self,
+        state: &State,
+        chain_id: &Name,
+        entry: SignedEntry,
+    ) -> Result<EntryId, InsertError> {
+        let id = entry.id();
+        if self.ids.contains(&id) {
+            return Err(Rejection::new(
+                RejectCode::DuplicateEntry,
+                format!("entry {} is already pending", id.short()),
+            )
+            .into());
+        }
+        let author = admit(state, chain_id, &entry, Signatures::Verify)?;
+        if let Some(role) = entry.body.payload.required_role() {
+            if !author.roles.contains(&role) {
+                return Err(Rejection::new(
+                    RejectCode::MissingRole,
+                    format!(
+                        "{} needs the {role} role for {}",
+                        entry.body.author.short(),
+                        entry.body.payload.kind()
+                    ),
+                )
+                .into());
+            }
+        }
+        let seq = entry.body.sequence;
+        if seq < author.next_sequence {
+            return Err(Rejection::new(
+                RejectCode::StaleSequence,
+                format!(
+                    "sequence {seq} is already used; the author's next is {}",
+                    author.next_sequence
+                ),
+            )
+            .into());
+        }
+        let ahead_max = self.limits.per_author_max as u64;
+        if seq - author.next_sequence >= ahead_max {
+            return Err(Rejection::new(
+                RejectCode::FutureSequence,
+                format!(
+                    "sequence {seq} is more than {ahead_max} ahead of the author's next ({})",
+                    author.next_sequence
+                ),
+            )
+            .into());
+        }
+        let pending = self.by_author.get(&entry.body.author);
+        if let Some(other) = pending.and_then(|p| p.get(&seq)) {
+            return Err(Rejection::new(
+                RejectCode::StaleSequence,
+                format!(
+                    "sequence {seq} is already pending as entry {}",
+                    other.id().short()
+                ),
+            )
+            .into());
+        }
+        if self.ids.len() >= self.limits.entries_max {
+            return Err(Rejection::new(
+                RejectCode::MempoolFull,
+                format!(
+                    "the node holds {} pending entries, its limit; retry later",
+                    self.limits.entries_max
+                ),
+            )
+            .into());
+        }
+        self.by_author
+            .entry(entry.body.author)
+            .or_default()
+            .insert(seq, entry);
+        self.ids.insert(id);
+        Ok(id)
+    }
+
+    /// Up to `max` entries that can be ordered now: each author's consecutive run from its next
+    /// sequence number, taken round-robin so one busy author cannot starve the others.
+    pub fn candidates(&self, state: &State, max: usize) -> Result<Vec<SignedEntry>, StateError> {
+        let mut runs = Vec::new();
+        for (author, pending) in &self.by_author {
+            let Some(rec) = state.key_record(author)? else {
+                continue;
+            };
+            let run: Vec<&SignedEntry> = (rec.next_sequence..)
+                .map_while(|s| pending.get(&s))
+                .collect();
+            if !run.is_empty() {
+                runs.push(run);
+            }
+        }
+        let mut out = Vec::new();
+        let mut depth = 0;
+        while out.len() < max {
+            let mut took = false;
+            for run in &runs {
+                if let Some(e) = run.get(depth) {
+                    out.push((*e).clone());
+                    took = true;
+                    if out.len() == max {
+                        break;
+                    }
+                }
+            }
+            if !took {
+                break;
+            }
+            depth += 1;
+        }
+        Ok(out)
+    }
+
+    /// Forgets one entry.
+    pub fn remove(&mut self, entry: &SignedEntry) {
+        if let Some(p) = self.by_author.get_mut(&entry.body.author) {
+            p.remove(&entry.body.sequence);
+            if p.is_empty() {
+                self.by_author.remove(&entry.body.author);
+            }
+        }
+        self.ids.remove(&entry.id());
+    }
+
+    /// After a commit: drops every pending entry of these authors whose sequence number is now
+    /// used (the committed ones, and anything left behind at a used number).
+    pub fn prune(
+        &mut self,
+        state: &State,
+        authors: impl IntoIterator<Item = PublicKey>,
+    ) -> Result<(), StateError> {
+        for author in authors {
+            let next = state.key_record(&author)?.map(|r| {
+                if r.retired_for.is_some() {
+                    u64::MAX
+                } else {
+                    r.next_sequence
+                }
+            });
+            let Some(pending) = self.by_author.get_mut(&author) else {
+                continue;
+            };
+            let keep = pending.split_off(&next.unwrap_or(0));
+            for e in pending.values() {
+                self.ids.remove(&e.id());
+            }
+            if keep.is_empty() {
+                self.by_author.remove(&author);
+            } else {
+                self.by_author.insert(author, keep);
+            }
+        }
+        Ok(())
+    }
+}

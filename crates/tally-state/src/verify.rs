@@ -1,0 +1,288 @@
+//! Building and checking blocks: one verifier, written once, for every user.
+//!
+//! The proposer builds a block with [`build_block`]; every other check of a block (a node
+//! receiving it from consensus or block sync, an observer, `tally audit verify` on a copy of the
+//! data) goes through [`check_block`] and [`ChainVerifier`]: hash link, height, time, validator
+//! set, commit certificate, entries root, every entry's admission (signatures included) and a
+//! replay through the state machine to the same outcomes and the same state root.
+
+use crate::execute::{
+    execute_block, execute_candidates, BlockContext, ExecuteError, Execution, Signatures,
+};
+use crate::store::{State, StateRead};
+use crate::{Rejection, StateError};
+use tally_types::block::{outcomes_root, validators_hash};
+use tally_types::{
+    Block, BlockHeader, CommitCertificate, EntryId, Genesis, Hash, Name, PublicKey, SignedEntry,
+    TimestampMs,
+};
+
+/// The chain position a new block extends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    /// The chain id.
+    pub chain_id: Name,
+    /// Height of the last block (0 at genesis).
+    pub height: u64,
+    /// Hash of the last block (the genesis hash at height 0).
+    pub hash: Hash,
+    /// Timestamp of the last block (genesis time at height 0).
+    pub timestamp: TimestampMs,
+}
+
+impl Tip {
+    /// The tip of a chain with no blocks yet.
+    pub fn genesis(genesis: &Genesis) -> Self {
+        Self {
+            chain_id: genesis.chain_id.clone(),
+            height: 0,
+            hash: genesis.hash(),
+            timestamp: genesis.genesis_time,
+        }
+    }
+}
+
+/// A rule of the chain that a block breaks. `rule` is a stable code for scripts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("height {height}{}: {rule}: {detail}", entry.map(|e| format!(" entry {e}")).unwrap_or_default())]
+pub struct Violation {
+    /// The block's height.
+    pub height: u64,
+    /// The entry at fault, when one is.
+    pub entry: Option<EntryId>,
+    /// Stable code: `chain_id`, `height`, `parent`, `timestamp`, `validators`, `certificate`,
+    /// `entry_count`, `entries_root`, `entry_admission`, `outcomes_root`, `state_root`, `state`.
+    pub rule: &'static str,
+    /// What was found and what was expected.
+    pub detail: String,
+}
+
+fn violation(height: u64, rule: &'static str, detail: impl Into<String>) -> Violation {
+    Violation {
+        height,
+        entry: None,
+        rule,
+        detail: detail.into(),
+    }
+}
+
+/// Builds the next block from candidate entries (in mempool order). Entries that can no longer
+/// be ordered are returned with their reason instead of being included.
+pub fn build_block(
+    state: &State,
+    tip: &Tip,
+    timestamp: TimestampMs,
+    proposer: PublicKey,
+    candidates: impl IntoIterator<Item = SignedEntry>,
+    signatures: Signatures,
+) -> Result<(Block, Execution, Vec<(SignedEntry, Rejection)>), StateError> {
+    let timestamp = timestamp.max(tip.timestamp);
+    let ctx = BlockContext {
+        chain_id: tip.chain_id.clone(),
+        height: tip.height + 1,
+        timestamp,
+    };
+    let (exec, left_out) = execute_candidates(state, &ctx, candidates, signatures)?;
+    let header = BlockHeader {
+        chain_id: tip.chain_id.clone(),
+        height: ctx.height,
+        parent: tip.hash,
+        timestamp,
+        proposer,
+        entry_count: exec.entries.len() as u32,
+        entries_root: Block::compute_entries_root(&exec.entries),
+        outcomes_root: outcomes_root(&exec.outcomes),
+        state_root: state.root_after(&exec.diff),
+        validators_hash: validators_hash(&state.validators()?),
+    };
+    let block = Block {
+        header,
+        entries: exec.entries.clone(),
+    };
+    Ok((block, exec, left_out))
+}
+
+/// Checks a block against the chain it claims to extend, replaying its entries. Returns the
+/// execution (to apply and store) when every check holds. Does not check a certificate.
+pub fn check_block(
+    state: &State,
+    tip: &Tip,
+    block: &Block,
+    signatures: Signatures,
+) -> Result<Execution, Violation> {
+    let h = &block.header;
+    let height = h.height;
+    if h.chain_id != tip.chain_id {
+        return Err(violation(
+            height,
+            "chain_id",
+            format!(
+                "block is for chain {}, expected {}",
+                h.chain_id, tip.chain_id
+            ),
+        ));
+    }
+    if height != tip.height + 1 {
+        return Err(violation(
+            height,
+            "height",
+            format!("expected height {}", tip.height + 1),
+        ));
+    }
+    if h.parent != tip.hash {
+        return Err(violation(
+            height,
+            "parent",
+            format!("parent {} is not the previous block {}", h.parent, tip.hash),
+        ));
+    }
+    if h.timestamp < tip.timestamp {
+        return Err(violation(
+            height,
+            "timestamp",
+            format!(
+                "timestamp {} is before the previous block's {}",
+                h.timestamp.0, tip.timestamp.0
+            ),
+        ));
+    }
+    let validators = state
+        .validators()
+        .map_err(|e| violation(height, "state", e.to_string()))?;
+    if h.validators_hash != validators_hash(&validators) {
+        return Err(violation(
+            height,
+            "validators",
+            "validators hash does not match the validator set",
+        ));
+    }
+    if h.entry_count as usize != block.entries.len() {
+        return Err(violation(
+            height,
+            "entry_count",
+            format!(
+                "header says {} entries, block has {}",
+                h.entry_count,
+                block.entries.len()
+            ),
+        ));
+    }
+    if Block::compute_entries_root(&block.entries) != h.entries_root {
+        return Err(violation(
+            height,
+            "entries_root",
+            "entries do not hash to the header's entries root",
+        ));
+    }
+    let ctx = BlockContext {
+        chain_id: tip.chain_id.clone(),
+        height,
+        timestamp: h.timestamp,
+    };
+    let exec = match execute_block(state, &ctx, &block.entries, signatures) {
+        Ok(exec) => exec,
+        Err(ExecuteError::InvalidBlock(e)) => {
+            return Err(Violation {
+                height,
+                entry: Some(e.entry),
+                rule: "entry_admission",
+                detail: e.rejection.to_string(),
+            })
+        }
+        Err(ExecuteError::State(e)) => return Err(violation(height, "state", e.to_string())),
+    };
+    if outcomes_root(&exec.outcomes) != h.outcomes_root {
+        return Err(violation(
+            height,
+            "outcomes_root",
+            "replayed outcomes differ from the header's outcomes root",
+        ));
+    }
+    let root = state.root_after(&exec.diff);
+    if root != h.state_root {
+        return Err(violation(
+            height,
+            "state_root",
+            format!(
+                "replay gives state root {root}, header says {}",
+                h.state_root
+            ),
+        ));
+    }
+    Ok(exec)
+}
+
+/// Verifies a chain block by block from genesis, holding the replayed state.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    state: State,
+    tip: Tip,
+    entries: u64,
+    rejected: u64,
+}
+
+/// What verifying one block found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSummary {
+    /// Entries in the block.
+    pub entries: u64,
+    /// Of which rejected by a rule (kept as evidence).
+    pub rejected: u64,
+}
+
+impl ChainVerifier {
+    /// Starts at genesis.
+    pub fn new(genesis: &Genesis) -> Self {
+        Self {
+            state: State::genesis(genesis),
+            tip: Tip::genesis(genesis),
+            entries: 0,
+            rejected: 0,
+        }
+    }
+
+    /// Checks the next block and its certificate, and advances.
+    pub fn verify_next(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+    ) -> Result<BlockSummary, Violation> {
+        let height = block.header.height;
+        let validators = self
+            .state
+            .validators()
+            .map_err(|e| violation(height, "state", e.to_string()))?;
+        cert.verify(&block.header, &validators)
+            .map_err(|e| violation(height, "certificate", e.to_string()))?;
+        let exec = check_block(&self.state, &self.tip, block, Signatures::Verify)?;
+        let rejected = exec.rejections.iter().filter(|r| r.is_some()).count() as u64;
+        self.state.apply(&exec.diff);
+        self.tip = Tip {
+            chain_id: self.tip.chain_id.clone(),
+            height,
+            hash: block.hash(),
+            timestamp: block.header.timestamp,
+        };
+        self.entries += exec.entries.len() as u64;
+        self.rejected += rejected;
+        Ok(BlockSummary {
+            entries: exec.entries.len() as u64,
+            rejected,
+        })
+    }
+
+    /// The replayed state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The last verified block.
+    pub fn tip(&self) -> &Tip {
+        &self.tip
+    }
+
+    /// Entries verified so far, and how many of them were rejected by a rule.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.entries, self.rejected)
+    }
+}
