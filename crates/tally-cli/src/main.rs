@@ -1,1 +1,65 @@
-fn main() {}
+//! `tally`: the one command line for every person who touches the ledger.
+//!
+//! Machine output goes to stdout (`--json` on every command that prints data), diagnostics and
+//! logs to stderr. Exit codes: 0 when all went well, 1 when something was checked and found
+//! wanting (an entry rejected, a chain that fails verification), 2 when the tool itself could
+//! not do its job (bad arguments, unreachable node, unreadable files).
+
+mod client;
+mod cmd;
+mod output;
+mod sign;
+mod time_arg;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// What a command reports back to `main`.
+pub enum Outcome {
+    /// Everything held.
+    Ok,
+    /// Something was checked and failed (exit 1).
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = cmd::Cli::parse();
+    init_logging(cli.verbose);
+    match cmd::run(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,tally_node=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = std::env::var("TALLY_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

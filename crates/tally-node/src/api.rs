@@ -4,7 +4,7 @@
 //! stable codes of docs/entries.md, so the CLI and field apps can act on them.
 
 use crate::ledger::EntryStatus;
-use crate::mempool::InsertError;
+use crate::ledger::SubmitError;
 use crate::Shared;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -174,7 +174,7 @@ fn submit_inner(
             }
             Ok(id)
         }
-        Err(InsertError::Rejected(r)) => {
+        Err(SubmitError::Rejected(r)) => {
             let status = match r.code {
                 tally_types::RejectCode::MempoolFull => StatusCode::SERVICE_UNAVAILABLE,
                 tally_types::RejectCode::DuplicateEntry => StatusCode::CONFLICT,
@@ -182,7 +182,7 @@ fn submit_inner(
             };
             Err(ApiError::new(status, r.code.as_str(), r.detail))
         }
-        Err(InsertError::State(e)) => Err(e.into()),
+        Err(SubmitError::Node(e)) => Err(e.into()),
     }
 }
 

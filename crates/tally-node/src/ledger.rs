@@ -45,6 +45,23 @@ pub enum EntryStatus {
     Unknown,
 }
 
+/// Why a submission was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused, with a reason for the submitter.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The node could not read its own data.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+impl From<tally_storage::StorageError> for SubmitError {
+    fn from(e: tally_storage::StorageError) -> Self {
+        SubmitError::Node(e.into())
+    }
+}
+
 /// Committed chain plus pending work.
 pub struct Ledger {
     /// The genesis document.
@@ -135,7 +152,7 @@ impl Ledger {
     }
 
     /// Admits a submitted entry to the mempool, remembering a refusal for status queries.
-    pub fn submit(&mut self, entry: SignedEntry) -> Result<EntryId, InsertError> {
+    pub fn submit(&mut self, entry: SignedEntry) -> Result<EntryId, SubmitError> {
         let id = entry.id();
         if let Some(rec) = self.store.entry(&id)? {
             return Err(Rejection::new(
@@ -151,9 +168,9 @@ impl Ledger {
             Ok(id) => Ok(id),
             Err(InsertError::Rejected(r)) => {
                 self.rejections.insert(id, r.clone());
-                Err(InsertError::Rejected(r))
+                Err(SubmitError::Rejected(r))
             }
-            Err(e) => Err(e),
+            Err(InsertError::State(e)) => Err(SubmitError::Node(e.into())),
         }
     }
 

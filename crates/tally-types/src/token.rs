@@ -77,6 +77,13 @@ fn hmac(secret: &[u8], label: &[u8], reference: &[u8]) -> Result<Hash, TooShort>
     Ok(Hash(mac.finalize().into_bytes().into()))
 }
 
+/// 32 fresh bytes from the operating system's random source: a salt for [`Commitment::commit`].
+pub fn random_salt() -> Result<[u8; 32], getrandom::Error> {
+    let mut salt = [0u8; 32];
+    getrandom::getrandom(&mut salt)?;
+    Ok(salt)
+}
+
 impl SubjectToken {
     /// Derives the token for `person_reference` under the agency's secret.
     pub fn derive(agency_secret: &[u8], person_reference: &[u8]) -> Result<Self, TooShort> {

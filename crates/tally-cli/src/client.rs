@@ -1,0 +1,125 @@
+//! A small blocking client for a node's HTTP API.
+
+use anyhow::{anyhow, Context};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tally_types::{EntryId, Name, PublicKey, SignedEntry};
+
+/// A node's API.
+pub struct NodeClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// What a node said about a submitted entry.
+pub enum Submitted {
+    /// In the mempool.
+    Pending(EntryId),
+    /// Refused at the door with a code and a reason.
+    Refused { code: String, detail: String },
+}
+
+/// The final word on an entry.
+pub enum Settled {
+    /// In a block, accepted.
+    Committed(Value),
+    /// Rejected (in a block as evidence, or before ordering).
+    Rejected(Value),
+    /// Still pending when the wait ended.
+    StillPending,
+}
+
+impl NodeClient {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7100`).
+    pub fn new(base: &str) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(15))
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    /// GETs a path; `Ok(None)` for 404.
+    pub fn get(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}{path}", self.base);
+        match self.agent.get(&url).call() {
+            Ok(r) => Ok(Some(
+                r.into_json().with_context(|| format!("reading {url}"))?,
+            )),
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(ureq::Error::Status(code, r)) => {
+                Err(anyhow!("{url}: HTTP {code}: {}", error_text(r)))
+            }
+            Err(e) => Err(anyhow!("cannot reach node at {}: {e}", self.base)),
+        }
+    }
+
+    /// The node's chain id.
+    pub fn chain_id(&self) -> anyhow::Result<Name> {
+        let s = self
+            .get("/v1/status")?
+            .ok_or_else(|| anyhow!("node has no /v1/status"))?;
+        let id = s["chain_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("status without chain_id"))?;
+        Ok(Name::new(id)?)
+    }
+
+    /// The next free sequence number of a key, counting its pending entries. `None` when the
+    /// key is not registered.
+    pub fn next_sequence(&self, key: &PublicKey) -> anyhow::Result<Option<u64>> {
+        Ok(self
+            .get(&format!("/v1/keys/{key}"))?
+            .and_then(|v| v["next_free_sequence"].as_u64()))
+    }
+
+    /// Submits a signed entry (canonical bytes).
+    pub fn submit(&self, entry: &SignedEntry) -> anyhow::Result<Submitted> {
+        let url = format!("{}/v1/entries", self.base);
+        let res = self
+            .agent
+            .post(&url)
+            .set("content-type", "application/octet-stream")
+            .send_bytes(&entry.to_bytes());
+        match res {
+            Ok(_) => Ok(Submitted::Pending(entry.id())),
+            Err(ureq::Error::Status(code, r)) if code != 500 => {
+                let v: Value = r.into_json().unwrap_or(Value::Null);
+                let code = v["error"]["code"].as_str().unwrap_or("unknown").to_string();
+                let detail = v["error"]["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Submitted::Refused { code, detail })
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                Err(anyhow!("{url}: HTTP {code}: {}", error_text(r)))
+            }
+            Err(e) => Err(anyhow!("cannot reach node at {}: {e}", self.base)),
+        }
+    }
+
+    /// Polls an entry until it is committed or rejected, or `timeout` passes.
+    pub fn wait(&self, id: &EntryId, timeout: Duration) -> anyhow::Result<Settled> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.get(&format!("/v1/entries/{id}"))? {
+                match v["status"].as_str() {
+                    Some("committed") => return Ok(Settled::Committed(v)),
+                    Some("rejected") => return Ok(Settled::Rejected(v)),
+                    _ => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(Settled::StillPending);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn error_text(r: ureq::Response) -> String {
+    r.into_string().unwrap_or_default()
+}
