@@ -48,7 +48,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn,tally_node=info",
+        0 => "warn,tally=info,tally_node=info",
         1 => "info",
         _ => "debug",
     };

@@ -5,11 +5,11 @@ use crate::config::NodeConfig;
 use crate::consensus::Finality;
 use crate::mempool::{InsertError, Mempool};
 use crate::NodeError;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tally_state::{build_block, Rejection, Signatures, State, StateRead, Tip};
 use tally_storage::{CommitBatch, EntryRecord, Head, Store};
-use tally_types::{EntryId, Genesis, SignedEntry, TimestampMs};
+use tally_types::{EntryId, Genesis, RejectCode, SignedEntry, TimestampMs};
 
 /// Rejections of entries that never reached a block, kept so a submitter can ask later.
 #[derive(Debug)]
@@ -156,7 +156,7 @@ impl Ledger {
         let id = entry.id();
         if let Some(rec) = self.store.entry(&id)? {
             return Err(Rejection::new(
-                tally_types::RejectCode::DuplicateEntry,
+                RejectCode::DuplicateEntry,
                 format!("entry {} is already in block {}", id.short(), rec.height),
             )
             .into());
@@ -202,7 +202,11 @@ impl Ledger {
             return Ok(None);
         }
         let mut authors: BTreeSet<_> = candidates.iter().map(|e| e.body.author).collect();
-        let (block, exec, left_out) = build_block(
+        let tally_state::BuiltBlock {
+            block,
+            execution: exec,
+            left_out,
+        } = build_block(
             &self.state,
             &self.tip,
             now_ms(),
@@ -238,7 +242,25 @@ impl Ledger {
                 authors.insert(new_key);
             }
         }
-        self.mempool.prune(&self.state, authors)?;
+        let ordered: HashSet<EntryId> = exec.outcomes.iter().map(|(id, _)| *id).collect();
+        for (entry, retired) in self.mempool.prune(&self.state, authors)? {
+            let id = entry.id();
+            if ordered.contains(&id) {
+                continue;
+            }
+            let reason = if retired {
+                Rejection::new(
+                    RejectCode::RetiredKey,
+                    "the author key was rotated away before this entry was ordered",
+                )
+            } else {
+                Rejection::new(
+                    RejectCode::StaleSequence,
+                    format!("sequence {} was used by another entry", entry.body.sequence),
+                )
+            };
+            self.rejections.insert(id, reason);
+        }
         self.tip = Tip {
             chain_id: self.tip.chain_id.clone(),
             height: head.height,

@@ -195,17 +195,20 @@ fn produce_blocks(
     proposer: PublicKey,
     interval: Duration,
 ) -> Result<(), NodeError> {
+    // After a round that could order nothing (entries waiting behind a sequence gap), wait the
+    // full interval even if the pool counts as full, so the producer never spins on the lock.
+    let mut idle = false;
     loop {
         let guard = shared.ledger()?;
         let (mut ledger, _) = shared
             .wake
             .wait_timeout_while(guard, interval, |l| {
-                !shared.stop.load(Ordering::SeqCst) && !l.batch_full()
+                !shared.stop.load(Ordering::SeqCst) && (idle || !l.batch_full())
             })
             .map_err(|_| NodeError::Halted)?;
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        ledger.produce(finality, proposer)?;
+        idle = ledger.produce(finality, proposer)?.is_none();
     }
 }

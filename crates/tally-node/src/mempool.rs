@@ -1,8 +1,10 @@
 //! Entries admitted but not yet in a block, per author in sequence order.
 //!
 //! Every entry is checked once, here: chain id, strict signature, a registered and active
-//! author holding the needed role, and a sequence number that is neither used nor too far
-//! ahead. Blocks are then built from each author's run of consecutive sequence numbers, so an
+//! author, and a sequence number that is neither used nor too far ahead. Roles are not checked
+//! here: a role can change between a field device signing offline and the entry arriving, so a
+//! missing role is judged in the block, where the entry is kept as evidence and consumes its
+//! sequence number, and the device's later entries are not stranded. Blocks are then built from each author's run of consecutive sequence numbers, so an
 //! offline device's backlog (5, 6, 7 arriving in any order) goes through in order.
 
 use crate::config::MempoolSection;
@@ -91,19 +93,6 @@ impl Mempool {
             .into());
         }
         let author = admit(state, chain_id, &entry, Signatures::Verify)?;
-        if let Some(role) = entry.body.payload.required_role() {
-            if !author.roles.contains(&role) {
-                return Err(Rejection::new(
-                    RejectCode::MissingRole,
-                    format!(
-                        "{} needs the {role} role for {}",
-                        entry.body.author.short(),
-                        entry.body.payload.kind()
-                    ),
-                )
-                .into());
-            }
-        }
         let seq = entry.body.sequence;
         if seq < author.next_sequence {
             return Err(Rejection::new(
@@ -203,26 +192,27 @@ impl Mempool {
     }
 
     /// After a commit: drops every pending entry of these authors whose sequence number is now
-    /// used (the committed ones, and anything left behind at a used number).
+    /// used (the committed ones, and anything left behind at a used number, or every entry of an
+    /// author that was rotated away). Returns what was dropped, with whether its author retired.
     pub fn prune(
         &mut self,
         state: &State,
         authors: impl IntoIterator<Item = PublicKey>,
-    ) -> Result<(), StateError> {
+    ) -> Result<Vec<(SignedEntry, bool)>, StateError> {
+        let mut dropped = Vec::new();
         for author in authors {
-            let next = state.key_record(&author)?.map(|r| {
-                if r.retired_for.is_some() {
-                    u64::MAX
-                } else {
-                    r.next_sequence
-                }
-            });
+            let (next, retired) = match state.key_record(&author)? {
+                Some(r) if r.retired_for.is_some() => (u64::MAX, true),
+                Some(r) => (r.next_sequence, false),
+                None => (0, false),
+            };
             let Some(pending) = self.by_author.get_mut(&author) else {
                 continue;
             };
-            let keep = pending.split_off(&next.unwrap_or(0));
-            for e in pending.values() {
+            let keep = pending.split_off(&next);
+            for e in std::mem::take(pending).into_values() {
                 self.ids.remove(&e.id());
+                dropped.push((e, retired));
             }
             if keep.is_empty() {
                 self.by_author.remove(&author);
@@ -230,6 +220,6 @@ impl Mempool {
                 self.by_author.insert(author, keep);
             }
         }
-        Ok(())
+        Ok(dropped)
     }
 }

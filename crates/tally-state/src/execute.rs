@@ -781,13 +781,16 @@ fn apply(
             let mut s = ov.subject(subject)?.unwrap_or_default();
             alive(&s)?;
             // A death ends a marriage in force: the surviving spouse may marry again.
+            // The marriage record is marked dissolved by the death record.
             if let Some(m) = s.marriage.take() {
-                if let Some(rec) = ov.registry_record(&m)? {
+                if let Some(mut rec) = ov.registry_record(&m)? {
                     for spouse in rec.subjects.iter().filter(|x| *x != subject) {
                         let mut other = ov.subject(spouse)?.unwrap_or_default();
                         other.marriage = None;
                         put_subject(ov, spouse, &other);
                     }
+                    rec.dissolved_by = Some(*id);
+                    ov.put(key(table::REGISTRY_RECORD, &[m.as_bytes()]), &rec);
                 }
             }
             s.death = Some(*id);

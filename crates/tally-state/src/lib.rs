@@ -15,7 +15,9 @@ pub use execute::{
     InvalidBlock, Signatures,
 };
 pub use store::{State, StateDiff, StateRead};
-pub use verify::{build_block, check_block, BlockSummary, ChainVerifier, Tip, Violation};
+pub use verify::{
+    build_block, check_block, BlockSummary, BuiltBlock, ChainVerifier, Tip, Violation,
+};
 
 use serde::{Deserialize, Serialize};
 use tally_types::RejectCode;

@@ -167,7 +167,7 @@ pub struct RegistryRecord {
     pub latest_amendment: Option<EntryId>,
     /// How many amendments link to this record.
     pub amendment_count: u32,
-    /// For a marriage: the divorce that dissolved it.
+    /// For a marriage: the divorce or death record that dissolved it.
     pub dissolved_by: Option<EntryId>,
 }
 

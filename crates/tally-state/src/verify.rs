@@ -66,6 +66,17 @@ fn violation(height: u64, rule: &'static str, detail: impl Into<String>) -> Viol
     }
 }
 
+/// A block the proposer built, with what executing it produced.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    /// The block, header filled in.
+    pub block: Block,
+    /// Outcomes, rejections and the state diff.
+    pub execution: Execution,
+    /// Candidates that could not be ordered, with why (a rotated author, a used sequence).
+    pub left_out: Vec<(SignedEntry, Rejection)>,
+}
+
 /// Builds the next block from candidate entries (in mempool order). Entries that can no longer
 /// be ordered are returned with their reason instead of being included.
 pub fn build_block(
@@ -75,7 +86,7 @@ pub fn build_block(
     proposer: PublicKey,
     candidates: impl IntoIterator<Item = SignedEntry>,
     signatures: Signatures,
-) -> Result<(Block, Execution, Vec<(SignedEntry, Rejection)>), StateError> {
+) -> Result<BuiltBlock, StateError> {
     let timestamp = timestamp.max(tip.timestamp);
     let ctx = BlockContext {
         chain_id: tip.chain_id.clone(),
@@ -99,7 +110,11 @@ pub fn build_block(
         header,
         entries: exec.entries.clone(),
     };
-    Ok((block, exec, left_out))
+    Ok(BuiltBlock {
+        block,
+        execution: exec,
+        left_out,
+    })
 }
 
 /// Checks a block against the chain it claims to extend, replaying its entries. Returns the

@@ -1913,9 +1913,13 @@ fn divorcing_a_marriage_ended_by_death_is_rejected_not_married() {
     let mut c = Chain::staffed();
     let registrar = key(WFP_REGISTRAR);
     let m = c.accept(&registrar, marriage(1, 2, 1));
-    c.accept(&registrar, death(1, 2));
+    let d = c.accept(&registrar, death(1, 2));
     c.reject(&registrar, divorce(m, 3), RejectCode::NotMarried);
-    assert_eq!(record(&c, &m).dissolved_by, None);
+    assert_eq!(
+        record(&c, &m).dissolved_by,
+        Some(d),
+        "the death record dissolves the marriage"
+    );
     c.accept(&registrar, marriage(2, 3, 3));
 }
 

@@ -449,10 +449,10 @@ impl Payload {
             }
             Payload::IssueVoucher { amount, .. }
             | Payload::RedeemVoucher { amount, .. }
-            | Payload::SettleVendor { amount, .. } => {
-                if *amount == 0 {
-                    return Err("amount must be greater than zero".into());
-                }
+            | Payload::SettleVendor { amount, .. }
+                if *amount == 0 =>
+            {
+                return Err("amount must be greater than zero".into());
             }
             Payload::RegisterMarriage {
                 spouse_a, spouse_b, ..

@@ -14,7 +14,8 @@ fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// The root over already-hashed leaves. The empty tree's root is the hash of nothing under the
-/// leaf domain, so it differs from every non-empty root.
+/// leaf domain (the same as a tree of one empty leaf, which tally never builds: every leaf it
+/// hashes is a non-empty encoding).
 pub fn root_of_leaf_hashes(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => Domain::MerkleLeaf.hash(&[]),
