@@ -223,3 +223,149 @@ impl Mempool {
         Ok(dropped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_types::{
+        AgencyGenesis, EntryBody, Genesis, Hash, Keypair, Payload, TimestampMs, ValidatorGenesis,
+    };
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid name")
+    }
+
+    fn setup() -> (State, Keypair, Keypair) {
+        let (a, b) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let g = Genesis {
+            chain_id: name("pool"),
+            genesis_time: TimestampMs(0),
+            agencies: vec![AgencyGenesis {
+                id: name("wfp"),
+                admins: vec![a.public(), b.public()],
+            }],
+            validators: vec![ValidatorGenesis {
+                agency: name("wfp"),
+                key: Keypair::from_seed_for_tests(9).public(),
+            }],
+        };
+        (State::genesis(&g), a, b)
+    }
+
+    fn entry(k: &Keypair, seq: u64) -> SignedEntry {
+        let payload = Payload::ExpireVoucher {
+            voucher: Hash::ZERO,
+        };
+        EntryBody {
+            chain_id: name("pool"),
+            author: k.public(),
+            sequence: seq,
+            payload,
+        }
+        .sign(k)
+    }
+
+    fn code(r: Result<EntryId, InsertError>) -> Option<RejectCode> {
+        match r {
+            Err(InsertError::Rejected(r)) => Some(r.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn out_of_order_backlog_is_offered_in_sequence_and_round_robin() {
+        let (state, a, b) = setup();
+        let mut pool = Mempool::new(MempoolSection {
+            entries_max: 100,
+            per_author_max: 8,
+        });
+        for seq in [2, 0, 1] {
+            pool.insert(&state, &name("pool"), entry(&a, seq))
+                .expect("admitted");
+        }
+        pool.insert(&state, &name("pool"), entry(&b, 0))
+            .expect("admitted");
+        pool.insert(&state, &name("pool"), entry(&b, 5))
+            .expect("held behind a gap");
+        assert_eq!(pool.next_sequence(&a.public(), 0), 3);
+        let c = pool.candidates(&state, 10).expect("state reads");
+        let order: Vec<(PublicKey, u64)> =
+            c.iter().map(|e| (e.body.author, e.body.sequence)).collect();
+        let (first, second) = if a.public() < b.public() {
+            (a.public(), b.public())
+        } else {
+            (b.public(), a.public())
+        };
+        assert_eq!(order.len(), 4, "b's entry 5 waits for 1..4: {order:?}");
+        assert_eq!(
+            (order[0].0, order[1].0),
+            (first, second),
+            "one per author per pass"
+        );
+        let a_seqs: Vec<u64> = order
+            .iter()
+            .filter(|(k, _)| *k == a.public())
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(a_seqs, vec![0, 1, 2]);
+        assert_eq!(
+            pool.candidates(&state, 2).expect("state reads").len(),
+            2,
+            "the block limit holds"
+        );
+    }
+
+    #[test]
+    fn every_limit_and_replay_has_its_code() {
+        let (state, a, b) = setup();
+        let mut pool = Mempool::new(MempoolSection {
+            entries_max: 3,
+            per_author_max: 2,
+        });
+        pool.insert(&state, &name("pool"), entry(&a, 0))
+            .expect("admitted");
+        assert_eq!(
+            code(pool.insert(&state, &name("pool"), entry(&a, 0))),
+            Some(RejectCode::DuplicateEntry)
+        );
+        let mut other = entry(&a, 1);
+        other.body.payload = Payload::ExpireVoucher {
+            voucher: Hash([1; 32]),
+        };
+        let other = other.body.sign(&a);
+        pool.insert(&state, &name("pool"), other).expect("admitted");
+        assert_eq!(
+            code(pool.insert(&state, &name("pool"), entry(&a, 1))),
+            Some(RejectCode::StaleSequence)
+        );
+        assert_eq!(
+            code(pool.insert(&state, &name("pool"), entry(&a, 2))),
+            Some(RejectCode::FutureSequence)
+        );
+        pool.insert(&state, &name("pool"), entry(&b, 0))
+            .expect("admitted");
+        assert_eq!(
+            code(pool.insert(&state, &name("pool"), entry(&b, 1))),
+            Some(RejectCode::MempoolFull)
+        );
+        let stranger = Keypair::from_seed_for_tests(77);
+        assert_eq!(
+            code(pool.insert(&state, &name("pool"), entry(&stranger, 0))),
+            Some(RejectCode::UnknownAuthor)
+        );
+        let mut forged = entry(&a, 3);
+        forged.signature.0[0] ^= 1;
+        assert_eq!(
+            code(pool.insert(&state, &name("pool"), forged)),
+            Some(RejectCode::BadSignature)
+        );
+        assert_eq!(
+            code(pool.insert(&state, &name("other"), entry(&a, 1))),
+            Some(RejectCode::WrongChain)
+        );
+        assert_eq!(pool.len(), 3, "nothing refused was kept");
+    }
+}

@@ -405,3 +405,185 @@ impl Store {
         walk(self.db.path())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_state::{build_block, BuiltBlock, Signatures, Tip};
+    use tally_types::{AgencyGenesis, EntryBody, Keypair, Name, Payload, Role, ValidatorGenesis};
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid name")
+    }
+
+    fn genesis(admin: &Keypair, validator: &Keypair) -> Genesis {
+        Genesis {
+            chain_id: name("store-test"),
+            genesis_time: TimestampMs(1_800_000_000_000),
+            agencies: vec![AgencyGenesis {
+                id: name("wfp"),
+                admins: vec![admin.public()],
+            }],
+            validators: vec![ValidatorGenesis {
+                agency: name("wfp"),
+                key: validator.public(),
+            }],
+        }
+    }
+
+    /// Builds and commits one block granting a role, as a node would.
+    fn commit_next(
+        store: &Store,
+        state: &mut State,
+        admin: &Keypair,
+        validator: &Keypair,
+        seq: u64,
+    ) -> Head {
+        let head = store.head().expect("head");
+        let g = store.genesis().expect("genesis").expect("present");
+        let tip = Tip {
+            chain_id: g.chain_id.clone(),
+            height: head.height,
+            hash: head.hash,
+            timestamp: head.timestamp,
+        };
+        let grantee = Keypair::from_seed_for_tests(100 + seq).public();
+        let entry = EntryBody {
+            chain_id: g.chain_id.clone(),
+            author: admin.public(),
+            sequence: seq,
+            payload: Payload::GrantRole {
+                key: grantee,
+                role: Role::Issuer,
+            },
+        }
+        .sign(admin);
+        let BuiltBlock {
+            block, execution, ..
+        } = build_block(
+            state,
+            &tip,
+            TimestampMs(head.timestamp.0 + 1000),
+            validator.public(),
+            [entry],
+            Signatures::Verify,
+        )
+        .expect("builds");
+        let vote = CommitCertificate::sign_vote(
+            validator,
+            &g.chain_id,
+            block.header.height,
+            0,
+            &block.hash(),
+        );
+        let cert = CommitCertificate {
+            height: block.header.height,
+            round: 0,
+            block_hash: block.hash(),
+            signatures: vec![vote],
+        };
+        let new_head = store
+            .commit_block(&CommitBatch {
+                block: &block,
+                certificate: &cert,
+                outcomes: &execution.outcomes,
+                rejections: &execution.rejections,
+                diff: &execution.diff,
+            })
+            .expect("commits");
+        state.apply(&execution.diff);
+        new_head
+    }
+
+    #[test]
+    fn reopening_resumes_at_the_last_committed_block_with_the_same_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (admin, validator) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let g = genesis(&admin, &validator);
+        let head = {
+            let store = Store::open(dir.path()).expect("open");
+            store.init_genesis(&g).expect("init");
+            let mut state = store.load_state().expect("state");
+            for seq in 0..3 {
+                commit_next(&store, &mut state, &admin, &validator, seq);
+            }
+            let head = store.head().expect("head");
+            assert_eq!(head.state_root, state.root());
+            head
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.init_genesis(&g).expect("same genesis"), head);
+        assert_eq!(store.head().expect("head"), head);
+        assert_eq!(store.load_state().expect("state").root(), head.state_root);
+        let block = store.block(3).expect("read").expect("present");
+        assert_eq!(block.hash(), head.hash);
+        assert_eq!(store.height_of(&head.hash).expect("index"), Some(3));
+        let id = block.entries[0].id();
+        let rec = store.entry(&id).expect("read").expect("indexed");
+        assert_eq!(
+            (rec.height, rec.index, rec.outcome),
+            (3, 0, EntryOutcome::Accepted)
+        );
+        assert!(store.certificate(3).expect("read").is_some());
+        let ro = Store::open_read_only(dir.path())
+            .expect("an auditor can open a live directory read-only");
+        assert_eq!(ro.head().expect("head"), head);
+    }
+
+    #[test]
+    fn a_block_that_does_not_extend_the_head_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (admin, validator) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .init_genesis(&genesis(&admin, &validator))
+            .expect("init");
+        let mut state = store.load_state().expect("state");
+        let head1 = commit_next(&store, &mut state, &admin, &validator, 0);
+        let block1 = store.block(1).expect("read").expect("present");
+        let cert1 = store.certificate(1).expect("read").expect("present");
+        let err = store.commit_block(&CommitBatch {
+            block: &block1,
+            certificate: &cert1,
+            outcomes: &[(block1.entries[0].id(), EntryOutcome::Accepted)],
+            rejections: &[None],
+            diff: &StateDiff::new(),
+        });
+        assert!(
+            matches!(
+                err,
+                Err(StorageError::NotNext {
+                    height: 1,
+                    head_height: 1,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(store.head().expect("head"), head1);
+    }
+
+    #[test]
+    fn a_directory_of_another_chain_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (admin, validator) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .init_genesis(&genesis(&admin, &validator))
+            .expect("init");
+        let other = genesis(&Keypair::from_seed_for_tests(3), &validator);
+        assert!(matches!(
+            store.init_genesis(&other),
+            Err(StorageError::GenesisMismatch { .. })
+        ));
+    }
+}
