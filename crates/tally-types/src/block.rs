@@ -330,19 +330,29 @@ impl CommitCertificate {
         header: &BlockHeader,
         validators: &[PublicKey],
     ) -> Result<(), CertificateError> {
-        let block_hash = header.hash();
-        if self.height != header.height || self.block_hash != block_hash {
+        self.verify_for(&header.chain_id, header.height, &header.hash(), validators)
+    }
+
+    /// Checks that this certificate proves the block `block_hash` was committed at `height` of
+    /// `chain_id` by a quorum of `validators`. For holders of a hash without its header.
+    pub fn verify_for(
+        &self,
+        chain_id: &Name,
+        height: u64,
+        block_hash: &Hash,
+        validators: &[PublicKey],
+    ) -> Result<(), CertificateError> {
+        if self.height != height || self.block_hash != *block_hash {
             return Err(CertificateError::WrongBlock {
                 cert_height: self.height,
                 cert_block: self.block_hash.short(),
-                height: header.height,
+                height,
                 block: block_hash.short(),
             });
         }
         let set: BTreeSet<&PublicKey> = validators.iter().collect();
         let mut seen = BTreeSet::new();
-        let message =
-            Self::vote_message(&header.chain_id, self.height, self.round, &self.block_hash);
+        let message = Self::vote_message(chain_id, self.height, self.round, &self.block_hash);
         for s in &self.signatures {
             if !set.contains(&s.validator) {
                 return Err(CertificateError::NotAValidator(s.validator.short()));

@@ -39,6 +39,10 @@ pub enum Domain {
     RecordCommitment,
     /// A proof that the holder of a new key agrees to a key rotation.
     KeyRotation,
+    /// A consensus vote that is not a commit vote: a prevote, or a precommit for nil.
+    ConsensusVote,
+    /// A proposer's signed proposal of a block for a height and round.
+    Proposal,
 }
 
 impl Domain {
@@ -56,6 +60,8 @@ impl Domain {
             Domain::Genesis => b"tally/v1/genesis\0",
             Domain::RecordCommitment => b"tally/v1/record-commitment\0",
             Domain::KeyRotation => b"tally/v1/key-rotation\0",
+            Domain::ConsensusVote => b"tally/v1/consensus-vote\0",
+            Domain::Proposal => b"tally/v1/proposal\0",
         }
     }
 
@@ -74,7 +80,7 @@ impl Domain {
 mod tests {
     use super::*;
 
-    const ALL: [Domain; 11] = [
+    const ALL: [Domain; 13] = [
         Domain::EntryId,
         Domain::EntrySignature,
         Domain::BlockHeader,
@@ -86,6 +92,8 @@ mod tests {
         Domain::Genesis,
         Domain::RecordCommitment,
         Domain::KeyRotation,
+        Domain::ConsensusVote,
+        Domain::Proposal,
     ];
 
     #[test]
