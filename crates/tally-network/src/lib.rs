@@ -1,0 +1,568 @@
+//! The peer-to-peer transport of a tally node: libp2p over TCP, encrypted and authenticated
+//! with noise, multiplexed with yamux.
+//!
+//! Each node's libp2p identity is its ed25519 node key, so a peer id *is* a validator's or an
+//! observer's public key. Only peers on the allowlist (the genesis validators plus the
+//! observers named in the config) may connect; any other is refused after the noise handshake
+//! and counted. The validator set is small and every validator connects to every other, so
+//! messages are sent directly to each peer rather than gossiped: one hop, no mesh to tune,
+//! and no peer can delay another's message by sitting in the middle. Sends that are lost while
+//! a peer is away are made good by the consensus core's re-sends and by block sync.
+//!
+//! One request-response protocol carries everything ([`wire::Request`]); every frame has an
+//! explicit size limit, and every queue between this task and the node is bounded.
+
+pub mod wire;
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::{allow_block_list, connection_limits, identity, Multiaddr, PeerId, StreamProtocol};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally_types::{Keypair, Name, PublicKey};
+use tokio::sync::mpsc;
+pub use wire::{CertifiedBlock, Envelope, Request, Response};
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// A key could not be turned into a libp2p identity.
+    #[error("key: {0}")]
+    Key(String),
+    /// The transport could not be built or could not listen.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// Limits of the network layer. Each is documented in node-config/node.example.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request frame (a proposal with its full block must fit).
+    pub request_bytes_max: usize,
+    /// Largest response frame (one batch of synced blocks).
+    pub response_bytes_max: usize,
+    /// Messages waiting for the node; beyond this, new ones are dropped and counted.
+    pub inbound_queue_max: usize,
+    /// Commands waiting for the network task.
+    pub outbound_queue_max: usize,
+    /// Established connections per peer.
+    pub connections_per_peer_max: u32,
+}
+
+/// Where to find a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// Its node key.
+    pub key: PublicKey,
+    /// Its listening address.
+    pub addr: SocketAddr,
+}
+
+/// What the network needs to start.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The chain; requests for another are refused.
+    pub chain_id: Name,
+    /// Where to listen for peers.
+    pub listen: SocketAddr,
+    /// Peers to keep a connection to.
+    pub dial: Vec<PeerAddress>,
+    /// Every key allowed to connect (validators and observers), dialled or not.
+    pub allowed: Vec<PublicKey>,
+    /// Size and queue limits.
+    pub limits: Limits,
+}
+
+/// What arrives for the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A request from a peer (consensus, entry or pushed blocks).
+    Request {
+        /// The sending node's key.
+        from: PublicKey,
+        /// What it sent.
+        request: Request,
+    },
+    /// An answer to [`NetworkHandle::ask_blocks`].
+    Blocks {
+        /// Who answered.
+        from: PublicKey,
+        /// The blocks, oldest first.
+        blocks: Vec<CertifiedBlock>,
+    },
+    /// A peer connected.
+    Connected(PublicKey),
+    /// A peer's last connection closed.
+    Disconnected(PublicKey),
+}
+
+/// Answers block-sync requests from committed storage.
+pub trait BlockSource: Send + Sync + 'static {
+    /// Committed blocks from `from_height` on, oldest first, whose encoding fits `bytes_max`.
+    fn blocks_from(&self, from_height: u64, bytes_max: usize) -> Vec<CertifiedBlock>;
+}
+
+/// What the network has dropped or refused, for the status API.
+#[derive(Debug, Default)]
+pub struct Counters {
+    received: AtomicU64,
+    wrong_chain: AtomicU64,
+    malformed_or_oversized: AtomicU64,
+    inbound_queue_full: AtomicU64,
+    outbound_queue_full: AtomicU64,
+    refused_connections: AtomicU64,
+    send_failures: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CountersSnapshot {
+    /// Requests received from allowed peers.
+    pub received: u64,
+    /// Requests for another chain, refused.
+    pub wrong_chain: u64,
+    /// Frames that did not decode or exceeded the size limits.
+    pub malformed_or_oversized: u64,
+    /// Requests dropped because the node's queue was full.
+    pub inbound_queue_full: u64,
+    /// Sends dropped because the network task's queue was full.
+    pub outbound_queue_full: u64,
+    /// Connections refused: the peer is not on the allowlist, or over the connection limit.
+    pub refused_connections: u64,
+    /// Requests that failed to reach a peer (down, timed out).
+    pub send_failures: u64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            received: g(&self.received),
+            wrong_chain: g(&self.wrong_chain),
+            malformed_or_oversized: g(&self.malformed_or_oversized),
+            inbound_queue_full: g(&self.inbound_queue_full),
+            outbound_queue_full: g(&self.outbound_queue_full),
+            refused_connections: g(&self.refused_connections),
+            send_failures: g(&self.send_failures),
+        }
+    }
+}
+
+enum Command {
+    Send { to: PublicKey, request: Request },
+    AskBlocks { to: PublicKey, from_height: u64 },
+}
+
+/// The node's side of the network: cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct NetworkHandle {
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    connected: Arc<Mutex<BTreeSet<PublicKey>>>,
+    local: PublicKey,
+}
+
+impl NetworkHandle {
+    /// Sends `request` to one peer. Never blocks: when the queue is full the send is dropped
+    /// and counted (consensus re-sends; entries are relayed by every node that has them).
+    pub fn send(&self, to: PublicKey, request: Request) {
+        if to == self.local {
+            return;
+        }
+        self.enqueue(Command::Send { to, request });
+    }
+
+    /// Sends `request` to each of `peers` (this node excluded).
+    pub fn send_all<'a>(&self, peers: impl IntoIterator<Item = &'a PublicKey>, request: &Request) {
+        for p in peers {
+            self.send(*p, request.clone());
+        }
+    }
+
+    /// Asks `to` for committed blocks from `from_height`; the answer arrives as
+    /// [`Inbound::Blocks`].
+    pub fn ask_blocks(&self, to: PublicKey, from_height: u64) {
+        if to != self.local {
+            self.enqueue(Command::AskBlocks { to, from_height });
+        }
+    }
+
+    fn enqueue(&self, c: Command) {
+        if self.commands.try_send(c).is_err() {
+            Counters::bump(&self.counters.outbound_queue_full);
+        }
+    }
+
+    /// Peers with an open connection.
+    pub fn connected(&self) -> BTreeSet<PublicKey> {
+        self.connected.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Drop and refusal counts.
+    pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+}
+
+/// The running network task.
+pub struct Network {
+    /// Where peers can reach this node (the config may ask for port 0).
+    pub listen_addr: SocketAddr,
+    /// The handle.
+    pub handle: NetworkHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Network {
+    /// Stops the task and closes every connection.
+    pub async fn shutdown(self) {
+        drop(self.handle);
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// The libp2p peer id of a tally node key.
+pub fn peer_id(key: &PublicKey) -> Result<PeerId, NetworkError> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
+        .map_err(|e| NetworkError::Key(format!("{}: {e}", key.short())))?;
+    Ok(identity::PublicKey::from(pk).to_peer_id())
+}
+
+fn multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::from(addr.ip()).with(Protocol::Tcp(addr.port()))
+}
+
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) => return ip.map(|ip| SocketAddr::new(ip, port)),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    limits: connection_limits::Behaviour,
+    rpc: request_response::Behaviour<wire::Codec>,
+}
+
+/// Starts listening and dialling. Must be called inside a tokio runtime.
+pub async fn start(
+    config: NetworkConfig,
+    key: &Keypair,
+    source: Arc<dyn BlockSource>,
+    inbound: SyncSender<Inbound>,
+) -> Result<Network, NetworkError> {
+    let identity = identity::Keypair::ed25519_from_bytes(*key.secret_bytes())
+        .map_err(|e| NetworkError::Key(e.to_string()))?;
+    let mut peers: HashMap<PeerId, PublicKey> = HashMap::new();
+    for k in config
+        .allowed
+        .iter()
+        .chain(config.dial.iter().map(|p| &p.key))
+    {
+        peers.insert(peer_id(k)?, *k);
+    }
+    let limits = config.limits;
+    let counters = Arc::new(Counters::default());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_behaviour(|_| {
+            let mut allow = allow_block_list::Behaviour::default();
+            for p in peers.keys() {
+                allow.allow_peer(*p);
+            }
+            let connection_limits = connection_limits::ConnectionLimits::default()
+                .with_max_established_per_peer(Some(limits.connections_per_peer_max))
+                .with_max_established(Some(
+                    (peers.len() as u32 + 1) * limits.connections_per_peer_max,
+                ))
+                .with_max_pending_incoming(Some(64));
+            Behaviour {
+                allow,
+                limits: connection_limits::Behaviour::new(connection_limits),
+                rpc: request_response::Behaviour::with_codec(
+                    wire::Codec {
+                        request_bytes_max: limits.request_bytes_max,
+                        response_bytes_max: limits.response_bytes_max,
+                        counters: counters.clone(),
+                    },
+                    [(StreamProtocol::new(wire::PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10))
+                        .with_max_concurrent_streams(512),
+                ),
+            }
+        })
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    swarm
+        .listen_on(multiaddr(config.listen))
+        .map_err(|e| NetworkError::Transport(e.to_string()))?;
+    // The first event is the bound address (port 0 becomes a real port).
+    let listen_addr = loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if let Some(a) = socket_addr(&address) {
+                    break a;
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(NetworkError::Transport(error.to_string()))
+            }
+            SwarmEvent::ListenerClosed { reason, .. } => {
+                return Err(NetworkError::Transport(format!(
+                    "listener closed: {reason:?}"
+                )))
+            }
+            _ => {}
+        }
+    };
+    let (tx, rx) = mpsc::channel(limits.outbound_queue_max);
+    let connected = Arc::new(Mutex::new(BTreeSet::new()));
+    let handle = NetworkHandle {
+        commands: tx,
+        counters: counters.clone(),
+        connected: connected.clone(),
+        local: key.public(),
+    };
+    let task = Task {
+        swarm,
+        chain_id: config.chain_id,
+        peers,
+        dial: config
+            .dial
+            .iter()
+            .filter_map(|p| Some((peer_id(&p.key).ok()?, multiaddr(p.addr))))
+            .collect(),
+        limits,
+        source,
+        inbound,
+        counters,
+        connected,
+        blocks_asked: HashMap::new(),
+    };
+    tracing::info!(%listen_addr, peers = task.dial.len(), "network listening");
+    let task = tokio::spawn(task.run(rx));
+    Ok(Network {
+        listen_addr,
+        handle,
+        task,
+    })
+}
+
+struct Task {
+    swarm: libp2p::Swarm<Behaviour>,
+    chain_id: Name,
+    peers: HashMap<PeerId, PublicKey>,
+    dial: Vec<(PeerId, Multiaddr)>,
+    limits: Limits,
+    source: Arc<dyn BlockSource>,
+    inbound: SyncSender<Inbound>,
+    counters: Arc<Counters>,
+    connected: Arc<Mutex<BTreeSet<PublicKey>>>,
+    blocks_asked: HashMap<OutboundRequestId, PublicKey>,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.redial();
+        let mut redial = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                e = self.swarm.select_next_some() => self.event(e),
+                _ = redial.tick() => self.redial(),
+            }
+        }
+    }
+
+    /// Keeps a connection to every peer to dial.
+    fn redial(&mut self) {
+        for (peer, addr) in self.dial.clone() {
+            if !self.swarm.is_connected(&peer) {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    if !matches!(e, DialError::DialPeerConditionFalse(_)) {
+                        tracing::debug!(%peer, error = %e, "dial failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn peer_of(&self, key: &PublicKey) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .find_map(|(p, k)| (k == key).then_some(*p))
+    }
+
+    fn envelope(&self, request: Request) -> Envelope {
+        Envelope {
+            chain_id: self.chain_id.clone(),
+            request,
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Send { to, request } => {
+                if let Some(peer) = self.peer_of(&to) {
+                    let env = self.envelope(request);
+                    self.swarm.behaviour_mut().rpc.send_request(&peer, env);
+                }
+            }
+            Command::AskBlocks { to, from_height } => {
+                if let Some(peer) = self.peer_of(&to) {
+                    let env = self.envelope(Request::Blocks { from_height });
+                    let id = self.swarm.behaviour_mut().rpc.send_request(&peer, env);
+                    self.blocks_asked.insert(id, to);
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, item: Inbound) {
+        match self.inbound.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => Counters::bump(&self.counters.inbound_queue_full),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn set_connected(&self, key: PublicKey, up: bool) {
+        if let Ok(mut c) = self.connected.lock() {
+            if up {
+                c.insert(key);
+            } else {
+                c.remove(&key);
+            }
+        }
+        self.deliver(if up {
+            Inbound::Connected(key)
+        } else {
+            Inbound::Disconnected(key)
+        });
+    }
+
+    fn event(&mut self, e: SwarmEvent<BehaviourEvent>) {
+        match e {
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(e)) => self.rpc(e),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if let (Some(key), 1) = (self.peers.get(&peer_id), num_established.get()) {
+                    tracing::info!(peer = %key.short(), "peer connected");
+                    self.set_connected(*key, true);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if let Some(key) = self.peers.get(&peer_id) {
+                    tracing::info!(peer = %key.short(), "peer disconnected");
+                    self.set_connected(*key, false);
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                if matches!(error, ListenError::Denied { .. }) {
+                    Counters::bump(&self.counters.refused_connections);
+                    tracing::warn!(error = %error, "refused a connection");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn rpc(&mut self, e: request_response::Event<Envelope, Response>) {
+        match e {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    Counters::bump(&self.counters.received);
+                    let Some(from) = self.peers.get(&peer).copied() else {
+                        return; // the allowlist makes this unreachable
+                    };
+                    let response = if request.chain_id != self.chain_id {
+                        Counters::bump(&self.counters.wrong_chain);
+                        Response::Refused
+                    } else {
+                        match request.request {
+                            Request::Blocks { from_height } => Response::Blocks(
+                                self.source
+                                    .blocks_from(from_height, self.limits.response_bytes_max - 64),
+                            ),
+                            request => {
+                                self.deliver(Inbound::Request { from, request });
+                                Response::Ack
+                            }
+                        }
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let (Some(from), Response::Blocks(blocks)) =
+                        (self.blocks_asked.remove(&request_id), response)
+                    {
+                        self.deliver(Inbound::Blocks { from, blocks });
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                self.blocks_asked.remove(&request_id);
+                Counters::bump(&self.counters.send_failures);
+                tracing::debug!(error = %error, "request failed");
+            }
+            request_response::Event::InboundFailure { error, .. } => {
+                tracing::debug!(error = %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

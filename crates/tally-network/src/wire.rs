@@ -1,0 +1,246 @@
+//! What travels between nodes, and the length-prefixed codec that frames it.
+//!
+//! Every request carries the chain id, so a node of another chain that somehow holds an allowed
+//! key is told apart from a corrupt message. Frames are a 4-byte little-endian length and the
+//! canonical bincode bytes; a length above the configured maximum is refused before any byte of
+//! the body is read, so a peer cannot make a node buffer more than that.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::{Deserialize, Serialize};
+use std::io;
+use tally_types::{codec, Block, CommitCertificate, Name, SignedEntry};
+
+/// The libp2p protocol name of the one request-response protocol.
+pub const PROTOCOL: &str = "/tally/1";
+
+/// A committed block with the certificate that proves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedBlock {
+    /// The block.
+    pub block: Block,
+    /// 2f+1 precommits for it.
+    pub certificate: CommitCertificate,
+}
+
+/// What one node asks of, or tells, another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A consensus message; a proposal carries its block.
+    Consensus {
+        /// The signed proposal or vote.
+        message: Box<tally_consensus::Message>,
+        /// The proposed block, with a proposal only.
+        block: Option<Box<Block>>,
+    },
+    /// An entry submitted at the sender, relayed so every validator's mempool holds it.
+    Entry(Box<SignedEntry>),
+    /// Block sync: the committed blocks from `from_height` on.
+    Blocks {
+        /// First height wanted.
+        from_height: u64,
+    },
+    /// Committed blocks pushed to a node that is behind, or to observers after each commit.
+    Push(Vec<CertifiedBlock>),
+}
+
+impl Request {
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Consensus { .. } => "consensus",
+            Request::Entry(_) => "entry",
+            Request::Blocks { .. } => "blocks",
+            Request::Push(_) => "push",
+        }
+    }
+}
+
+/// A request as framed on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's chain.
+    pub chain_id: Name,
+    /// The request.
+    pub request: Request,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Received (not necessarily accepted: consensus and entries are judged later).
+    Ack,
+    /// Committed blocks, oldest first, as many as fit the response limit.
+    Blocks(Vec<CertifiedBlock>),
+    /// Refused: wrong chain, or the node is not accepting this kind of request.
+    Refused,
+}
+
+/// Frames requests and responses with explicit maximum sizes.
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    /// Largest request frame accepted (a proposal with a full block must fit).
+    pub request_bytes_max: usize,
+    /// Largest response frame accepted (a batch of synced blocks).
+    pub response_bytes_max: usize,
+    /// Where refused frames are counted (libp2p reports a request that fails to decode to
+    /// nobody, so the codec counts it itself).
+    pub counters: std::sync::Arc<crate::Counters>,
+}
+
+impl Codec {
+    fn count<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r {
+            if e.kind() == io::ErrorKind::InvalidData {
+                crate::Counters::bump(&self.counters.malformed_or_oversized);
+            }
+        }
+        r
+    }
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+    max: usize,
+) -> io::Result<()> {
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes exceeds the limit of {max}", bytes.len()),
+        ));
+    }
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_le_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.close().await
+}
+
+fn decode<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8]) -> io::Result<T> {
+    codec::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+impl libp2p::request_response::Codec for Codec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Envelope;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Envelope>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let r = match read_frame(io, self.request_bytes_max).await {
+            Ok(bytes) => decode(&bytes),
+            Err(e) => Err(e),
+        };
+        self.count(r)
+    }
+
+    async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let r = match read_frame(io, self.response_bytes_max).await {
+            Ok(bytes) => decode(&bytes),
+            Err(e) => Err(e),
+        };
+        self.count(r)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Envelope,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &codec::encode(&req), self.request_bytes_max).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &codec::encode(&res), self.response_bytes_max).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+    use libp2p::request_response::Codec as _;
+
+    fn codec() -> Codec {
+        Codec {
+            request_bytes_max: 64,
+            response_bytes_max: 64,
+            ..Codec::default()
+        }
+    }
+
+    fn protocol() -> libp2p::StreamProtocol {
+        libp2p::StreamProtocol::new(PROTOCOL)
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_its_body_is_read() {
+        let mut bytes = 1_000_000u32.to_le_bytes().to_vec();
+        bytes.extend([0u8; 16]);
+        let mut io = futures::io::Cursor::new(bytes);
+        let mut c = codec();
+        let err = block_on(c.read_request(&protocol(), &mut io));
+        assert_eq!(
+            err.map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::InvalidData)
+        );
+        assert_eq!(io.position(), 4, "only the length was read");
+        assert_eq!(c.counters.snapshot().malformed_or_oversized, 1);
+    }
+
+    #[test]
+    fn garbage_and_truncated_frames_are_errors_not_panics() {
+        for bytes in [
+            vec![3, 0, 0, 0, 0xff, 0xff, 0xff],
+            vec![10, 0, 0, 0, 1, 2],
+            vec![1, 0],
+        ] {
+            let mut io = futures::io::Cursor::new(bytes);
+            assert!(block_on(codec().read_request(&protocol(), &mut io)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_response_round_trips() {
+        let mut c = codec();
+        let mut io = futures::io::Cursor::new(Vec::new());
+        block_on(c.write_response(&protocol(), &mut io, Response::Refused))
+            .unwrap_or_else(|e| panic!("{e}"));
+        io.set_position(0);
+        let back =
+            block_on(c.read_response(&protocol(), &mut io)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, Response::Refused);
+    }
+}

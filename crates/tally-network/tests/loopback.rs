@@ -1,0 +1,229 @@
+//! Real libp2p on 127.0.0.1: allowed peers talk, others are refused, and wrong-chain or
+//! oversized requests are counted and dropped.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_consensus::{Message, Vote, VoteKind};
+use tally_network::{
+    BlockSource, CertifiedBlock, Inbound, Limits, Network, NetworkConfig, PeerAddress, Request,
+};
+use tally_types::{Hash, Keypair, Name, PublicKey};
+
+struct NoBlocks;
+impl BlockSource for NoBlocks {
+    fn blocks_from(&self, _: u64, _: usize) -> Vec<CertifiedBlock> {
+        Vec::new()
+    }
+}
+
+const LIMITS: Limits = Limits {
+    request_bytes_max: 4096,
+    response_bytes_max: 4096,
+    inbound_queue_max: 64,
+    outbound_queue_max: 64,
+    connections_per_peer_max: 2,
+};
+
+fn chain(name: &str) -> Name {
+    Name::new(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn node(
+    key: &Keypair,
+    chain_id: &str,
+    allowed: Vec<PublicKey>,
+    dial: Vec<PeerAddress>,
+    limits: Limits,
+) -> (Network, Receiver<Inbound>) {
+    let (tx, rx) = sync_channel(limits.inbound_queue_max);
+    let net = tally_network::start(
+        NetworkConfig {
+            chain_id: chain(chain_id),
+            listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            dial,
+            allowed,
+            limits,
+        },
+        key,
+        Arc::new(NoBlocks),
+        tx,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    (net, rx)
+}
+
+/// Waits (bounded) for an inbound item matching `want`.
+async fn expect(
+    rx: &Receiver<Inbound>,
+    within: Duration,
+    want: impl Fn(&Inbound) -> bool,
+) -> Option<Inbound> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        while let Ok(item) = rx.try_recv() {
+            if want(&item) {
+                return Some(item);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+fn vote(key: &Keypair) -> Request {
+    Request::Consensus {
+        message: Box::new(Message::Vote(Vote::sign(
+            key,
+            &chain("net-test"),
+            VoteKind::Prevote,
+            1,
+            0,
+            Some(Hash([1; 32])),
+        ))),
+        block: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_peers_exchange_messages_and_strangers_are_refused() {
+    let (a, b, stranger) = (
+        Keypair::from_seed_for_tests(1),
+        Keypair::from_seed_for_tests(2),
+        Keypair::from_seed_for_tests(3),
+    );
+    let (na, rx_a) = node(&a, "net-test", vec![b.public()], vec![], LIMITS).await;
+    let a_addr = PeerAddress {
+        key: a.public(),
+        addr: na.listen_addr,
+    };
+    let (nb, _rx_b) = node(
+        &b,
+        "net-test",
+        vec![a.public()],
+        vec![a_addr.clone()],
+        LIMITS,
+    )
+    .await;
+
+    // B dials A and sends a vote; A receives it attributed to B's key.
+    nb.handle.send(a.public(), vote(&b));
+    let got = expect(&rx_a, Duration::from_secs(10), |i| {
+        matches!(i, Inbound::Request { .. })
+    })
+    .await;
+    match got {
+        Some(Inbound::Request { from, request }) => {
+            assert_eq!(from, b.public());
+            assert_eq!(request, vote(&b));
+        }
+        other => panic!("A received {other:?}"),
+    }
+    assert!(na.handle.connected().contains(&b.public()));
+
+    // A stranger (key not allowed) dials A: refused, and nothing it sends arrives.
+    let (ns, _rx_s) = node(
+        &stranger,
+        "net-test",
+        vec![a.public()],
+        vec![a_addr],
+        LIMITS,
+    )
+    .await;
+    ns.handle.send(a.public(), vote(&stranger));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while na.handle.counters().refused_connections == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(na.handle.counters().refused_connections > 0);
+    assert!(!na.handle.connected().contains(&stranger.public()));
+    let leak = expect(
+        &rx_a,
+        Duration::from_secs(2),
+        |i| matches!(i, Inbound::Request { from, .. } if *from == stranger.public()),
+    )
+    .await;
+    assert_eq!(leak, None, "a refused peer's message reached the node");
+
+    for n in [na, nb, ns] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_chain_and_oversized_requests_are_dropped_and_counted() {
+    let (a, b) = (
+        Keypair::from_seed_for_tests(11),
+        Keypair::from_seed_for_tests(12),
+    );
+    let (na, rx_a) = node(&a, "net-test", vec![b.public()], vec![], LIMITS).await;
+    let a_addr = PeerAddress {
+        key: a.public(),
+        addr: na.listen_addr,
+    };
+    // B speaks for another chain, and allows itself frames far larger than A accepts.
+    let big = Limits {
+        request_bytes_max: 1 << 20,
+        ..LIMITS
+    };
+    let (nb, _rx_b) = node(&b, "other-chain", vec![a.public()], vec![a_addr], big).await;
+    nb.handle.send(a.public(), vote(&b));
+    let entry = tally_types::SignedEntry {
+        body: tally_types::EntryBody {
+            chain_id: chain("net-test"),
+            author: b.public(),
+            sequence: 0,
+            payload: tally_types::Payload::RevokeRole {
+                key: b.public(),
+                role: tally_types::Role::Admin,
+            },
+        },
+        signature: tally_types::Signature([0; 64]),
+    };
+    let block = tally_types::Block {
+        header: tally_types::BlockHeader {
+            chain_id: chain("net-test"),
+            height: 1,
+            parent: Hash::ZERO,
+            timestamp: tally_types::TimestampMs(0),
+            proposer: b.public(),
+            entry_count: 100,
+            entries_root: Hash::ZERO,
+            outcomes_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            validators_hash: Hash::ZERO,
+        },
+        entries: vec![entry; 100],
+    };
+    let oversized = Request::Consensus {
+        message: Box::new(Message::Vote(Vote::sign(
+            &b,
+            &chain("net-test"),
+            VoteKind::Prevote,
+            1,
+            0,
+            None,
+        ))),
+        block: Some(Box::new(block)),
+    };
+    nb.handle.send(a.public(), oversized);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = na.handle.counters();
+        if c.wrong_chain >= 1 && c.malformed_or_oversized >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "counters never moved: {c:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rx_a.try_iter()
+            .filter(|i| matches!(i, Inbound::Request { .. }))
+            .count(),
+        0
+    );
+    for n in [na, nb] {
+        n.shutdown().await;
+    }
+}
