@@ -48,7 +48,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn,tally=info,tally_node=info",
+        0 => "warn,tally=info,tally_node=info,tally_network=info",
         1 => "info",
         _ => "debug",
     };
@@ -56,6 +56,7 @@ fn init_logging(verbose: u8) {
     let json = std::env::var("TALLY_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

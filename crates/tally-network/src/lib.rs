@@ -266,11 +266,11 @@ struct Behaviour {
 }
 
 /// Starts listening and dialling. Must be called inside a tokio runtime.
-pub async fn start(
+pub async fn start<T: From<Inbound> + Send + 'static>(
     config: NetworkConfig,
     key: &Keypair,
     source: Arc<dyn BlockSource>,
-    inbound: SyncSender<Inbound>,
+    inbound: SyncSender<T>,
 ) -> Result<Network, NetworkError> {
     let identity = identity::Keypair::ed25519_from_bytes(*key.secret_bytes())
         .map_err(|e| NetworkError::Key(e.to_string()))?;
@@ -377,20 +377,20 @@ pub async fn start(
     })
 }
 
-struct Task {
+struct Task<T> {
     swarm: libp2p::Swarm<Behaviour>,
     chain_id: Name,
     peers: HashMap<PeerId, PublicKey>,
     dial: Vec<(PeerId, Multiaddr)>,
     limits: Limits,
     source: Arc<dyn BlockSource>,
-    inbound: SyncSender<Inbound>,
+    inbound: SyncSender<T>,
     counters: Arc<Counters>,
     connected: Arc<Mutex<BTreeSet<PublicKey>>>,
     blocks_asked: HashMap<OutboundRequestId, PublicKey>,
 }
 
-impl Task {
+impl<T: From<Inbound> + Send + 'static> Task<T> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         self.redial();
         let mut redial = tokio::time::interval(Duration::from_secs(1));
@@ -455,7 +455,7 @@ impl Task {
     }
 
     fn deliver(&self, item: Inbound) {
-        match self.inbound.try_send(item) {
+        match self.inbound.try_send(T::from(item)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => Counters::bump(&self.counters.inbound_queue_full),
             Err(TrySendError::Disconnected(_)) => {}

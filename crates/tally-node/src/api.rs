@@ -113,7 +113,12 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
         "head_timestamp_ms": head.timestamp.0,
         "mempool_entries": l.mempool().len(),
         "validators": l.state().validators()?,
-        "validator": shared.validator,
+        "node_key": shared.node_key,
+        "consensus": shared.consensus_status(),
+        "network": shared.network_status().map(|(peers, dropped)| json!({
+            "connected_peers": peers,
+            "dropped": dropped,
+        })),
     })))
 }
 
@@ -167,11 +172,10 @@ fn submit_inner(
         e
     };
     let mut l = shared.ledger()?;
-    match l.submit(entry) {
+    match l.submit(entry.clone()) {
         Ok(id) => {
-            if l.batch_full() {
-                shared.wake_producer();
-            }
+            drop(l);
+            shared.entry_admitted(&entry);
             Ok(id)
         }
         Err(SubmitError::Rejected(r)) => {

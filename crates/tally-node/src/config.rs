@@ -20,6 +20,113 @@ pub struct NodeConfig {
     /// Block production.
     #[serde(default)]
     pub block: BlockSection,
+    /// Peers. Required when genesis names more than one validator, and for observers.
+    #[serde(default)]
+    pub network: Option<NetworkSection>,
+    /// Consensus timeouts.
+    #[serde(default)]
+    pub consensus: ConsensusSection,
+}
+
+/// One peer to keep a connection to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer's node key (hex); it must be a genesis validator or a listed observer.
+    pub key: tally_types::PublicKey,
+    /// Where it listens for peers.
+    pub addr: SocketAddr,
+}
+
+/// The peer-to-peer network. Every size and queue here is a hard limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Address to listen on for peers.
+    pub listen: SocketAddr,
+    /// Peers to dial and keep connected (normally every other validator; for an observer,
+    /// the validators it follows).
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    /// Keys of observer nodes allowed to connect, besides the genesis validators. Validators
+    /// push each committed block to these.
+    #[serde(default)]
+    pub observers: Vec<tally_types::PublicKey>,
+    /// Largest message accepted from a peer, in bytes (a proposal carries a whole block).
+    #[serde(default = "defaults::request_bytes_max")]
+    pub request_bytes_max: usize,
+    /// Largest block-sync answer accepted, in bytes.
+    #[serde(default = "defaults::response_bytes_max")]
+    pub response_bytes_max: usize,
+    /// Messages from peers waiting for the node; beyond it they are dropped and counted.
+    #[serde(default = "defaults::queue_max")]
+    pub inbound_queue_max: usize,
+    /// Messages waiting to be sent; beyond it they are dropped and counted.
+    #[serde(default = "defaults::queue_max")]
+    pub outbound_queue_max: usize,
+    /// Connections allowed per peer.
+    #[serde(default = "defaults::connections_per_peer_max")]
+    pub connections_per_peer_max: u32,
+}
+
+mod defaults {
+    pub fn request_bytes_max() -> usize {
+        8 << 20
+    }
+    pub fn response_bytes_max() -> usize {
+        16 << 20
+    }
+    pub fn queue_max() -> usize {
+        8192
+    }
+    pub fn connections_per_peer_max() -> u32 {
+        2
+    }
+}
+
+/// Consensus timeouts (see docs/consensus.md). Each grows by `delta_ms` per round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSection {
+    /// Wait for a proposal, in milliseconds (round 0).
+    pub propose_ms: u64,
+    /// Wait for more prevotes after 2f+1 disagree, in milliseconds.
+    pub prevote_ms: u64,
+    /// Wait for more precommits after 2f+1 disagree, in milliseconds.
+    pub precommit_ms: u64,
+    /// Added to each timeout per round, in milliseconds.
+    pub delta_ms: u64,
+    /// No timeout grows beyond this, in milliseconds.
+    pub max_ms: u64,
+    /// How often the node re-sends its votes and checks whether it is behind, in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for ConsensusSection {
+    fn default() -> Self {
+        let t = tally_consensus::Timeouts::default();
+        Self {
+            propose_ms: t.propose_ms,
+            prevote_ms: t.prevote_ms,
+            precommit_ms: t.precommit_ms,
+            delta_ms: t.delta_ms,
+            max_ms: t.max_ms,
+            tick_ms: 250,
+        }
+    }
+}
+
+impl ConsensusSection {
+    /// The core's timeouts.
+    pub fn timeouts(&self) -> tally_consensus::Timeouts {
+        tally_consensus::Timeouts {
+            propose_ms: self.propose_ms,
+            prevote_ms: self.prevote_ms,
+            precommit_ms: self.precommit_ms,
+            delta_ms: self.delta_ms,
+            max_ms: self.max_ms,
+        }
+    }
 }
 
 /// Paths. Relative paths are resolved against the directory of the config file.
@@ -30,8 +137,10 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     /// The genesis file every node of the chain shares.
     pub genesis: PathBuf,
-    /// This validator's consensus key file (mode 0600).
-    pub validator_key: PathBuf,
+    /// This node's key file (mode 0600): its consensus key when it is a genesis validator,
+    /// and its network identity either way.
+    #[serde(alias = "validator_key")]
+    pub node_key: PathBuf,
 }
 
 /// HTTP API settings.
@@ -141,7 +250,7 @@ impl NodeConfig {
         for p in [
             &mut cfg.node.data_dir,
             &mut cfg.node.genesis,
-            &mut cfg.node.validator_key,
+            &mut cfg.node.node_key,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -206,6 +315,75 @@ impl NodeConfig {
             60_000,
             "1 to 60000",
         )?;
+        let c = &self.consensus;
+        for (field, v) in [
+            ("consensus.propose_ms", c.propose_ms),
+            ("consensus.prevote_ms", c.prevote_ms),
+            ("consensus.precommit_ms", c.precommit_ms),
+            ("consensus.tick_ms", c.tick_ms),
+        ] {
+            range(field, v as usize, 10, 60_000, "10 to 60000")?;
+        }
+        range(
+            "consensus.delta_ms",
+            c.delta_ms as usize,
+            0,
+            60_000,
+            "0 to 60000",
+        )?;
+        range(
+            "consensus.max_ms",
+            c.max_ms as usize,
+            100,
+            3_600_000,
+            "100 to 3600000",
+        )?;
+        if let Some(n) = &self.network {
+            range(
+                "network.request_bytes_max",
+                n.request_bytes_max,
+                64 << 10,
+                256 << 20,
+                "65536 to 268435456",
+            )?;
+            range(
+                "network.response_bytes_max",
+                n.response_bytes_max,
+                64 << 10,
+                1 << 30,
+                "65536 to 1073741824",
+            )?;
+            range(
+                "network.inbound_queue_max",
+                n.inbound_queue_max,
+                16,
+                1 << 20,
+                "16 to 1048576",
+            )?;
+            range(
+                "network.outbound_queue_max",
+                n.outbound_queue_max,
+                16,
+                1 << 20,
+                "16 to 1048576",
+            )?;
+            range(
+                "network.connections_per_peer_max",
+                n.connections_per_peer_max as usize,
+                1,
+                8,
+                "1 to 8",
+            )?;
+            // A proposal carries a whole block: the frame must hold the largest block.
+            let block_bytes = self.block.entries_max * (tally_types::ENTRY_BYTES_MAX + 16) + 4096;
+            if n.request_bytes_max < block_bytes {
+                return Err(ConfigError::Range {
+                    field: "network.request_bytes_max",
+                    value: n.request_bytes_max.to_string(),
+                    why: "must hold a full block: at least block.entries_max x 2064 + 4096 bytes",
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -1,96 +1,591 @@
-//! The seam where block production meets agreement.
+//! The host of the Tendermint core: it turns the core's effects into disk writes, network
+//! sends, timers and commits, and the network's messages, timers and submissions into the
+//! core's inputs. It runs on one thread of its own, so the core sees one input at a time.
 //!
-//! A node builds a block from its mempool and hands it to a [`Finality`], which returns the
-//! commit certificate once the validator set has decided it. With one validator this is
-//! [`SoloValidator`]: the single vote is the quorum. The BFT engine (Tendermint, next issue)
-//! implements the same seam for n = 3f + 1 validators; the rest of the node does not change.
+//! A node whose key is not a genesis validator is an observer: it runs no core, follows the
+//! chain by the blocks validators push to it and by block sync, verifies every certificate
+//! and every block, and serves the API.
 
-use crate::NodeError;
-use serde::{Deserialize, Serialize};
+use crate::{NodeError, Shared};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
+use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
 use tally_storage::Store;
-use tally_types::{codec, Block, CommitCertificate, Hash, Keypair, Name};
+use tally_types::{codec, Block, Domain, Hash, PublicKey};
 
-/// Turns a proposed block into a committed one.
-pub trait Finality: Send {
-    /// Returns the commit certificate for `block` once decided.
-    fn certify(&mut self, store: &Store, block: &Block) -> Result<CommitCertificate, NodeError>;
+/// Proposed blocks held for the current and next height, at most. Each is at most one
+/// network frame; proposals beyond this are not kept (the core then prevotes nil).
+pub const PROPOSED_BLOCKS_MAX: usize = 64;
+
+/// How long a restarted or new validator waits for peers' blocks before it starts voting.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+
+/// What wakes the driver.
+#[derive(Debug)]
+pub enum Event {
+    /// Something from the network.
+    Net(Inbound),
+    /// The API admitted an entry.
+    Work,
+    /// Stop.
+    Stop,
 }
 
-/// What this validator last signed. Persisted, synced, before the signature exists, so a
-/// restarted node can never sign a second, different block at the same height and round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SafetyRecord {
-    /// Height voted at.
-    pub height: u64,
-    /// Round voted in.
-    pub round: u32,
-    /// Block voted for.
-    pub block_hash: Hash,
-}
-
-/// The only validator of a one-validator chain.
-pub struct SoloValidator {
-    key: Keypair,
-    chain_id: Name,
-}
-
-impl SoloValidator {
-    /// Checks this key is the whole validator set.
-    pub fn new(
-        key: Keypair,
-        chain_id: Name,
-        validators: &[tally_types::PublicKey],
-    ) -> Result<Self, NodeError> {
-        if validators != [key.public()] {
-            return Err(NodeError::Config(format!(
-                "this build runs a chain of one validator; genesis names {} validators and this node's key {} {}",
-                validators.len(),
-                key.public().short(),
-                if validators.contains(&key.public()) { "is one of them" } else { "is not among them" }
-            )));
-        }
-        Ok(Self { key, chain_id })
+impl From<Inbound> for Event {
+    fn from(i: Inbound) -> Self {
+        Event::Net(i)
     }
 }
 
-impl Finality for SoloValidator {
-    fn certify(&mut self, store: &Store, block: &Block) -> Result<CommitCertificate, NodeError> {
-        let height = block.header.height;
-        let block_hash = block.hash();
-        let previous: Option<SafetyRecord> = match store.safety_record()? {
-            Some(bytes) => Some(
-                codec::decode(&bytes)
-                    .map_err(|e| NodeError::Corrupt(format!("safety record: {e}")))?,
-            ),
-            None => None,
+/// What a node is in the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Votes (its key is in the genesis validator set).
+    Validator,
+    /// Follows and verifies the chain; serves the API.
+    Observer,
+}
+
+/// The consensus part of `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsensusStatus {
+    /// Validator or observer.
+    pub role: Role,
+    /// The height being decided (validators).
+    pub height: u64,
+    /// Its current round.
+    pub round: u32,
+    /// The step in that round.
+    pub step: Option<Step>,
+    /// Whether the core has started voting (after the catch-up wait).
+    pub voting: bool,
+    /// Messages dropped by the core, by reason.
+    pub dropped: tally_consensus::Counters,
+    /// Equivocations detected and kept as evidence.
+    pub evidence: u64,
+    /// Blocks committed from block sync or pushes (not decided here).
+    pub synced_blocks: u64,
+    /// Blocks received by sync that failed verification.
+    pub rejected_blocks: u64,
+}
+
+/// Serves block sync from committed storage.
+pub struct StoreSource(pub Store);
+
+impl BlockSource for StoreSource {
+    fn blocks_from(&self, from_height: u64, bytes_max: usize) -> Vec<CertifiedBlock> {
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        let Ok(head) = self.0.head() else {
+            return out;
         };
-        // A crash after voting but before committing leaves a vote for a block that is gone
-        // from the mempool's point of view. Voting for a different block at that height is only
-        // safe in a later round, as in Tendermint.
-        let round = match previous {
-            Some(p) if p.height == height && p.block_hash == block_hash => p.round,
-            Some(p) if p.height == height => p.round + 1,
-            Some(p) if p.height > height => {
-                return Err(NodeError::Corrupt(format!(
-                    "safety record is at height {}, head is below {height}",
-                    p.height
-                )))
+        for h in from_height.max(1)..=head.height {
+            let (Ok(Some(block)), Ok(Some(certificate))) = (self.0.block(h), self.0.certificate(h))
+            else {
+                break;
+            };
+            let item = CertifiedBlock { block, certificate };
+            let size = codec::encode(&item).len() + 16;
+            if used + size > bytes_max {
+                break;
             }
-            _ => 0,
+            used += size;
+            out.push(item);
+        }
+        out
+    }
+}
+
+/// The driver's state.
+pub struct Driver {
+    pub(crate) core: Option<Core>,
+    shared: Arc<Shared>,
+    store: Store,
+    net: Option<NetworkHandle>,
+    me: PublicKey,
+    validators: Vec<PublicKey>,
+    observers: Vec<PublicKey>,
+    tick: Duration,
+    interval: Duration,
+    sync_bytes_max: usize,
+    timers: BTreeMap<(Instant, u64), Timeout>,
+    timer_seq: u64,
+    /// Proposed blocks by hash, with the proposer that signed the proposal.
+    bodies: HashMap<Hash, (Block, PublicKey)>,
+    executions: HashMap<Hash, tally_state::Execution>,
+    want_proposal: Option<(u64, u32)>,
+    last_commit: Instant,
+    next_sync_peer: usize,
+    last_sync_ask: Option<Instant>,
+    voting: bool,
+    start_by: Instant,
+    status: ConsensusStatus,
+}
+
+impl Driver {
+    /// A driver for `core` (None for an observer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        core: Option<Core>,
+        shared: Arc<Shared>,
+        store: Store,
+        net: Option<NetworkHandle>,
+        me: PublicKey,
+        validators: Vec<PublicKey>,
+        observers: Vec<PublicKey>,
+        tick: Duration,
+        interval: Duration,
+        sync_bytes_max: usize,
+    ) -> Self {
+        let role = if core.is_some() {
+            Role::Validator
+        } else {
+            Role::Observer
         };
-        let record = SafetyRecord {
+        let status = ConsensusStatus {
+            role,
+            height: 0,
+            round: 0,
+            step: None,
+            voting: false,
+            dropped: Default::default(),
+            evidence: store.evidence().map(|e| e.len() as u64).unwrap_or(0),
+            synced_blocks: 0,
+            rejected_blocks: 0,
+        };
+        // Alone, or without peers, there is nothing to catch up from.
+        let alone = validators.len() == 1 || net.is_none();
+        Driver {
+            core,
+            shared,
+            store,
+            net,
+            me,
+            validators,
+            observers,
+            tick,
+            interval,
+            sync_bytes_max,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            bodies: HashMap::new(),
+            executions: HashMap::new(),
+            want_proposal: None,
+            last_commit: Instant::now(),
+            next_sync_peer: 0,
+            last_sync_ask: None,
+            voting: false,
+            start_by: if alone {
+                Instant::now()
+            } else {
+                Instant::now() + CATCH_UP_WAIT
+            },
+            status,
+        }
+    }
+
+    /// Runs until stopped. An error stops the node.
+    pub fn run(mut self, events: Receiver<Event>) -> Result<(), NodeError> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if !self.voting && now >= self.start_by {
+                self.start_voting()?;
+            }
+            while let Some((&(at, seq), _)) = self.timers.first_key_value() {
+                if at > now {
+                    break;
+                }
+                if let Some(t) = self.timers.remove(&(at, seq)) {
+                    self.input(Input::Timeout(t))?;
+                }
+            }
+            if now >= next_tick {
+                next_tick = now + self.tick;
+                self.on_tick()?;
+            }
+            self.try_propose()?;
+            self.publish_status();
+            let mut wake = next_tick;
+            if let Some((&(at, _), _)) = self.timers.first_key_value() {
+                wake = wake.min(at);
+            }
+            if !self.voting {
+                wake = wake.min(self.start_by);
+            }
+            let proposal_due = self.last_commit + self.interval;
+            if self.want_proposal.is_some() && proposal_due > Instant::now() {
+                wake = wake.min(proposal_due);
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(e) => self.event(e)?,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn start_voting(&mut self) -> Result<(), NodeError> {
+        self.voting = true;
+        if self.core.is_some() {
+            tracing::info!("consensus started");
+            self.input(Input::Start)?;
+            self.signal_work()?;
+        }
+        Ok(())
+    }
+
+    fn signal_work(&mut self) -> Result<(), NodeError> {
+        let pending = !self.shared.ledger()?.mempool().is_empty();
+        if pending {
+            self.input(Input::Work)?;
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) -> Result<(), NodeError> {
+        if self.core.is_some() {
+            if self.voting {
+                self.input(Input::Tick)?;
+            }
+        } else {
+            // Observers poll now and then in case a push was lost.
+            let due = self
+                .last_sync_ask
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+            if due {
+                self.ask_sync();
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        if let Some(core) = &self.core {
+            self.status.height = core.height();
+            self.status.round = core.round();
+            self.status.step = Some(core.step());
+            self.status.dropped = core.counters().clone();
+        }
+        self.status.voting = self.voting && self.core.is_some();
+        if let Ok(mut s) = self.shared.consensus.lock() {
+            *s = self.status.clone();
+        }
+    }
+
+    fn event(&mut self, e: Event) -> Result<(), NodeError> {
+        match e {
+            Event::Work => {
+                if self.voting {
+                    self.input(Input::Work)?;
+                }
+            }
+            Event::Stop => {}
+            Event::Net(Inbound::Request { from, request }) => match request {
+                Request::Consensus { message, block } => {
+                    if !self.validators.contains(&from) || self.core.is_none() {
+                        return Ok(());
+                    }
+                    if let (Some(block), Message::Proposal(p)) = (block, message.as_ref()) {
+                        self.keep_body(*block, p);
+                    }
+                    if self.voting {
+                        self.input(Input::Message(*message))?;
+                    }
+                }
+                Request::Entry(entry) => {
+                    let admitted = self.shared.ledger()?.submit(*entry).is_ok();
+                    if admitted && self.voting && self.core.is_some() {
+                        self.input(Input::Work)?;
+                    }
+                }
+                Request::Push(blocks) => self.apply_blocks(from, blocks)?,
+                Request::Blocks { .. } => {} // answered by the network task
+            },
+            Event::Net(Inbound::Blocks { from, blocks }) => {
+                let full = !blocks.is_empty();
+                self.apply_blocks(from, blocks)?;
+                if full {
+                    // More may follow: keep asking the same peer until it has nothing new.
+                    let next = self.shared.ledger()?.head().height + 1;
+                    if let Some(net) = &self.net {
+                        net.ask_blocks(from, next);
+                    }
+                } else if !self.voting {
+                    // A peer has nothing beyond our head: we are caught up.
+                    self.start_voting()?;
+                }
+            }
+            Event::Net(Inbound::Connected(peer)) => {
+                let next = self.shared.ledger()?.head().height + 1;
+                if let Some(net) = &self.net {
+                    if self.validators.contains(&peer) {
+                        net.ask_blocks(peer, next);
+                    }
+                }
+            }
+            Event::Net(Inbound::Disconnected(_)) => {}
+        }
+        Ok(())
+    }
+
+    /// Keeps the block a proposal carries, if it is the block the proposal names and is for
+    /// a height being decided.
+    fn keep_body(&mut self, block: Block, p: &tally_consensus::Proposal) {
+        let Some(core) = &self.core else { return };
+        let h = block.header.height;
+        if block.hash() != p.block_hash
+            || p.height != h
+            || !(core.height()..=core.height() + 1).contains(&h)
+            || self.bodies.len() >= PROPOSED_BLOCKS_MAX
+        {
+            return;
+        }
+        self.bodies.insert(p.block_hash, (block, p.proposer));
+    }
+
+    /// Verifies and commits blocks from sync or a push, in height order.
+    fn apply_blocks(
+        &mut self,
+        from: PublicKey,
+        blocks: Vec<CertifiedBlock>,
+    ) -> Result<(), NodeError> {
+        let mut synced_to = None;
+        for CertifiedBlock { block, certificate } in blocks {
+            let mut ledger = self.shared.ledger()?;
+            let next = ledger.head().height + 1;
+            if block.header.height < next {
+                continue;
+            }
+            if block.header.height > next {
+                break;
+            }
+            match ledger.verify_synced(&block, &certificate) {
+                Ok(exec) => {
+                    let head = ledger.commit(&block, &certificate, exec)?;
+                    self.status.synced_blocks += 1;
+                    synced_to = Some(head.height);
+                }
+                Err(why) => {
+                    self.status.rejected_blocks += 1;
+                    tracing::warn!(peer = %from.short(), height = block.header.height, %why, "refused a synced block");
+                    break;
+                }
+            }
+        }
+        if let Some(height) = synced_to {
+            self.after_commit(height);
+            if self.core.is_some() && self.voting {
+                self.input(Input::Synced { height })?;
+                self.signal_work()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn after_commit(&mut self, height: u64) {
+        self.bodies.retain(|_, (b, _)| b.header.height > height);
+        self.executions.clear();
+        self.want_proposal = None;
+        self.last_commit = Instant::now();
+    }
+
+    /// Asks the next validator (round robin) for blocks after our head, at most once a tick.
+    fn ask_sync(&mut self) {
+        if self.last_sync_ask.is_some_and(|t| t.elapsed() < self.tick) {
+            return;
+        }
+        let Some(net) = &self.net else { return };
+        let peers: Vec<PublicKey> = self
+            .validators
+            .iter()
+            .copied()
+            .filter(|v| *v != self.me)
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let next = match self.shared.ledger() {
+            Ok(l) => l.head().height + 1,
+            Err(_) => return,
+        };
+        let peer = peers[self.next_sync_peer % peers.len()];
+        self.next_sync_peer = self.next_sync_peer.wrapping_add(1);
+        net.ask_blocks(peer, next);
+        self.last_sync_ask = Some(Instant::now());
+    }
+
+    /// Builds the proposal the core asked for once there is something to propose and the
+    /// block interval has passed since the last commit (so entries batch into blocks).
+    fn try_propose(&mut self) -> Result<(), NodeError> {
+        let Some((height, round)) = self.want_proposal else {
+            return Ok(());
+        };
+        let Some(core) = &self.core else {
+            return Ok(());
+        };
+        if core.height() != height || core.round() != round {
+            self.want_proposal = None;
+            return Ok(());
+        }
+        let built = {
+            let mut ledger = self.shared.ledger()?;
+            let due = ledger.batch_full() || self.last_commit.elapsed() >= self.interval;
+            if !due && round == 0 {
+                return Ok(());
+            }
+            // In a later round the network is waiting on this proposer: propose even an empty
+            // block rather than let the round time out.
+            ledger.build_proposal(self.me, round > 0)?
+        };
+        let Some((block, exec)) = built else {
+            return Ok(());
+        };
+        let block_hash = block.hash();
+        self.want_proposal = None;
+        self.bodies.insert(block_hash, (block, self.me));
+        self.executions.insert(block_hash, exec);
+        self.input(Input::ProposalValue {
             height,
             round,
             block_hash,
-        };
-        store.put_safety_record(&codec::encode(&record))?;
-        let vote =
-            CommitCertificate::sign_vote(&self.key, &self.chain_id, height, round, &block_hash);
-        Ok(CommitCertificate {
-            height,
-            round,
-            block_hash,
-            signatures: vec![vote],
         })
+    }
+
+    /// Feeds the core and carries out its effects, in order, feeding back the answers.
+    fn input(&mut self, first: Input) -> Result<(), NodeError> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(input) = queue.pop_front() {
+            let Some(core) = self.core.as_mut() else {
+                return Ok(());
+            };
+            for effect in core.handle(input) {
+                self.effect(effect, &mut queue)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, to: Option<PublicKey>, message: Message) {
+        let Some(net) = &self.net else { return };
+        let block = match &message {
+            Message::Proposal(p) => self
+                .bodies
+                .get(&p.block_hash)
+                .map(|(b, _)| Box::new(b.clone())),
+            Message::Vote(_) => None,
+        };
+        let request = Request::Consensus {
+            message: Box::new(message),
+            block,
+        };
+        match to {
+            Some(to) => net.send(to, request),
+            None => net.send_all(self.validators.iter().filter(|v| **v != self.me), &request),
+        }
+    }
+
+    fn effect(&mut self, effect: Effect, queue: &mut VecDeque<Input>) -> Result<(), NodeError> {
+        match effect {
+            Effect::Persist(record) => {
+                // Durable before anything it records is sent: the store syncs this write.
+                self.store.put_safety_record(&codec::encode(&record))?;
+            }
+            Effect::Broadcast(m) => self.send(None, m),
+            Effect::Send { to, message } => self.send(Some(to), message),
+            Effect::Schedule { timeout, after_ms } => {
+                self.timer_seq += 1;
+                let at = Instant::now() + Duration::from_millis(after_ms);
+                self.timers.insert((at, self.timer_seq), timeout);
+            }
+            Effect::RequestProposal { height, round } => {
+                self.want_proposal = Some((height, round));
+            }
+            Effect::VerifyBlock { height, block_hash } => {
+                let verdict = match self.bodies.get(&block_hash) {
+                    Some((block, proposer)) if block.header.height == height => {
+                        if block.header.proposer != *proposer {
+                            Err("the header names another proposer than the one who signed".into())
+                        } else {
+                            self.shared.ledger()?.verify_proposal(block)
+                        }
+                    }
+                    _ => Err("the proposal arrived without its block".to_string()),
+                };
+                let valid = match verdict {
+                    Ok(exec) => {
+                        self.executions.insert(block_hash, exec);
+                        true
+                    }
+                    Err(why) => {
+                        tracing::warn!(height, block = %block_hash.short(), %why, "proposed block is invalid");
+                        false
+                    }
+                };
+                queue.push_back(Input::BlockVerified {
+                    height,
+                    block_hash,
+                    valid,
+                });
+            }
+            Effect::Commit { certificate } => {
+                let hash = certificate.block_hash;
+                let Some((block, _)) = self.bodies.get(&hash).cloned() else {
+                    return Err(NodeError::Corrupt(format!(
+                        "decided block {} is not held",
+                        hash.short()
+                    )));
+                };
+                let head = {
+                    let mut ledger = self.shared.ledger()?;
+                    let exec = match self.executions.remove(&hash) {
+                        Some(e) => e,
+                        None => ledger.verify_synced(&block, &certificate).map_err(|e| {
+                            NodeError::Corrupt(format!("decided block fails to replay: {e}"))
+                        })?,
+                    };
+                    ledger.commit(&block, &certificate, exec)?
+                };
+                if let Some(net) = &self.net {
+                    net.send_all(
+                        &self.observers,
+                        &Request::Push(vec![CertifiedBlock { block, certificate }]),
+                    );
+                }
+                self.after_commit(head.height);
+                if !self.shared.ledger()?.mempool().is_empty() {
+                    queue.push_back(Input::Work);
+                }
+            }
+            Effect::Evidence(e) => {
+                let bytes = codec::encode(&e);
+                let id = Domain::Genesis.hash(&[b"evidence", &bytes]);
+                tracing::warn!(offender = %e.offender().short(), height = e.height(), "validator equivocated; evidence kept");
+                self.store.put_evidence(&id, &bytes)?;
+                self.status.evidence += 1;
+            }
+            Effect::Behind { height } => {
+                tracing::info!(height, "validators are ahead; syncing");
+                self.ask_sync();
+            }
+            Effect::PeerBehind { validator, height } => {
+                let blocks =
+                    StoreSource(self.store.clone()).blocks_from(height, self.sync_bytes_max);
+                if let (Some(net), false) = (&self.net, blocks.is_empty()) {
+                    net.send(validator, Request::Push(blocks));
+                }
+            }
+        }
+        Ok(())
     }
 }

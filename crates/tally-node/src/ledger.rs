@@ -2,14 +2,21 @@
 //! the step that turns pending entries into a committed block.
 
 use crate::config::NodeConfig;
-use crate::consensus::Finality;
 use crate::mempool::{InsertError, Mempool};
 use crate::NodeError;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tally_state::{build_block, Rejection, Signatures, State, StateRead, Tip};
+use tally_state::{
+    build_block, check_block, Execution, Rejection, Signatures, State, StateRead, Tip,
+};
 use tally_storage::{CommitBatch, EntryRecord, Head, Store};
-use tally_types::{EntryId, Genesis, RejectCode, SignedEntry, TimestampMs};
+use tally_types::{
+    Block, CommitCertificate, EntryId, Genesis, RejectCode, SignedEntry, TimestampMs,
+};
+
+/// How far ahead of this node's clock a proposed block's timestamp may be. Expiry rules read
+/// block time, so a proposer must not be able to move it far into the future.
+pub const CLOCK_DRIFT_MAX_MS: u64 = 10_000;
 
 /// Rejections of entries that never reached a block, kept so a submitter can ask later.
 #[derive(Debug)]
@@ -81,7 +88,8 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn now_ms() -> TimestampMs {
+/// This node's wall clock.
+pub fn now_ms() -> TimestampMs {
     TimestampMs(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -188,23 +196,27 @@ impl Ledger {
         })
     }
 
-    /// Builds, certifies and commits one block from the mempool. Returns the new head, or
-    /// `None` when nothing could be ordered.
-    pub fn produce(
+    /// The committed head as the next block must extend it.
+    pub fn tip(&self) -> &Tip {
+        &self.tip
+    }
+
+    /// Builds the next block from the mempool on the committed head. Returns `None` when
+    /// nothing can be ordered, unless `allow_empty` (a later round must propose something).
+    pub fn build_proposal(
         &mut self,
-        finality: &mut dyn Finality,
         proposer: tally_types::PublicKey,
-    ) -> Result<Option<Head>, NodeError> {
+        allow_empty: bool,
+    ) -> Result<Option<(Block, Execution)>, NodeError> {
         let candidates = self
             .mempool
             .candidates(&self.state, self.block_entries_max)?;
-        if candidates.is_empty() {
+        if candidates.is_empty() && !allow_empty {
             return Ok(None);
         }
-        let mut authors: BTreeSet<_> = candidates.iter().map(|e| e.body.author).collect();
         let tally_state::BuiltBlock {
             block,
-            execution: exec,
+            execution,
             left_out,
         } = build_block(
             &self.state,
@@ -219,23 +231,62 @@ impl Ledger {
             self.mempool.remove(&entry);
             self.rejections.insert(entry.id(), reason);
         }
-        if block.entries.is_empty() {
+        if block.entries.is_empty() && !allow_empty {
             return Ok(None);
         }
-        let certificate = finality.certify(&self.store, &block)?;
+        Ok(Some((block, execution)))
+    }
+
+    /// Checks a block another validator proposed: it must extend the committed head, carry a
+    /// timestamp no further than [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock, and replay
+    /// to exactly the roots it claims. Every entry's signature is checked.
+    pub fn verify_proposal(&self, block: &Block) -> Result<Execution, String> {
+        let ahead = block.header.timestamp.0.saturating_sub(now_ms().0);
+        if ahead > CLOCK_DRIFT_MAX_MS {
+            return Err(format!(
+                "timestamp is {ahead} ms ahead of this node's clock (limit {CLOCK_DRIFT_MAX_MS})"
+            ));
+        }
+        check_block(&self.state, &self.tip, block, Signatures::Verify).map_err(|v| v.to_string())
+    }
+
+    /// Checks a block received by sync: its certificate against the validator set, then the
+    /// block itself as [`Ledger::verify_proposal`] does, minus the clock (it is history).
+    pub fn verify_synced(
+        &self,
+        block: &Block,
+        certificate: &CommitCertificate,
+    ) -> Result<Execution, String> {
+        let validators = self.state.validators().map_err(|e| e.to_string())?;
+        certificate
+            .verify(&block.header, &validators)
+            .map_err(|e| format!("certificate: {e}"))?;
+        check_block(&self.state, &self.tip, block, Signatures::Verify).map_err(|v| v.to_string())
+    }
+
+    /// Commits a decided block with its certificate, in one synced write, and prunes the
+    /// mempool of what it ordered.
+    pub fn commit(
+        &mut self,
+        block: &Block,
+        certificate: &CommitCertificate,
+        exec: Execution,
+    ) -> Result<Head, NodeError> {
         let head = self.store.commit_block(&CommitBatch {
-            block: &block,
-            certificate: &certificate,
+            block,
+            certificate,
             outcomes: &exec.outcomes,
             rejections: &exec.rejections,
             diff: &exec.diff,
         })?;
         self.state.apply(&exec.diff);
-        debug_assert_eq!(
-            self.state.root(),
-            head.state_root,
-            "applied state must match the committed header"
-        );
+        if self.state.root() != head.state_root {
+            return Err(NodeError::Corrupt(format!(
+                "state after block {} does not match its header",
+                head.height
+            )));
+        }
+        let mut authors: BTreeSet<_> = block.entries.iter().map(|e| e.body.author).collect();
         // Rotations create new authors whose pending entries may now be orderable.
         for e in &block.entries {
             if let tally_types::Payload::RotateKey { new_key, .. } = e.body.payload {
@@ -243,6 +294,9 @@ impl Ledger {
             }
         }
         let ordered: HashSet<EntryId> = exec.outcomes.iter().map(|(id, _)| *id).collect();
+        for entry in &block.entries {
+            self.mempool.remove(entry);
+        }
         for (entry, retired) in self.mempool.prune(&self.state, authors)? {
             let id = entry.id();
             if ordered.contains(&id) {
@@ -269,8 +323,8 @@ impl Ledger {
         };
         self.head = head.clone();
         let rejected = exec.rejections.iter().filter(|r| r.is_some()).count();
-        tracing::info!(height = head.height, hash = %head.hash.short(), entries = block.entries.len(), rejected, "committed block");
-        Ok(Some(head))
+        tracing::info!(height = head.height, hash = %head.hash.short(), round = certificate.round, entries = block.entries.len(), rejected, "committed block");
+        Ok(head)
     }
 
     /// The next sequence number an author should sign, counting its pending entries.

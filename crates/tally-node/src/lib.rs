@@ -1,8 +1,10 @@
 //! The tally node: wiring, not rules.
 //!
-//! It admits signed entries into a bounded mempool, builds blocks from them behind the
-//! [`consensus::Finality`] seam, has tally-state execute them, has tally-storage commit each block
-//! with its state changes in one synced batch, and serves the HTTP API. Business rules live in
+//! It admits signed entries into a bounded mempool and relays them to the validators; hosts
+//! the Tendermint core of tally-consensus (proposing blocks built by tally-state, verifying
+//! others' proposals by replaying them, persisting the safety record before every vote);
+//! talks to peers through tally-network; commits each decided block with its state changes
+//! in one synced batch through tally-storage; and serves the HTTP API. Business rules live in
 //! tally-state and nowhere here.
 
 pub mod api;
@@ -13,15 +15,18 @@ pub mod ledger;
 pub mod mempool;
 
 use crate::config::NodeConfig;
-use crate::consensus::{Finality, SoloValidator};
+use crate::consensus::{ConsensusStatus, Driver, Event, Role, StoreSource};
 use crate::ledger::Ledger;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tally_consensus::{Core, SafetyRecord, ValidatorSet};
+use tally_network::NetworkHandle;
 use tally_state::StateRead;
-use tally_types::{Genesis, PublicKey};
+use tally_types::{codec, Genesis, Keypair, PublicKey};
 use tokio_util::sync::CancellationToken;
 
 /// Everything that stops a node.
@@ -47,23 +52,46 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
-/// State shared by the API handlers and the block producer.
+/// State shared by the API handlers and the consensus driver.
 pub struct Shared {
     ledger: Mutex<Ledger>,
-    wake: Condvar,
     stop: AtomicBool,
-    validator: PublicKey,
+    node_key: PublicKey,
     body_bytes_max: usize,
+    events: SyncSender<Event>,
+    net: Option<NetworkHandle>,
+    validators: Vec<PublicKey>,
+    consensus: Mutex<ConsensusStatus>,
 }
 
 impl Shared {
-    /// Locks the ledger. A poisoned lock means the producer panicked: the node has halted.
+    /// Locks the ledger. A poisoned lock means the driver panicked: the node has halted.
     pub fn ledger(&self) -> Result<MutexGuard<'_, Ledger>, NodeError> {
         self.ledger.lock().map_err(|_| NodeError::Halted)
     }
 
-    fn wake_producer(&self) {
-        self.wake.notify_all();
+    /// Tells the driver an entry is waiting and relays it to the validators, so whichever
+    /// validator proposes next can include it.
+    fn entry_admitted(&self, entry: &tally_types::SignedEntry) {
+        let _ = self.events.try_send(Event::Work);
+        if let Some(net) = &self.net {
+            net.send_all(
+                self.validators.iter(),
+                &tally_network::Request::Entry(Box::new(entry.clone())),
+            );
+        }
+    }
+
+    /// The consensus status, as the driver last published it.
+    pub fn consensus_status(&self) -> Option<ConsensusStatus> {
+        self.consensus.lock().ok().map(|s| s.clone())
+    }
+
+    /// Peers connected and the network's drop counters, when networked.
+    pub fn network_status(&self) -> Option<(Vec<PublicKey>, tally_network::CountersSnapshot)> {
+        self.net
+            .as_ref()
+            .map(|n| (n.connected().into_iter().collect(), n.counters()))
     }
 }
 
@@ -81,10 +109,13 @@ pub fn load_genesis(path: &Path) -> Result<Genesis, NodeError> {
 pub struct RunningNode {
     /// Where the API listens (useful when the config asked for port 0).
     pub api_addr: SocketAddr,
+    /// Where peers reach this node, when networked.
+    pub p2p_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-    producer: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
+    driver: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    network: Option<tally_network::Network>,
 }
 
 impl RunningNode {
@@ -98,13 +129,13 @@ impl RunningNode {
         self.cancel.clone()
     }
 
-    /// Runs until cancelled (Ctrl-C in the CLI) or until the block producer fails.
+    /// Runs until cancelled (Ctrl-C in the CLI) or until the driver fails.
     pub async fn wait(mut self) -> Result<(), NodeError> {
         self.cancel.cancelled().await;
         self.stop().await
     }
 
-    /// Stops the node: no new blocks, the API drains, the data directory is closed.
+    /// Stops the node: no new votes or blocks, the API drains, the data directory is closed.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         self.cancel.cancel();
         self.stop().await
@@ -112,16 +143,19 @@ impl RunningNode {
 
     async fn stop(&mut self) -> Result<(), NodeError> {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake_producer();
+        let _ = self.shared.events.try_send(Event::Stop);
         let server = (&mut self.server).await;
-        let producer = match self.producer.take() {
+        let driver = match self.driver.take() {
             Some(p) => tokio::task::spawn_blocking(move || p.join())
                 .await
                 .ok()
                 .and_then(|r| r.ok()),
             None => None,
         };
-        match producer {
+        if let Some(n) = self.network.take() {
+            n.shutdown().await;
+        }
+        match driver {
             Some(Err(e)) => return Err(e),
             None => return Err(NodeError::Halted),
             Some(Ok(())) => {}
@@ -134,35 +168,143 @@ impl RunningNode {
     }
 }
 
-/// Opens the data directory, starts the block producer and the API.
+/// Opens the data directory, joins the network, starts consensus (or, for a key outside the
+/// validator set, follows as an observer) and the API.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let genesis = load_genesis(&config.node.genesis)?;
-    let key = keyfile::read_key_file(&config.node.validator_key)
+    let key = keyfile::read_key_file(&config.node.node_key)
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let validator = key.public();
+    let me = key.public();
     let ledger = tokio::task::block_in_place(|| Ledger::open(&config, genesis.clone()))?;
     let validators = ledger.state().validators()?;
-    let mut finality = SoloValidator::new(key, genesis.chain_id.clone(), &validators)?;
+    let store = ledger.store().clone();
     let head = ledger.head().clone();
-    tracing::info!(chain = %genesis.chain_id, height = head.height, head = %head.hash.short(), validator = %validator.short(), "opened ledger");
+    let is_validator = validators.contains(&me);
+    if config.network.is_none() && (validators.len() > 1 || !is_validator) {
+        return Err(NodeError::Config(format!(
+            "genesis names {} validators{}; this node needs a [network] section to reach them",
+            validators.len(),
+            if is_validator {
+                ""
+            } else {
+                " and this key is not one of them (an observer)"
+            }
+        )));
+    }
+    let core = if is_validator {
+        let record = match store.safety_record()? {
+            Some(bytes) => Some(codec::decode::<SafetyRecord>(&bytes).map_err(|e| {
+                NodeError::Corrupt(format!(
+                    "the consensus safety record does not decode ({e}); it may be from an older version"
+                ))
+            })?),
+            None => None,
+        };
+        let set = ValidatorSet::new(&validators).map_err(|e| NodeError::Config(e.to_string()))?;
+        Some(
+            Core::new(
+                genesis.chain_id.clone(),
+                Keypair::from_secret_bytes(&key.secret_bytes()),
+                set,
+                config.consensus.timeouts(),
+                head.height,
+                record,
+            )
+            .map_err(|e| NodeError::Corrupt(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let queue_max = config
+        .network
+        .as_ref()
+        .map_or(1024, |n| n.inbound_queue_max);
+    let (events_tx, events_rx) = sync_channel::<Event>(queue_max);
+    let (network, sync_bytes_max, observers) = match &config.network {
+        None => (None, 1 << 20, Vec::new()),
+        Some(n) => {
+            let mut allowed: Vec<PublicKey> = validators.clone();
+            allowed.extend(n.observers.iter().copied());
+            allowed.extend(n.peers.iter().map(|p| p.key));
+            allowed.retain(|k| *k != me);
+            let net = tally_network::start(
+                tally_network::NetworkConfig {
+                    chain_id: genesis.chain_id.clone(),
+                    listen: n.listen,
+                    dial: n
+                        .peers
+                        .iter()
+                        .filter(|p| p.key != me)
+                        .map(|p| tally_network::PeerAddress {
+                            key: p.key,
+                            addr: p.addr,
+                        })
+                        .collect(),
+                    allowed,
+                    limits: tally_network::Limits {
+                        request_bytes_max: n.request_bytes_max,
+                        response_bytes_max: n.response_bytes_max,
+                        inbound_queue_max: n.inbound_queue_max,
+                        outbound_queue_max: n.outbound_queue_max,
+                        connections_per_peer_max: n.connections_per_peer_max,
+                    },
+                },
+                &key,
+                Arc::new(StoreSource(store.clone())),
+                events_tx.clone(),
+            )
+            .await
+            .map_err(|e| NodeError::Config(format!("network: {e}")))?;
+            (Some(net), n.response_bytes_max / 2, n.observers.clone())
+        }
+    };
+    let role = if is_validator {
+        Role::Validator
+    } else {
+        Role::Observer
+    };
+    tracing::info!(chain = %genesis.chain_id, height = head.height, head = %head.hash.short(), key = %me.short(), ?role, validators = validators.len(), "opened ledger");
     let shared = Arc::new(Shared {
         ledger: Mutex::new(ledger),
-        wake: Condvar::new(),
         stop: AtomicBool::new(false),
-        validator,
+        node_key: me,
         body_bytes_max: config.api.body_bytes_max,
+        events: events_tx,
+        net: network.as_ref().map(|n| n.handle.clone()),
+        validators: validators.clone(),
+        consensus: Mutex::new(ConsensusStatus {
+            role,
+            height: head.height + 1,
+            round: 0,
+            step: None,
+            voting: false,
+            dropped: Default::default(),
+            evidence: 0,
+            synced_blocks: 0,
+            rejected_blocks: 0,
+        }),
     });
     let cancel = CancellationToken::new();
-    let interval = Duration::from_millis(config.block.interval_ms);
-    let producer = {
-        let shared = shared.clone();
+    let driver = Driver::new(
+        core,
+        shared.clone(),
+        store,
+        network.as_ref().map(|n| n.handle.clone()),
+        me,
+        validators,
+        observers,
+        Duration::from_millis(config.consensus.tick_ms),
+        Duration::from_millis(config.block.interval_ms),
+        sync_bytes_max,
+    );
+    let driver = {
         let cancel = cancel.clone();
         std::thread::Builder::new()
-            .name("block-producer".into())
+            .name("consensus".into())
             .spawn(move || {
-                let result = produce_blocks(&shared, &mut finality, validator, interval);
+                let result = driver.run(events_rx);
                 if let Err(e) = &result {
-                    tracing::error!(error = %e, "block producer failed; stopping the node");
+                    tracing::error!(error = %e, "consensus driver failed; stopping the node");
                 }
                 cancel.cancel();
                 result
@@ -182,33 +324,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tracing::info!(%api_addr, "API listening");
     Ok(RunningNode {
         api_addr,
+        p2p_addr: network.as_ref().map(|n| n.listen_addr),
         shared,
         cancel,
-        producer: Some(producer),
+        driver: Some(driver),
         server,
+        network,
     })
-}
-
-fn produce_blocks(
-    shared: &Shared,
-    finality: &mut dyn Finality,
-    proposer: PublicKey,
-    interval: Duration,
-) -> Result<(), NodeError> {
-    // After a round that could order nothing (entries waiting behind a sequence gap), wait the
-    // full interval even if the pool counts as full, so the producer never spins on the lock.
-    let mut idle = false;
-    loop {
-        let guard = shared.ledger()?;
-        let (mut ledger, _) = shared
-            .wake
-            .wait_timeout_while(guard, interval, |l| {
-                !shared.stop.load(Ordering::SeqCst) && (idle || !l.batch_full())
-            })
-            .map_err(|_| NodeError::Halted)?;
-        if shared.stop.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        idle = ledger.produce(finality, proposer)?.is_none();
-    }
 }

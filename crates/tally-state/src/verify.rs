@@ -171,6 +171,13 @@ pub fn check_block(
             "validators hash does not match the validator set",
         ));
     }
+    if !validators.contains(&h.proposer) {
+        return Err(violation(
+            height,
+            "proposer",
+            format!("proposer {} is not a validator", h.proposer.short()),
+        ));
+    }
     if h.entry_count as usize != block.entries.len() {
         return Err(violation(
             height,

@@ -49,6 +49,7 @@ mod cf {
 const META_GENESIS: &[u8] = b"genesis";
 const META_HEAD: &[u8] = b"head";
 const SAFETY_RECORD: &[u8] = b"record";
+const EVIDENCE_PREFIX: &[u8] = b"evidence/";
 
 /// Everything that can go wrong reading or writing the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +127,11 @@ pub struct CommitBatch<'a> {
 }
 
 /// An open data directory.
+/// Cheap to clone: clones share one open database (RocksDB is safe to read and write from
+/// several threads), so block sync can read while the node commits.
+#[derive(Clone)]
 pub struct Store {
-    db: DB,
+    db: std::sync::Arc<DB>,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,7 +161,7 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db })
+        Ok(Self { db: db.into() })
     }
 
     /// Opens a data directory read-only: for auditors, even while a node runs on it.
@@ -170,7 +174,7 @@ impl Store {
         }
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, path, cf::ALL, false)?;
-        Ok(Self { db })
+        Ok(Self { db: db.into() })
     }
 
     fn cf(&self, name: &str) -> Result<&ColumnFamily> {
@@ -385,6 +389,31 @@ impl Store {
     /// The last persisted safety record.
     pub fn safety_record(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(cf::SAFETY)?, SAFETY_RECORD)?)
+    }
+
+    /// Keeps proof that a validator equivocated, under its hash (storing it twice is a no-op).
+    pub fn put_evidence(&self, id: &Hash, bytes: &[u8]) -> Result<()> {
+        let mut key = EVIDENCE_PREFIX.to_vec();
+        key.extend_from_slice(id.as_bytes());
+        self.db.put_cf(self.cf(cf::SAFETY)?, key, bytes)?;
+        Ok(())
+    }
+
+    /// All evidence kept, oldest key first.
+    pub fn evidence(&self) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(cf::SAFETY)?,
+            IteratorMode::From(EVIDENCE_PREFIX, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(EVIDENCE_PREFIX) {
+                break;
+            }
+            out.push(v.to_vec());
+        }
+        Ok(out)
     }
 
     /// Bytes the directory's files take on disk (for status and benchmarks).

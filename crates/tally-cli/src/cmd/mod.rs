@@ -3,6 +3,7 @@
 mod attest;
 mod audit;
 mod commit;
+mod devnet;
 mod entry;
 mod genesis;
 mod keys;
@@ -40,6 +41,8 @@ enum Command {
     /// Run a node.
     #[command(subcommand)]
     Node(node::Node),
+    /// Run a network of validators on this machine (loopback only), until Ctrl-C.
+    Devnet(devnet::Devnet),
     /// Grant or revoke staff roles (agency admins).
     #[command(subcommand)]
     Role(role::Role),
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keys(c) => keys::run(c),
         Command::Genesis(c) => genesis::run(c),
         Command::Node(c) => node::run(c),
+        Command::Devnet(c) => devnet::run(c),
         Command::Role(c) => role::run(c),
         Command::Programme(c) => programme::run(c),
         Command::Voucher(c) => voucher::run(c),

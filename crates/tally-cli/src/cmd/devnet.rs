@@ -1,0 +1,227 @@
+//! `tally devnet`: a whole network of validators on this machine, for trying tally out and for
+//! tests. Each validator is a separate `tally node run` process with its own RocksDB directory,
+//! API port and peer port, all on 127.0.0.1.
+
+use crate::Outcome;
+use anyhow::{bail, Context};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_types::{
+    AgencyGenesis, Genesis, Keypair, Name, PublicKey, TimestampMs, ValidatorGenesis,
+};
+
+/// The agencies of a devnet, one validator each, in this order.
+const AGENCIES: [&str; 10] = [
+    "wfp", "unhcr", "ministry", "ngo-a", "ngo-b", "ngo-c", "ngo-d", "ngo-e", "ngo-f", "ngo-g",
+];
+
+/// Largest devnet.
+pub const VALIDATORS_MAX: usize = AGENCIES.len();
+
+#[derive(Debug, Args)]
+pub struct Devnet {
+    /// How many validators (1 to 10). Each runs as its own process.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=10))]
+    validators: u16,
+    /// Where keys, genesis, configs, data and logs live. An existing devnet directory is
+    /// restarted as it is (same keys, same chain); a new one is created.
+    #[arg(long, default_value = "devnet")]
+    dir: PathBuf,
+    /// Validator i's API listens on 127.0.0.1:(base-port + i), its peer port on
+    /// 127.0.0.1:(base-port + 100 + i).
+    #[arg(long, default_value_t = 7100)]
+    base_port: u16,
+    /// Only write the keys, genesis and configs; start nothing.
+    #[arg(long)]
+    init_only: bool,
+}
+
+struct Member {
+    name: String,
+    dir: PathBuf,
+    api: u16,
+}
+
+fn write_new_key(path: &Path) -> anyhow::Result<PublicKey> {
+    let key = Keypair::generate()?;
+    tally_node::keyfile::write_key_file(path, &key)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key.public())
+}
+
+/// Writes keys, genesis and one config per validator (all peers dial each other).
+fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("keys"))?;
+    let mut agencies = Vec::new();
+    let mut validators = Vec::new();
+    let mut members = Vec::new();
+    for (i, agency) in AGENCIES.iter().take(n).enumerate() {
+        let node_dir = dir.join(format!("node-{}", i + 1));
+        std::fs::create_dir_all(&node_dir)?;
+        let node_key = write_new_key(&node_dir.join("node.key"))?;
+        let admin = write_new_key(&dir.join("keys").join(format!("{agency}-admin.key")))?;
+        agencies.push(AgencyGenesis {
+            id: Name::new(*agency)?,
+            admins: vec![admin],
+        });
+        validators.push(ValidatorGenesis {
+            agency: Name::new(*agency)?,
+            key: node_key,
+        });
+        members.push((node_dir, node_key, i as u16));
+    }
+    let genesis = Genesis {
+        chain_id: Name::new("devnet-1")?,
+        genesis_time: TimestampMs(crate::time_arg::now_ms()),
+        agencies,
+        validators,
+    };
+    genesis.validate()?;
+    std::fs::write(dir.join("genesis.toml"), toml::to_string_pretty(&genesis)?)?;
+    for (node_dir, me, i) in &members {
+        let mut peers = String::new();
+        for (_, key, j) in &members {
+            if key != me {
+                peers.push_str(&format!(
+                    "[[network.peers]]\nkey = \"{key}\"\naddr = \"127.0.0.1:{}\"\n\n",
+                    base_port + 101 + j
+                ));
+            }
+        }
+        let config = format!(
+            "# Validator {n} of a {total}-validator devnet (written by `tally devnet`).\n\
+             [node]\ndata_dir = \"data\"\ngenesis = \"../genesis.toml\"\nnode_key = \"node.key\"\n\n\
+             [api]\nlisten = \"127.0.0.1:{api}\"\n\n\
+             [block]\ninterval_ms = 100\n\n\
+             [network]\nlisten = \"127.0.0.1:{p2p}\"\n\n{peers}",
+            n = i + 1,
+            total = members.len(),
+            api = base_port + 1 + i,
+            p2p = base_port + 101 + i,
+        );
+        std::fs::write(node_dir.join("node.toml"), config)?;
+    }
+    Ok(())
+}
+
+fn members(dir: &Path) -> anyhow::Result<Vec<Member>> {
+    let mut out = Vec::new();
+    for i in 1..=VALIDATORS_MAX {
+        let node_dir = dir.join(format!("node-{i}"));
+        let config = node_dir.join("node.toml");
+        if !config.exists() {
+            break;
+        }
+        let cfg = tally_node::config::NodeConfig::load(&config)?;
+        out.push(Member {
+            name: format!("node-{i}"),
+            dir: node_dir,
+            api: cfg.api.listen.port(),
+        });
+    }
+    Ok(out)
+}
+
+fn terminate(children: &mut [(String, Child)]) {
+    for (_, c) in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (name, c) in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => {
+                    eprintln!("{name} stopped ({status})");
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    eprintln!("{name} did not stop within 15 s; killing it");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
+    let dir = cmd.dir;
+    if !dir.join("genesis.toml").exists() {
+        init(&dir, cmd.validators as usize, cmd.base_port)?;
+        eprintln!(
+            "created a {}-validator devnet in {}",
+            cmd.validators,
+            dir.display()
+        );
+    } else {
+        eprintln!("restarting the devnet in {}", dir.display());
+    }
+    let members = members(&dir)?;
+    if members.is_empty() {
+        bail!("{} holds a genesis but no node-N/node.toml", dir.display());
+    }
+    if cmd.init_only {
+        return Ok(Outcome::Ok);
+    }
+    let exe = std::env::current_exe().context("finding the tally binary")?;
+    let mut children = Vec::new();
+    for m in &members {
+        let log = std::fs::File::create(m.dir.join("node.log"))?;
+        let child = Command::new(&exe)
+            .args(["node", "run", "--config", "node.toml"])
+            .current_dir(&m.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", m.name))?;
+        children.push((m.name.clone(), child));
+    }
+    println!("devnet of {} validators on 127.0.0.1:", members.len());
+    for m in &members {
+        println!(
+            "  {:<7} API http://127.0.0.1:{:<5}  log {}",
+            m.name,
+            m.api,
+            m.dir.join("node.log").display()
+        );
+    }
+    println!(
+        "try:    tally status --node http://127.0.0.1:{}\nagency admin keys are in {}; stop with Ctrl-C",
+        members[0].api,
+        dir.join("keys").display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let failed = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = poll.tick() => {
+                    for (name, c) in children.iter_mut() {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            eprintln!("{name} exited unexpectedly ({status}); stopping the devnet");
+                            return anyhow::Ok(true);
+                        }
+                    }
+                }
+            }
+        }
+        anyhow::Ok(false)
+    })?;
+    eprintln!("stopping the devnet");
+    terminate(&mut children);
+    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}
