@@ -178,11 +178,6 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free loopback port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
 struct Demo {
     tally: PathBuf,
     dir: PathBuf,
@@ -190,6 +185,15 @@ struct Demo {
 }
 
 impl Demo {
+    /// The same demo, talking to another node.
+    fn on(&self, node: &str) -> Demo {
+        Demo {
+            tally: self.tally.clone(),
+            dir: self.dir.clone(),
+            node: node.to_string(),
+        }
+    }
+
     /// Runs `tally` and returns (exit code, stdout).
     fn tally(&self, args: &[&str]) -> Result<(i32, String)> {
         let out = Command::new(&self.tally)
@@ -250,6 +254,23 @@ fn json_field(json: &str, field: &str) -> Result<String> {
     Ok(json[start..start + end].to_string())
 }
 
+/// Finds a base port whose devnet ports (API base+1..=base+n, peers base+101..=base+100+n)
+/// are all free on loopback.
+fn free_devnet_base(n: u16) -> Result<u16> {
+    for base in (7100..40000).step_by(200) {
+        let ports = (1..=n).flat_map(|i| [base + i, base + 100 + i]);
+        let free = ports
+            .map(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+            .collect::<Vec<_>>();
+        if free.iter().all(|f| *f) {
+            return Ok(base);
+        }
+    }
+    Err("no free range of loopback ports for the devnet".into())
+}
+
+const DEMO_VALIDATORS: u16 = 4;
+
 fn demo() -> Result<()> {
     let target = setup()?;
     eprintln!("xtask: building tally");
@@ -260,59 +281,60 @@ fn demo() -> Result<()> {
         std::fs::remove_dir_all(&dir)
             .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    let node = format!("http://127.0.0.1:{port}");
+    let base = free_devnet_base(DEMO_VALIDATORS)?;
+    let nodes: Vec<String> = (1..=DEMO_VALIDATORS)
+        .map(|i| format!("http://127.0.0.1:{}", base + i))
+        .collect();
+    println!(
+        "== tally demo: {DEMO_VALIDATORS} validators (one per agency) on loopback, the aid workflow, then an independent audit of every node =="
+    );
+    println!("working directory: {}", dir.display());
+    let devnet = Command::new(&tally)
+        .args([
+            "devnet",
+            "--validators",
+            &DEMO_VALIDATORS.to_string(),
+            "--dir",
+            "devnet",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .current_dir(repo_root())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the devnet: {e}"))?;
+    let mut guard = Guard(Some(devnet));
     let d = Demo {
         tally,
         dir: dir.clone(),
-        node: node.clone(),
+        node: nodes[0].clone(),
     };
-
-    println!(
-        "== tally demo: one validator on loopback, the aid workflow, then an independent audit =="
-    );
-    println!("working directory: {}", dir.display());
-    for k in ["validator", "wfp-admin", "issuer", "redeemer", "shop"] {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in &nodes {
+        let on = d.on(node);
+        loop {
+            let (code, out) = on
+                .tally(&["status", "--json"])
+                .unwrap_or((2, String::new()));
+            if code == 0 && out.contains("\"voting\": true") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{node} was not voting within 60 s; see devnet/node-*/node.log"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    println!("\nall {DEMO_VALIDATORS} validators are connected and voting");
+    for k in ["issuer", "redeemer", "shop"] {
         d.tally(&["keys", "new", "--out", &format!("{k}.key")])?;
     }
-    d.step(
-        "genesis",
-        &[
-            "genesis",
-            "init",
-            "--chain-id",
-            "demo-1",
-            "--admin",
-            "wfp=wfp-admin.key",
-            "--validator",
-            "wfp=validator.key",
-            "--out",
-            "genesis.toml",
-        ],
-    )?;
-    let config = format!(
-        "[node]\ndata_dir = \"data\"\ngenesis = \"genesis.toml\"\nvalidator_key = \"validator.key\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[block]\ninterval_ms = 100\n"
-    );
-    std::fs::write(dir.join("node.toml"), config).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("node.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&d.tally)
-        .args(["node", "run", "--config", "node.toml"])
-        .current_dir(&dir)
-        .stderr(log)
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start node: {e}"))?;
-    let mut guard = Guard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while d.tally(&["status"]).map(|(c, _)| c).unwrap_or(2) != 0 {
-        if Instant::now() > deadline {
-            return Err("node did not answer within 30 s; see devnet/node.log".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!("\nnode running at {node} (log: devnet/node.log)");
-
+    let admin = "keys/wfp-admin.key";
+    // Field staff reach different agencies' nodes: any validator accepts any entry.
+    let shop_node = d.on(&nodes[2]);
     let (issuer, redeemer, shop) = (
         d.public_key("issuer.key")?,
         d.public_key("redeemer.key")?,
@@ -321,40 +343,19 @@ fn demo() -> Result<()> {
     d.step(
         "grant issuer",
         &[
-            "role",
-            "grant",
-            "--key",
-            "wfp-admin.key",
-            "--to",
-            &issuer,
-            "--role",
-            "issuer",
+            "role", "grant", "--key", admin, "--to", &issuer, "--role", "issuer",
         ],
     )?;
     d.step(
         "grant redeemer",
         &[
-            "role",
-            "grant",
-            "--key",
-            "wfp-admin.key",
-            "--to",
-            &redeemer,
-            "--role",
-            "redeemer",
+            "role", "grant", "--key", admin, "--to", &redeemer, "--role", "redeemer",
         ],
     )?;
     d.step(
         "grant vendor",
         &[
-            "role",
-            "grant",
-            "--key",
-            "wfp-admin.key",
-            "--to",
-            &shop,
-            "--role",
-            "vendor",
+            "role", "grant", "--key", admin, "--to", &shop, "--role", "vendor",
         ],
     )?;
     d.step(
@@ -363,7 +364,7 @@ fn demo() -> Result<()> {
             "programme",
             "create",
             "--key",
-            "wfp-admin.key",
+            admin,
             "--id",
             "food-2026-11",
             "--unit",
@@ -427,7 +428,7 @@ fn demo() -> Result<()> {
         ],
     )?;
     let voucher = json_field(&issued, "id")?;
-    d.step(
+    shop_node.step(
         "partial redeem",
         &[
             "voucher",
@@ -444,7 +445,7 @@ fn demo() -> Result<()> {
             "till-7-0001",
         ],
     )?;
-    d.refused(
+    shop_node.refused(
         "over-redeem",
         &[
             "voucher",
@@ -488,7 +489,7 @@ fn demo() -> Result<()> {
             "vendor",
             "settle",
             "--key",
-            "wfp-admin.key",
+            admin,
             "--programme",
             "food-2026-11",
             "--vendor",
@@ -502,12 +503,14 @@ fn demo() -> Result<()> {
     d.step("voucher", &["voucher", "show", &voucher])?;
     d.step("programme", &["programme", "show", "food-2026-11"])?;
 
-    println!("\n== stopping the node (SIGTERM) and auditing its data from genesis ==");
+    println!(
+        "\n== stopping the devnet (SIGTERM) and auditing every validator's data from genesis =="
+    );
     if let Some(mut child) = guard.0.take() {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while child.try_wait().map_err(|e| e.to_string())?.is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -515,17 +518,30 @@ fn demo() -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    d.step(
-        "audit",
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            "data",
-            "--genesis",
-            "genesis.toml",
-        ],
-    )?;
-    println!("\ndemo complete: every step above was signed on this machine, committed by the node, and re-verified offline.");
+    let mut heads = Vec::new();
+    for i in 1..=DEMO_VALIDATORS {
+        let data = format!("node-{i}/data");
+        let out = d.step(
+            &format!("audit node-{i}"),
+            &[
+                "audit",
+                "verify",
+                "--data-dir",
+                &data,
+                "--genesis",
+                "genesis.toml",
+                "--json",
+            ],
+        )?;
+        heads.push(json_field(&out, "head_hash")?);
+    }
+    if heads.iter().any(|h| *h != heads[0]) {
+        return Err(format!("the validators hold different heads: {heads:?}"));
+    }
+    println!(
+        "\nall {DEMO_VALIDATORS} validators hold the same verified chain, head {}",
+        heads[0]
+    );
+    println!("demo complete: every step above was signed on this machine, agreed by {DEMO_VALIDATORS} validators (any {} of them make a quorum), and re-verified offline from each node's data.", DEMO_VALIDATORS - (DEMO_VALIDATORS - 1) / 3);
     Ok(())
 }
