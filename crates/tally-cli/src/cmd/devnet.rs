@@ -36,6 +36,12 @@ pub struct Devnet {
     /// Only write the keys, genesis and configs; start nothing.
     #[arg(long)]
     init_only: bool,
+    /// Derive every key from its file name instead of at random, and fix the genesis time,
+    /// so the same devnet can be written again (node-config/four-validators is one). The keys
+    /// are public knowledge: never use them for a real chain. With an existing directory,
+    /// writes any missing key files (git does not keep key files owner-only).
+    #[arg(long)]
+    deterministic_keys: bool,
 }
 
 struct Member {
@@ -44,15 +50,43 @@ struct Member {
     api: u16,
 }
 
-fn write_new_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let key = Keypair::generate()?;
-    tally_node::keyfile::write_key_file(path, &key)
+/// A devnet key: random, or derived from `label` (public test keys).
+fn devnet_key(label: &str, deterministic: bool) -> anyhow::Result<Keypair> {
+    if deterministic {
+        let seed =
+            tally_types::Domain::Genesis.hash(&[b"tally devnet test key/", label.as_bytes()]);
+        Ok(Keypair::from_secret_bytes(seed.as_bytes()))
+    } else {
+        Ok(Keypair::generate()?)
+    }
+}
+
+/// Writes the key file for `label` under `dir` unless it exists; returns its public key.
+fn ensure_key(dir: &Path, label: &str, deterministic: bool) -> anyhow::Result<PublicKey> {
+    let path = dir.join(label);
+    if path.exists() {
+        return Ok(tally_node::keyfile::read_public_key(&path)?);
+    }
+    let key = devnet_key(label, deterministic)?;
+    tally_node::keyfile::write_key_file(&path, &key)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(key.public())
 }
 
+/// Recreates missing deterministic key files of an existing devnet.
+fn restore_keys(dir: &Path) -> anyhow::Result<()> {
+    for (i, agency) in AGENCIES.iter().enumerate() {
+        if !dir.join(format!("node-{}", i + 1)).exists() {
+            break;
+        }
+        ensure_key(dir, &format!("node-{}/node.key", i + 1), true)?;
+        ensure_key(dir, &format!("keys/{agency}-admin.key"), true)?;
+    }
+    Ok(())
+}
+
 /// Writes keys, genesis and one config per validator (all peers dial each other).
-fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<()> {
+fn init(dir: &Path, n: usize, base_port: u16, deterministic: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("keys"))?;
     let mut agencies = Vec::new();
     let mut validators = Vec::new();
@@ -60,8 +94,8 @@ fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<()> {
     for (i, agency) in AGENCIES.iter().take(n).enumerate() {
         let node_dir = dir.join(format!("node-{}", i + 1));
         std::fs::create_dir_all(&node_dir)?;
-        let node_key = write_new_key(&node_dir.join("node.key"))?;
-        let admin = write_new_key(&dir.join("keys").join(format!("{agency}-admin.key")))?;
+        let node_key = ensure_key(dir, &format!("node-{}/node.key", i + 1), deterministic)?;
+        let admin = ensure_key(dir, &format!("keys/{agency}-admin.key"), deterministic)?;
         agencies.push(AgencyGenesis {
             id: Name::new(*agency)?,
             admins: vec![admin],
@@ -74,7 +108,12 @@ fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<()> {
     }
     let genesis = Genesis {
         chain_id: Name::new("devnet-1")?,
-        genesis_time: TimestampMs(crate::time_arg::now_ms()),
+        // 2026-11-01T00:00:00Z for a deterministic devnet, so it is written identically.
+        genesis_time: TimestampMs(if deterministic {
+            1_793_491_200_000
+        } else {
+            crate::time_arg::now_ms()
+        }),
         agencies,
         validators,
     };
@@ -155,7 +194,12 @@ fn terminate(children: &mut [(String, Child)]) {
 pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
     let dir = cmd.dir;
     if !dir.join("genesis.toml").exists() {
-        init(&dir, cmd.validators as usize, cmd.base_port)?;
+        init(
+            &dir,
+            cmd.validators as usize,
+            cmd.base_port,
+            cmd.deterministic_keys,
+        )?;
         eprintln!(
             "created a {}-validator devnet in {}",
             cmd.validators,
@@ -163,6 +207,9 @@ pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
         );
     } else {
         eprintln!("restarting the devnet in {}", dir.display());
+        if cmd.deterministic_keys {
+            restore_keys(&dir)?;
+        }
     }
     let members = members(&dir)?;
     if members.is_empty() {
