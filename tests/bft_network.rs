@@ -1,0 +1,593 @@
+//! Four validators as four real `tally node run` processes on 127.0.0.1, each with its own
+//! RocksDB directory, talking libp2p to each other: they commit one chain under a stream of
+//! entries, a validator killed with SIGKILL catches up, a key outside genesis cannot connect,
+//! and a validator that equivocates (a harness speaking the wire protocol with that
+//! validator's key) does not break agreement.
+//!
+//! Every wait is bounded; every process is killed and reaped on drop.
+
+mod common;
+
+use common::{free_port, run_tally, sign, tally_command, wait_bounded, Api};
+use serde_json::Value;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_types::{Keypair, Payload, PublicKey, Role};
+
+const CHAIN: &str = "devnet-1";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A devnet written by `tally devnet --init-only`, whose nodes the test starts and kills one
+/// by one.
+struct Cluster {
+    dir: tempfile::TempDir,
+    base: u16,
+    n: u16,
+    children: Vec<Option<Child>>,
+    starts: Vec<u32>,
+}
+
+/// A base port whose API and peer ports for `n` nodes are all free.
+fn free_base(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = free_port().saturating_sub(200).max(2000);
+        let ok = (1..=n)
+            .flat_map(|i| [base + i, base + 100 + i])
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free loopback port range");
+}
+
+impl Cluster {
+    fn create(n: u16) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-bft-")
+            .tempdir()
+            .expect("tempdir");
+        let base = free_base(n);
+        let out = run_tally(&[
+            "devnet",
+            "--init-only",
+            "--validators",
+            &n.to_string(),
+            "--base-port",
+            &base.to_string(),
+            "--dir",
+            dir.path().join("net").to_str().expect("utf8"),
+        ]);
+        assert_eq!(out.code, 0, "{out}");
+        Cluster {
+            dir,
+            base,
+            n,
+            children: (0..n).map(|_| None).collect(),
+            starts: vec![0; n as usize],
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("net")
+    }
+
+    fn node_dir(&self, i: u16) -> PathBuf {
+        self.root().join(format!("node-{i}"))
+    }
+
+    fn api(&self, i: u16) -> Api {
+        Api::new(&format!("http://127.0.0.1:{}", self.base + i))
+    }
+
+    fn p2p(&self, i: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base + 100 + i))
+    }
+
+    fn node_key(&self, i: u16) -> Keypair {
+        tally_node::keyfile::read_key_file(&self.node_dir(i).join("node.key")).expect("node key")
+    }
+
+    fn admin(&self) -> Keypair {
+        tally_node::keyfile::read_key_file(&self.root().join("keys/wfp-admin.key"))
+            .expect("admin key")
+    }
+
+    fn log(&self, i: u16) -> String {
+        let path = self
+            .node_dir(i)
+            .join(format!("node-{}.log", self.starts[(i - 1) as usize]));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn start(&mut self, i: u16) {
+        let idx = (i - 1) as usize;
+        assert!(self.children[idx].is_none(), "node-{i} already running");
+        self.starts[idx] += 1;
+        let log = std::fs::File::create(
+            self.node_dir(i)
+                .join(format!("node-{}.log", self.starts[idx])),
+        )
+        .expect("log file");
+        let child = tally_command()
+            .args(["node", "run", "--config", "node.toml"])
+            .current_dir(self.node_dir(i))
+            .env("TALLY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn tally node run");
+        self.children[idx] = Some(child);
+    }
+
+    fn start_all(&mut self) {
+        for i in 1..=self.n {
+            self.start(i);
+        }
+    }
+
+    /// Waits until node `i` is connected to `peers` others and voting.
+    fn wait_voting(&self, i: u16, peers: usize) {
+        let api = self.api(i);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(out) = api.try_get("/v1/status") {
+                let s = &out.json;
+                let connected = s["network"]["connected_peers"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                if s["consensus"]["voting"] == true && connected >= peers {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-{i} not voting with {peers} peers within {WAIT:?}; log:\n{}",
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self, i: u16) {
+        if let Some(mut c) = self.children[(i - 1) as usize].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and a bounded wait; returns the exit code.
+    fn stop(&mut self, i: u16) -> i32 {
+        let Some(mut c) = self.children[(i - 1) as usize].take() else {
+            return 0;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        match wait_bounded(&mut c, Duration::from_secs(20)) {
+            Some(s) => s.code().unwrap_or(-1),
+            None => {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("node-{i} did not stop within 20 s of SIGTERM");
+            }
+        }
+    }
+
+    fn height(&self, i: u16) -> u64 {
+        self.api(i).height()
+    }
+
+    /// Waits until every listed node has reached `height`.
+    fn wait_height(&self, nodes: &[u16], height: u64) {
+        let deadline = Instant::now() + WAIT;
+        for &i in nodes {
+            while self.height(i) < height {
+                assert!(
+                    Instant::now() < deadline,
+                    "node-{i} stuck at {} below {height}; log:\n{}",
+                    self.height(i),
+                    self.log(i)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The block hash at each height 1..=to, as node `i` serves it.
+    fn hashes(&self, i: u16, to: u64) -> Vec<Value> {
+        let api = self.api(i);
+        (1..=to)
+            .map(|h| {
+                api.get(&format!("/v1/blocks/{h}"))
+                    .unwrap_or_else(|| panic!("node-{i} has no block {h}"))["hash"]
+                    .clone()
+            })
+            .collect()
+    }
+
+    fn audit(&self, i: u16) -> Value {
+        let data = self.node_dir(i).join("data");
+        let genesis = self.root().join("genesis.toml");
+        let out = run_tally(&[
+            "audit",
+            "verify",
+            "--json",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--genesis",
+            genesis.to_str().expect("utf8"),
+        ]);
+        assert_eq!(out.code, 0, "audit of node-{i}: {out}");
+        out.ok().clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Grants a role to a fresh key: a small, always-valid admin entry.
+fn grant(admin: &Keypair, sequence: u64, seed: u64) -> tally_types::SignedEntry {
+    let key = Keypair::from_seed_for_tests(10_000 + seed).public();
+    sign(
+        admin,
+        CHAIN,
+        sequence,
+        Payload::GrantRole {
+            key,
+            role: Role::Redeemer,
+        },
+    )
+}
+
+fn submit_ok(api: &Api, e: &tally_types::SignedEntry) -> String {
+    let out = api.submit_bytes(e);
+    assert_eq!(out.status, 202, "submit: {}", out.json);
+    out.json["id"].as_str().expect("id").to_string()
+}
+
+fn assert_same_chain(c: &Cluster, nodes: &[u16]) -> u64 {
+    let top = nodes.iter().map(|&i| c.height(i)).min().expect("nodes");
+    let reference = c.hashes(nodes[0], top);
+    for &i in &nodes[1..] {
+        assert_eq!(
+            c.hashes(i, top),
+            reference,
+            "node-{i} differs from node-{}",
+            nodes[0]
+        );
+    }
+    top
+}
+
+#[test]
+fn four_validators_commit_one_chain_under_a_steady_stream_of_entries() {
+    let mut c = Cluster::create(4);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let admin = c.admin();
+    let mut ids = Vec::new();
+    // 60 entries from one author, sent round robin to all four validators: each relays to
+    // the others, and whoever proposes orders them by sequence.
+    for seq in 0..60u64 {
+        let node = (seq % 4) as u16 + 1;
+        ids.push(submit_ok(&c.api(node), &grant(&admin, seq, seq)));
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    for id in &ids {
+        let v = c.api(1).wait_entry(id, WAIT);
+        assert_eq!(v["status"], "committed", "{v}");
+    }
+    let top = c.height(1);
+    c.wait_height(&[1, 2, 3, 4], top);
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+    // Blocks were proposed by more than one validator.
+    let proposers: std::collections::BTreeSet<String> = (1..=top)
+        .map(|h| {
+            c.api(2).get(&format!("/v1/blocks/{h}")).expect("block")["header"]["proposer"]
+                .to_string()
+        })
+        .collect();
+    assert!(
+        proposers.len() > 1,
+        "one proposer for every block: {proposers:?}"
+    );
+    for i in 1..=4 {
+        assert_eq!(c.stop(i), 0, "node-{i} exit code; log:\n{}", c.log(i));
+    }
+    let heads: Vec<Value> = (1..=4).map(|i| c.audit(i)["head_hash"].clone()).collect();
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+#[test]
+fn a_validator_killed_mid_stream_catches_up_and_the_chain_stays_identical() {
+    let mut c = Cluster::create(4);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let admin = Arc::new(c.admin());
+    let apis: Vec<Api> = (1..=3).map(|i| c.api(i)).collect();
+    let done = Arc::new(AtomicBool::new(false));
+    // A steady stream to validators 1-3 while validator 4 dies and comes back.
+    let feeder = {
+        let (admin, done) = (admin.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            let mut last = String::new();
+            while !done.load(Ordering::SeqCst) && seq < 400 {
+                last = submit_ok(&apis[(seq % 3) as usize], &grant(&admin, seq, seq));
+                seq += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (seq, last)
+        })
+    };
+    c.wait_height(&[1], 5);
+    c.kill(4); // SIGKILL: no shutdown, mid-stream
+    let at_kill = c.height(1);
+    c.wait_height(&[1, 2, 3], at_kill + 5);
+    c.start(4);
+    std::thread::sleep(Duration::from_secs(2));
+    done.store(true, Ordering::SeqCst);
+    let (sent, last) = feeder.join().expect("feeder");
+    assert!(sent > 20);
+    let v = c.api(1).wait_entry(&last, WAIT);
+    assert_eq!(v["status"], "committed", "{v}");
+    let top = c.height(1);
+    c.wait_height(&[2, 3, 4], top);
+    let checked = assert_same_chain(&c, &[1, 2, 3, 4]);
+    assert!(checked >= top);
+    let status = c.api(4).status();
+    assert!(
+        status["consensus"]["synced_blocks"].as_u64().unwrap_or(0) > 0,
+        "node-4 caught up without block sync? {status}"
+    );
+    // The restarted validator votes again: stop another, and 1, 3, 4 must still commit.
+    c.stop(2);
+    let before = c.height(1);
+    submit_ok(&c.api(4), &grant(&admin, sent, 9_999));
+    c.wait_height(&[1, 3, 4], before + 1);
+    for i in [1, 3, 4] {
+        assert_eq!(c.stop(i), 0);
+    }
+    let heads: Vec<Value> = [1, 3, 4]
+        .iter()
+        .map(|&i| c.audit(i)["head_hash"].clone())
+        .collect();
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+/// Runs `f` on a fresh tokio runtime (for the libp2p harness).
+fn with_runtime<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+struct NoBlocks;
+impl tally_network::BlockSource for NoBlocks {
+    fn blocks_from(&self, _: u64, _: usize) -> Vec<tally_network::CertifiedBlock> {
+        Vec::new()
+    }
+}
+
+fn limits() -> tally_network::Limits {
+    tally_network::Limits {
+        request_bytes_max: 8 << 20,
+        response_bytes_max: 16 << 20,
+        inbound_queue_max: 4096,
+        outbound_queue_max: 4096,
+        connections_per_peer_max: 2,
+    }
+}
+
+#[test]
+fn a_key_outside_genesis_cannot_connect_or_inject_entries() {
+    let mut c = Cluster::create(4);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let stranger = Keypair::from_seed_for_tests(424_242);
+    let admin = c.admin();
+    let entry = grant(&admin, 0, 1);
+    let target = c.node_key(1).public();
+    let addr = c.p2p(1);
+    with_runtime(async {
+        let (tx, _rx) = std::sync::mpsc::sync_channel::<tally_network::Inbound>(64);
+        let net = tally_network::start(
+            tally_network::NetworkConfig {
+                chain_id: tally_types::Name::new(CHAIN).expect("name"),
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                dial: vec![tally_network::PeerAddress { key: target, addr }],
+                allowed: vec![target],
+                limits: limits(),
+            },
+            &stranger,
+            Arc::new(NoBlocks),
+            tx,
+        )
+        .await
+        .expect("network");
+        for _ in 0..20 {
+            net.handle.send(
+                target,
+                tally_network::Request::Entry(Box::new(entry.clone())),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        net.shutdown().await;
+    });
+    let status = c.api(1).status();
+    assert!(
+        status["network"]["dropped"]["refused_connections"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{status}"
+    );
+    let connected = status["network"]["connected_peers"].to_string();
+    assert!(!connected.contains(&stranger.public().to_string()));
+    // The entry it tried to inject never reached any node.
+    let id = entry.id().to_string();
+    for i in 1..=4 {
+        let out = c.api(i).try_get(&format!("/v1/entries/{id}")).expect("GET");
+        assert_eq!(
+            out.status, 404,
+            "node-{i} knows the injected entry: {}",
+            out.json
+        );
+    }
+    // The network is unharmed.
+    let before = c.height(1);
+    submit_ok(&c.api(2), &entry);
+    c.wait_height(&[1, 2, 3, 4], before + 1);
+}
+
+/// Validator 4 is a harness holding validator 4's key: it answers every proposal and vote it
+/// sees with conflicting prevotes and precommits, different ones to different validators.
+#[test]
+fn an_equivocating_validator_does_not_break_agreement() {
+    let mut c = Cluster::create(4);
+    for i in 1..=3 {
+        c.start(i);
+    }
+    let byzantine = c.node_key(4);
+    let peers: Vec<(PublicKey, SocketAddr)> = (1..=3)
+        .map(|i| (c.node_key(i).public(), c.p2p(i)))
+        .collect();
+    let listen = c.p2p(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let harness = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_equivocator(byzantine, peers, listen, stop))
+    };
+    for i in 1..=3 {
+        c.wait_voting(i, 3);
+    }
+    let admin = c.admin();
+    let mut last = String::new();
+    for seq in 0..30u64 {
+        last = submit_ok(&c.api((seq % 3) as u16 + 1), &grant(&admin, seq, seq));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let v = c.api(1).wait_entry(&last, WAIT);
+    assert_eq!(v["status"], "committed", "{v}");
+    let top = c.height(1);
+    c.wait_height(&[1, 2, 3], top);
+    assert_same_chain(&c, &[1, 2, 3]);
+    stop.store(true, Ordering::SeqCst);
+    let sent = harness.join().expect("harness");
+    assert!(sent > 0, "the harness never equivocated");
+    let evidence: u64 = (1..=3)
+        .map(|i| {
+            c.api(i).status()["consensus"]["evidence"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        evidence > 0,
+        "no validator kept evidence of the double votes"
+    );
+    for i in 1..=3 {
+        assert_eq!(c.stop(i), 0);
+    }
+    let heads: Vec<Value> = (1..=3).map(|i| c.audit(i)["head_hash"].clone()).collect();
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+/// Speaks the wire protocol as validator 4 and double-votes at every height and round it
+/// hears of. Returns how many conflicting votes it sent.
+fn run_equivocator(
+    key: Keypair,
+    peers: Vec<(PublicKey, SocketAddr)>,
+    listen: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    use tally_consensus::{Message, Vote, VoteKind};
+    use tally_network::{Inbound, Request};
+    let chain = tally_types::Name::new(CHAIN).expect("name");
+    with_runtime(async move {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Inbound>(4096);
+        let net = tally_network::start(
+            tally_network::NetworkConfig {
+                chain_id: chain.clone(),
+                listen,
+                dial: peers
+                    .iter()
+                    .map(|(key, addr)| tally_network::PeerAddress {
+                        key: *key,
+                        addr: *addr,
+                    })
+                    .collect(),
+                allowed: peers.iter().map(|(k, _)| *k).collect(),
+                limits: limits(),
+            },
+            &key,
+            Arc::new(NoBlocks),
+            tx,
+        )
+        .await
+        .expect("network");
+        let mut sent = 0u64;
+        let mut done = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+            while let Ok(item) = rx.try_recv() {
+                let Inbound::Request {
+                    request: Request::Consensus { message, .. },
+                    ..
+                } = item
+                else {
+                    continue;
+                };
+                let (h, r) = (message.height(), message.round());
+                let block = match message.as_ref() {
+                    Message::Proposal(p) => Some(p.block_hash),
+                    Message::Vote(v) => v.block,
+                };
+                if !done.insert((h, r, block)) {
+                    continue;
+                }
+                let choices = [block, None, Some(tally_types::Hash([0xEE; 32]))];
+                for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+                    for (i, (peer, _)) in peers.iter().enumerate() {
+                        // Each validator hears two different votes in one slot (one of them,
+                        // for validator 1, for the real block); each hears a different pair.
+                        for choice in [choices[i], choices[(i + 1) % 3]] {
+                            let vote = Vote::sign(&key, &chain, kind, h, r, choice);
+                            net.handle.send(
+                                *peer,
+                                Request::Consensus {
+                                    message: Box::new(Message::Vote(vote)),
+                                    block: None,
+                                },
+                            );
+                            sent += 1;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        net.shutdown().await;
+        sent
+    })
+}
