@@ -47,6 +47,11 @@ fn free_base(n: u16) -> u16 {
 
 impl Cluster {
     fn create(n: u16) -> Self {
+        Self::with_observers(n, 0)
+    }
+
+    /// `n` validators (1..=n) and `observers` observers (n+1..=n+observers).
+    fn with_observers(n: u16, observers: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-bft-")
             .tempdir()
@@ -57,6 +62,8 @@ impl Cluster {
             "--init-only",
             "--validators",
             &n.to_string(),
+            "--observers",
+            &observers.to_string(),
             "--base-port",
             &base.to_string(),
             "--dir",
@@ -67,8 +74,8 @@ impl Cluster {
             dir,
             base,
             n,
-            children: (0..n).map(|_| None).collect(),
-            starts: vec![0; n as usize],
+            children: (0..n + observers).map(|_| None).collect(),
+            starts: vec![0; (n + observers) as usize],
         }
     }
 
@@ -77,11 +84,20 @@ impl Cluster {
     }
 
     fn node_dir(&self, i: u16) -> PathBuf {
-        self.root().join(format!("node-{i}"))
+        if i > self.n {
+            self.root().join(format!("observer-{}", i - self.n))
+        } else {
+            self.root().join(format!("node-{i}"))
+        }
     }
 
     fn api(&self, i: u16) -> Api {
-        Api::new(&format!("http://127.0.0.1:{}", self.base + i))
+        let port = if i > self.n {
+            self.base + 50 + (i - self.n)
+        } else {
+            self.base + i
+        };
+        Api::new(&format!("http://127.0.0.1:{port}"))
     }
 
     fn p2p(&self, i: u16) -> SocketAddr {
@@ -125,7 +141,7 @@ impl Cluster {
     }
 
     fn start_all(&mut self) {
-        for i in 1..=self.n {
+        for i in 1..=self.children.len() as u16 {
             self.start(i);
         }
     }
@@ -590,4 +606,63 @@ fn run_equivocator(
         net.shutdown().await;
         sent
     })
+}
+
+#[test]
+fn two_of_four_down_stops_commits_until_one_returns() {
+    let mut c = Cluster::create(4);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let admin = c.admin();
+    let first = submit_ok(&c.api(1), &grant(&admin, 0, 0));
+    assert_eq!(c.api(1).wait_entry(&first, WAIT)["status"], "committed");
+    // f = 1: with two of four down, no quorum of three exists.
+    c.stop(3);
+    c.stop(4);
+    let before = c.height(1);
+    let stuck = submit_ok(&c.api(2), &grant(&admin, 1, 1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.height(1), before, "committed without a quorum");
+    assert_eq!(c.height(2), before, "committed without a quorum");
+    // One returns: the pending entry commits with no manual step.
+    c.start(3);
+    let v = c.api(1).wait_entry(&stuck, WAIT);
+    assert_eq!(v["status"], "committed", "{v}");
+    c.wait_height(&[1, 2, 3], before + 1);
+    assert_same_chain(&c, &[1, 2, 3]);
+}
+
+#[test]
+fn an_observer_follows_verifies_and_serves_the_chain() {
+    let mut c = Cluster::with_observers(4, 1);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let observer = 5;
+    let status = c.api(observer).status();
+    assert_eq!(status["consensus"]["role"], "observer", "{status}");
+    let admin = c.admin();
+    // Field sites talk to the observer: it relays entries to the validators.
+    let mut last = String::new();
+    for seq in 0..10u64 {
+        last = submit_ok(&c.api(observer), &grant(&admin, seq, seq));
+    }
+    let v = c.api(observer).wait_entry(&last, WAIT);
+    assert_eq!(v["status"], "committed", "{v}");
+    let top = c.height(1);
+    c.wait_height(&[observer], top);
+    assert_same_chain(&c, &[1, observer]);
+    assert!(
+        c.api(observer).status()["consensus"]["synced_blocks"]
+            .as_u64()
+            .unwrap_or(0)
+            >= top
+    );
+    for i in 1..=5 {
+        assert_eq!(c.stop(i), 0);
+    }
+    assert_eq!(c.audit(observer)["head_hash"], c.audit(1)["head_hash"]);
 }

@@ -83,8 +83,9 @@ impl Evidence {
 pub enum Input {
     /// Begin (L10), or resume from the safety record after a restart.
     Start,
-    /// The host has entries waiting. Until then, round 0 of a height waits for a proposal
-    /// without a timeout, so an idle network does not churn through empty rounds.
+    /// The host has entries waiting. Until then, or until another validator sends a message
+    /// for this height, round 0 waits for a proposal without a timeout, so an idle network
+    /// does not churn through empty rounds.
     Work,
     /// A message from the network (the core checks the signature).
     Message(Message),
@@ -463,7 +464,21 @@ impl Core {
                 }
             }
             Input::Synced { height } => {
-                if height >= self.height {
+                if height >= self.height && !self.started {
+                    // Caught up before voting: nothing of the old height matters any more,
+                    // including a safety record for it.
+                    self.height = height + 1;
+                    self.round = 0;
+                    self.step = Step::Propose;
+                    self.locked = None;
+                    self.valid = None;
+                    self.signed.clear();
+                    self.resumed = false;
+                    self.log = HeightLog::default();
+                    self.next_log = HeightLog::default();
+                    self.verdicts.clear();
+                    self.behind_reported = self.height;
+                } else if height >= self.height {
                     let carry = height == self.height;
                     self.enter_height(height + 1, carry);
                 }
@@ -973,6 +988,14 @@ impl Core {
     /// Puts a verified message of the current height into the log.
     fn accept(&mut self, m: Message) {
         self.note_round(m.signer(), m.round());
+        // Another validator is working on this height, so there is work even if this node's
+        // host has no entries (they may not have reached it): round 0 may now time out.
+        if !self.has_work {
+            self.has_work = true;
+            if self.started && self.round == 0 && self.step == Step::Propose {
+                self.arm_propose_timeout();
+            }
+        }
         if m.round() < self.round {
             let lag = self.peers_lagging.entry(m.signer()).or_insert(m.round());
             *lag = (*lag).min(m.round());

@@ -13,6 +13,7 @@ use tally_types::{
 
 /// Where a validator is within a round. Ordered: propose < prevote < precommit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Waiting for the round's proposal.
     Propose,
@@ -24,6 +25,7 @@ pub enum Step {
 
 /// The two voting phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VoteKind {
     /// First phase: "this proposal is valid and I am not locked on another".
     Prevote,

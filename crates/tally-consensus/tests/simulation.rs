@@ -97,6 +97,9 @@ struct Scenario {
     chaos_ms: u64,
     /// Heights every honest validator must commit after the network heals.
     heights_after_heal: u64,
+    /// Entries reach only some validators: after each commit a validator learns of work with
+    /// probability 30 %, except the first honest one, which always does.
+    uneven_work: bool,
     /// Validators that are down from the start until `down_until_ms`.
     down_from_start: usize,
     down_until_ms: u64,
@@ -114,6 +117,7 @@ impl Scenario {
             crashes: false,
             chaos_ms: 3_000,
             heights_after_heal: 3,
+            uneven_work: false,
             down_from_start: 0,
             down_until_ms: 0,
         }
@@ -336,7 +340,19 @@ impl World {
         let epoch = node.epoch;
         self.push(RETRANSMIT_MS, Event::Retransmit { node: i, epoch });
         self.input(i, Input::Start)?;
-        self.input(i, Input::Work)
+        if self.has_work(i) {
+            self.input(i, Input::Work)?;
+        }
+        Ok(())
+    }
+
+    /// Whether validator `i`'s host has entries (see [`Scenario::uneven_work`]).
+    fn has_work(&mut self, i: usize) -> bool {
+        if !self.sc.uneven_work {
+            return true;
+        }
+        let first_honest = (0..self.sc.n).find(|&j| self.honest(j));
+        first_honest == Some(i) || self.rng.chance(300)
     }
 
     fn crash(&mut self, i: usize) {
@@ -612,6 +628,9 @@ impl World {
                 }
                 Effect::Commit { certificate } => {
                     self.commit(i, certificate)?;
+                    if !self.has_work(i) {
+                        continue;
+                    }
                     self.push(
                         1,
                         Event::Answer {
@@ -803,7 +822,9 @@ impl World {
                 if synced {
                     let height = self.nodes[to].chain.len() as u64;
                     self.input(to, Input::Synced { height })?;
-                    self.input(to, Input::Work)?;
+                    if self.has_work(to) {
+                        self.input(to, Input::Work)?;
+                    }
                 }
                 Ok(())
             }
@@ -1071,6 +1092,13 @@ fn scenario(name: &str) -> fn(usize, &mut Rng) -> Scenario {
                 ..Scenario::chaos(n)
             }
         },
+        "uneven-work" => |n, _| Scenario {
+            uneven_work: true,
+            loss: 100,
+            crashes: true,
+            chaos_ms: 5_000,
+            ..Scenario::calm(n)
+        },
         "silent" => |n, _| byz(n, Behaviour::Silent),
         "equivocating-proposer" => |n, _| byz(n, Behaviour::EquivocatingProposer),
         "double-voter" => |n, _| byz(n, Behaviour::DoubleVoter),
@@ -1117,6 +1145,12 @@ fn partitions_that_heal_n4_n7() {
 fn crashes_and_restarts_from_the_safety_record_n4_n7() {
     run_many("crashes", 4, seeds(300), scenario("crashes"));
     run_many("crashes", 7, seeds(100), scenario("crashes"));
+}
+
+#[test]
+fn entries_that_reach_only_some_validators_still_commit() {
+    run_many("uneven-work", 4, seeds(150), scenario("uneven-work"));
+    run_many("uneven-work", 7, seeds(50), scenario("uneven-work"));
 }
 
 #[test]

@@ -338,6 +338,13 @@ impl NodeConfig {
             3_600_000,
             "100 to 3600000",
         )?;
+        if c.max_ms < c.propose_ms.max(c.prevote_ms).max(c.precommit_ms) {
+            return Err(ConfigError::Range {
+                field: "consensus.max_ms",
+                value: c.max_ms.to_string(),
+                why: "must be at least each base timeout",
+            });
+        }
         if let Some(n) = &self.network {
             range(
                 "network.request_bytes_max",

@@ -22,6 +22,10 @@ use tally_types::{codec, Block, Domain, Hash, PublicKey};
 /// network frame; proposals beyond this are not kept (the core then prevotes nil).
 pub const PROPOSED_BLOCKS_MAX: usize = 64;
 
+/// Most pending entries relayed again: by an observer on each poll, by any node when a
+/// validator (re)connects.
+const RELAY_AGAIN_MAX: usize = 512;
+
 /// How long a restarted or new validator waits for peers' blocks before it starts voting.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
@@ -65,8 +69,8 @@ pub struct ConsensusStatus {
     pub step: Option<Step>,
     /// Whether the core has started voting (after the catch-up wait).
     pub voting: bool,
-    /// Messages dropped by the core, by reason.
-    pub dropped: tally_consensus::Counters,
+    /// Consensus messages accepted, and dropped by reason.
+    pub messages: tally_consensus::Counters,
     /// Equivocations detected and kept as evidence.
     pub evidence: u64,
     /// Blocks committed from block sync or pushes (not decided here).
@@ -116,8 +120,11 @@ pub struct Driver {
     sync_bytes_max: usize,
     timers: BTreeMap<(Instant, u64), Timeout>,
     timer_seq: u64,
-    /// Proposed blocks by hash, with the proposer that signed the proposal.
-    bodies: HashMap<Hash, (Block, PublicKey)>,
+    /// Proposed blocks by hash, with the (height, round) whose proposal brought them.
+    bodies: HashMap<Hash, (Block, (u64, u32))>,
+    /// Verifications the core asked for whose block has not arrived yet.
+    awaiting_body: HashMap<Hash, u64>,
+    chain_id: tally_types::Name,
     executions: HashMap<Hash, tally_state::Execution>,
     want_proposal: Option<(u64, u32)>,
     last_commit: Instant,
@@ -132,6 +139,7 @@ impl Driver {
     /// A driver for `core` (None for an observer).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        chain_id: tally_types::Name,
         core: Option<Core>,
         shared: Arc<Shared>,
         store: Store,
@@ -154,7 +162,7 @@ impl Driver {
             round: 0,
             step: None,
             voting: false,
-            dropped: Default::default(),
+            messages: Default::default(),
             evidence: store.evidence().map(|e| e.len() as u64).unwrap_or(0),
             synced_blocks: 0,
             rejected_blocks: 0,
@@ -175,6 +183,8 @@ impl Driver {
             timers: BTreeMap::new(),
             timer_seq: 0,
             bodies: HashMap::new(),
+            awaiting_body: HashMap::new(),
+            chain_id,
             executions: HashMap::new(),
             want_proposal: None,
             last_commit: Instant::now(),
@@ -259,12 +269,14 @@ impl Driver {
                 self.input(Input::Tick)?;
             }
         } else {
-            // Observers poll now and then in case a push was lost.
+            // Observers poll now and then in case a push was lost, and hand their pending
+            // entries to the validators again in case a relay was lost.
             let due = self
                 .last_sync_ask
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
             if due {
                 self.ask_sync();
+                self.shared.relay_pending(RELAY_AGAIN_MAX)?;
             }
         }
         Ok(())
@@ -275,7 +287,9 @@ impl Driver {
             self.status.height = core.height();
             self.status.round = core.round();
             self.status.step = Some(core.step());
-            self.status.dropped = core.counters().clone();
+            self.status.messages = core.counters().clone();
+        } else if let Ok(l) = self.shared.ledger() {
+            self.status.height = l.head().height + 1;
         }
         self.status.voting = self.voting && self.core.is_some();
         if let Ok(mut s) = self.shared.consensus.lock() {
@@ -297,7 +311,7 @@ impl Driver {
                         return Ok(());
                     }
                     if let (Some(block), Message::Proposal(p)) = (block, message.as_ref()) {
-                        self.keep_body(*block, p);
+                        self.keep_body(*block, p)?;
                     }
                     if self.voting {
                         self.input(Input::Message(*message))?;
@@ -309,19 +323,20 @@ impl Driver {
                         self.input(Input::Work)?;
                     }
                 }
-                Request::Push(blocks) => self.apply_blocks(from, blocks)?,
+                Request::Push(blocks) => {
+                    self.apply_blocks(from, blocks)?;
+                }
                 Request::Blocks { .. } => {} // answered by the network task
             },
             Event::Net(Inbound::Blocks { from, blocks }) => {
-                let full = !blocks.is_empty();
-                self.apply_blocks(from, blocks)?;
-                if full {
+                let empty = blocks.is_empty();
+                if self.apply_blocks(from, blocks)? {
                     // More may follow: keep asking the same peer until it has nothing new.
                     let next = self.shared.ledger()?.head().height + 1;
                     if let Some(net) = &self.net {
                         net.ask_blocks(from, next);
                     }
-                } else if !self.voting {
+                } else if empty && !self.voting {
                     // A peer has nothing beyond our head: we are caught up.
                     self.start_voting()?;
                 }
@@ -331,6 +346,8 @@ impl Driver {
                 if let Some(net) = &self.net {
                     if self.validators.contains(&peer) {
                         net.ask_blocks(peer, next);
+                        // A validator that was away missed the relays of what is pending.
+                        self.shared.relay_pending(RELAY_AGAIN_MAX)?;
                     }
                 }
             }
@@ -341,25 +358,69 @@ impl Driver {
 
     /// Keeps the block a proposal carries, if it is the block the proposal names and is for
     /// a height being decided.
-    fn keep_body(&mut self, block: Block, p: &tally_consensus::Proposal) {
-        let Some(core) = &self.core else { return };
+    /// Only the round's proposer's signed proposal brings a block, one block per round, so a
+    /// Byzantine validator cannot fill the store with blocks nobody proposed.
+    fn keep_body(&mut self, block: Block, p: &tally_consensus::Proposal) -> Result<(), NodeError> {
+        let Some(core) = &self.core else {
+            return Ok(());
+        };
         let h = block.header.height;
-        if block.hash() != p.block_hash
+        let slot_taken = self
+            .bodies
+            .values()
+            .any(|(_, slot)| *slot == (p.height, p.round));
+        if self.bodies.contains_key(&p.block_hash)
+            || slot_taken
+            || block.hash() != p.block_hash
             || p.height != h
             || !(core.height()..=core.height() + 1).contains(&h)
             || self.bodies.len() >= PROPOSED_BLOCKS_MAX
+            || core.validators().proposer(p.height, p.round) != &p.proposer
+            || p.verify(&self.chain_id).is_err()
         {
-            return;
+            return Ok(());
         }
-        self.bodies.insert(p.block_hash, (block, p.proposer));
+        self.bodies
+            .insert(p.block_hash, (block, (p.height, p.round)));
+        if let Some(height) = self.awaiting_body.remove(&p.block_hash) {
+            let valid = self.verify_body(height, p.block_hash);
+            self.input(Input::BlockVerified {
+                height,
+                block_hash: p.block_hash,
+                valid,
+            })?;
+        }
+        Ok(())
     }
 
-    /// Verifies and commits blocks from sync or a push, in height order.
+    /// Replays a held proposed block on the committed state (the paper's `valid(v)`).
+    fn verify_body(&mut self, height: u64, block_hash: Hash) -> bool {
+        let verdict = match self.bodies.get(&block_hash) {
+            Some((block, _)) if block.header.height == height => match self.shared.ledger() {
+                Ok(l) => l.verify_proposal(block),
+                Err(e) => Err(e.to_string()),
+            },
+            _ => Err("the block is for another height".to_string()),
+        };
+        match verdict {
+            Ok(exec) => {
+                self.executions.insert(block_hash, exec);
+                true
+            }
+            Err(why) => {
+                tracing::warn!(height, block = %block_hash.short(), %why, "proposed block is invalid");
+                false
+            }
+        }
+    }
+
+    /// Verifies and commits blocks from sync or a push, in height order. Returns whether the
+    /// chain grew.
     fn apply_blocks(
         &mut self,
         from: PublicKey,
         blocks: Vec<CertifiedBlock>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<bool, NodeError> {
         let mut synced_to = None;
         for CertifiedBlock { block, certificate } in blocks {
             let mut ledger = self.shared.ledger()?;
@@ -383,18 +444,24 @@ impl Driver {
                 }
             }
         }
-        if let Some(height) = synced_to {
-            self.after_commit(height);
-            if self.core.is_some() && self.voting {
-                self.input(Input::Synced { height })?;
-                self.signal_work()?;
-            }
+        let Some(height) = synced_to else {
+            return Ok(false);
+        };
+        self.after_commit(height);
+        // The core learns of it even before it votes, so it starts at the right height.
+        self.input(Input::Synced { height })?;
+        if self.voting {
+            self.signal_work()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn after_commit(&mut self, height: u64) {
         self.bodies.retain(|_, (b, _)| b.header.height > height);
+        self.awaiting_body.retain(|_, h| *h > height);
+        if let Err(e) = self.store.clear_pending_blocks() {
+            tracing::warn!(error = %e, "could not clear kept proposals");
+        }
         self.executions.clear();
         self.want_proposal = None;
         self.last_commit = Instant::now();
@@ -453,7 +520,7 @@ impl Driver {
         };
         let block_hash = block.hash();
         self.want_proposal = None;
-        self.bodies.insert(block_hash, (block, self.me));
+        self.bodies.insert(block_hash, (block, (height, round)));
         self.executions.insert(block_hash, exec);
         self.input(Input::ProposalValue {
             height,
@@ -498,6 +565,24 @@ impl Driver {
     fn effect(&mut self, effect: Effect, queue: &mut VecDeque<Input>) -> Result<(), NodeError> {
         match effect {
             Effect::Persist(record) => {
+                // A value this validator proposed or locked on may be decided from its record
+                // after a crash (alone, nobody else holds it): its block is kept first.
+                let mut keep: Vec<Hash> = record
+                    .locked
+                    .iter()
+                    .chain(record.valid.iter())
+                    .map(|(_, h)| *h)
+                    .collect();
+                for m in &record.signed {
+                    if let Message::Proposal(p) = m {
+                        keep.push(p.block_hash);
+                    }
+                }
+                for hash in keep {
+                    if let Some((block, _)) = self.bodies.get(&hash) {
+                        self.store.put_pending_block(block)?;
+                    }
+                }
                 // Durable before anything it records is sent: the store syncs this write.
                 self.store.put_safety_record(&codec::encode(&record))?;
             }
@@ -512,39 +597,30 @@ impl Driver {
                 self.want_proposal = Some((height, round));
             }
             Effect::VerifyBlock { height, block_hash } => {
-                let verdict = match self.bodies.get(&block_hash) {
-                    Some((block, proposer)) if block.header.height == height => {
-                        if block.header.proposer != *proposer {
-                            Err("the header names another proposer than the one who signed".into())
-                        } else {
-                            self.shared.ledger()?.verify_proposal(block)
-                        }
-                    }
-                    _ => Err("the proposal arrived without its block".to_string()),
-                };
-                let valid = match verdict {
-                    Ok(exec) => {
-                        self.executions.insert(block_hash, exec);
-                        true
-                    }
-                    Err(why) => {
-                        tracing::warn!(height, block = %block_hash.short(), %why, "proposed block is invalid");
-                        false
-                    }
-                };
-                queue.push_back(Input::BlockVerified {
-                    height,
-                    block_hash,
-                    valid,
-                });
+                if self.bodies.contains_key(&block_hash) {
+                    let valid = self.verify_body(height, block_hash);
+                    queue.push_back(Input::BlockVerified {
+                        height,
+                        block_hash,
+                        valid,
+                    });
+                } else if self.awaiting_body.len() < PROPOSED_BLOCKS_MAX {
+                    // Answered when the block arrives (the proposer re-sends it each tick);
+                    // until then the core waits, and its timeout moves it on.
+                    self.awaiting_body.insert(block_hash, height);
+                }
             }
             Effect::Commit { certificate } => {
                 let hash = certificate.block_hash;
-                let Some((block, _)) = self.bodies.get(&hash).cloned() else {
-                    return Err(NodeError::Corrupt(format!(
-                        "decided block {} is not held",
-                        hash.short()
-                    )));
+                let held = match self.bodies.get(&hash) {
+                    Some((block, _)) => Some(block.clone()),
+                    None => self.store.pending_block(&hash)?,
+                };
+                let Some(block) = held else {
+                    // Decided by the others while this node lacked the block: sync fetches it.
+                    tracing::warn!(height = certificate.height, block = %hash.short(), "decided a block this node does not hold; syncing");
+                    self.ask_sync();
+                    return Ok(());
                 };
                 let head = {
                     let mut ledger = self.shared.ledger()?;
@@ -569,10 +645,10 @@ impl Driver {
             }
             Effect::Evidence(e) => {
                 let bytes = codec::encode(&e);
-                let id = Domain::Genesis.hash(&[b"evidence", &bytes]);
+                let id = Domain::Evidence.hash(&[&bytes]);
                 tracing::warn!(offender = %e.offender().short(), height = e.height(), "validator equivocated; evidence kept");
                 self.store.put_evidence(&id, &bytes)?;
-                self.status.evidence += 1;
+                self.status.evidence = self.store.evidence()?.len() as u64;
             }
             Effect::Behind { height } => {
                 tracing::info!(height, "validators are ahead; syncing");

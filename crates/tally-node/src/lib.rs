@@ -70,16 +70,37 @@ impl Shared {
         self.ledger.lock().map_err(|_| NodeError::Halted)
     }
 
-    /// Tells the driver an entry is waiting and relays it to the validators, so whichever
-    /// validator proposes next can include it.
+    /// Tells the driver an entry is waiting and relays it to the connected validators, so
+    /// whichever validator proposes next can include it.
     fn entry_admitted(&self, entry: &tally_types::SignedEntry) {
         let _ = self.events.try_send(Event::Work);
-        if let Some(net) = &self.net {
+        self.relay(std::slice::from_ref(entry));
+    }
+
+    fn relay(&self, entries: &[tally_types::SignedEntry]) {
+        let Some(net) = &self.net else { return };
+        let connected = net.connected();
+        let to: Vec<&PublicKey> = self
+            .validators
+            .iter()
+            .filter(|v| connected.contains(v))
+            .collect();
+        for e in entries {
             net.send_all(
-                self.validators.iter(),
-                &tally_network::Request::Entry(Box::new(entry.clone())),
+                to.iter().copied(),
+                &tally_network::Request::Entry(Box::new(e.clone())),
             );
         }
+    }
+
+    /// Relays up to `max` pending entries again (an observer's relay may have been lost).
+    fn relay_pending(&self, max: usize) -> Result<(), NodeError> {
+        let pending = {
+            let l = self.ledger()?;
+            l.mempool().candidates(l.state(), max)?
+        };
+        self.relay(&pending);
+        Ok(())
     }
 
     /// The consensus status, as the driver last published it.
@@ -255,7 +276,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             )
             .await
             .map_err(|e| NodeError::Config(format!("network: {e}")))?;
-            (Some(net), n.response_bytes_max / 2, n.observers.clone())
+            // Pushed blocks travel as requests, synced ones as responses: fit both limits.
+            let sync_bytes_max = n.request_bytes_max.min(n.response_bytes_max) / 2;
+            (Some(net), sync_bytes_max, n.observers.clone())
         }
     };
     let role = if is_validator {
@@ -278,7 +301,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             round: 0,
             step: None,
             voting: false,
-            dropped: Default::default(),
+            messages: Default::default(),
             evidence: 0,
             synced_blocks: 0,
             rejected_blocks: 0,
@@ -286,6 +309,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     });
     let cancel = CancellationToken::new();
     let driver = Driver::new(
+        genesis.chain_id.clone(),
         core,
         shared.clone(),
         store,

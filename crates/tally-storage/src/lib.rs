@@ -50,6 +50,7 @@ const META_GENESIS: &[u8] = b"genesis";
 const META_HEAD: &[u8] = b"head";
 const SAFETY_RECORD: &[u8] = b"record";
 const EVIDENCE_PREFIX: &[u8] = b"evidence/";
+const PENDING_BLOCK_PREFIX: &[u8] = b"pending-block/";
 
 /// Everything that can go wrong reading or writing the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -389,6 +390,58 @@ impl Store {
     /// The last persisted safety record.
     pub fn safety_record(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(cf::SAFETY)?, SAFETY_RECORD)?)
+    }
+
+    /// Keeps (synced) a block this validator proposed or locked on, before the vote that
+    /// commits to it leaves: after a crash the block may be decided from the safety record
+    /// alone, and no peer may hold it.
+    pub fn put_pending_block(&self, block: &Block) -> Result<()> {
+        let mut key = PENDING_BLOCK_PREFIX.to_vec();
+        key.extend_from_slice(block.hash().as_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf::SAFETY)?, key, codec::encode(block));
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// A block kept by [`Store::put_pending_block`], checked against its hash.
+    pub fn pending_block(&self, hash: &Hash) -> Result<Option<Block>> {
+        let mut key = PENDING_BLOCK_PREFIX.to_vec();
+        key.extend_from_slice(hash.as_bytes());
+        match self.db.get_cf(self.cf(cf::SAFETY)?, key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let block: Block = decode("pending block", &bytes)?;
+                if block.hash() != *hash {
+                    return Err(StorageError::Corrupt(format!(
+                        "kept block {} does not hash to its key",
+                        hash.short()
+                    )));
+                }
+                Ok(Some(block))
+            }
+        }
+    }
+
+    /// Forgets kept blocks once their height is committed.
+    pub fn clear_pending_blocks(&self) -> Result<()> {
+        let cf = self.cf(cf::SAFETY)?;
+        let mut batch = WriteBatch::default();
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(PENDING_BLOCK_PREFIX, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(PENDING_BLOCK_PREFIX) {
+                break;
+            }
+            batch.delete_cf(cf, k);
+        }
+        if !batch.is_empty() {
+            self.db.write(batch)?;
+        }
+        Ok(())
     }
 
     /// Keeps proof that a validator equivocated, under its hash (storing it twice is a no-op).

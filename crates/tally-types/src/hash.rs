@@ -43,6 +43,10 @@ pub enum Domain {
     ConsensusVote,
     /// A proposer's signed proposal of a block for a height and round.
     Proposal,
+    /// The id of a piece of equivocation evidence.
+    Evidence,
+    /// Keys derived from a public label for devnets and tests (never for a real chain).
+    TestKey,
 }
 
 impl Domain {
@@ -62,6 +66,8 @@ impl Domain {
             Domain::KeyRotation => b"tally/v1/key-rotation\0",
             Domain::ConsensusVote => b"tally/v1/consensus-vote\0",
             Domain::Proposal => b"tally/v1/proposal\0",
+            Domain::Evidence => b"tally/v1/evidence\0",
+            Domain::TestKey => b"tally/v1/test-key\0",
         }
     }
 
@@ -80,7 +86,7 @@ impl Domain {
 mod tests {
     use super::*;
 
-    const ALL: [Domain; 13] = [
+    const ALL: [Domain; 15] = [
         Domain::EntryId,
         Domain::EntrySignature,
         Domain::BlockHeader,
@@ -94,6 +100,8 @@ mod tests {
         Domain::KeyRotation,
         Domain::ConsensusVote,
         Domain::Proposal,
+        Domain::Evidence,
+        Domain::TestKey,
     ];
 
     #[test]

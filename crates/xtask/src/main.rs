@@ -1,7 +1,7 @@
 //! The project's two entry points, usable on a fresh Debian machine with only the Rust toolchain:
 //!
 //! - `cargo xtask demo`: installs what is missing, builds `tally`, starts a local network on
-//!   loopback (one validator until the BFT network lands), runs the scripted aid workflow
+//!   loopback (four validators, `tally devnet`), runs the scripted aid workflow
 //!   against it and audits the result.
 //! - `cargo xtask test`: installs what is missing, checks formatting and runs the whole test
 //!   suite. `cargo xtask lint` runs clippy.

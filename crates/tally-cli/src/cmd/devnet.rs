@@ -30,9 +30,15 @@ pub struct Devnet {
     #[arg(long, default_value = "devnet")]
     dir: PathBuf,
     /// Validator i's API listens on 127.0.0.1:(base-port + i), its peer port on
-    /// 127.0.0.1:(base-port + 100 + i).
-    #[arg(long, default_value_t = 7100)]
+    /// 127.0.0.1:(base-port + 100 + i). The default puts validator 1's API on 7100, where
+    /// the CLI looks when --node is not given.
+    #[arg(long, default_value_t = 7099)]
     base_port: u16,
+    /// Observer nodes (0 to 4): they follow and verify the chain and serve the API without
+    /// voting. Observer j's API listens on base-port + 50 + j, its peer port on
+    /// base-port + 150 + j.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4))]
+    observers: u16,
     /// Only write the keys, genesis and configs; start nothing.
     #[arg(long)]
     init_only: bool,
@@ -53,8 +59,7 @@ struct Member {
 /// A devnet key: random, or derived from `label` (public test keys).
 fn devnet_key(label: &str, deterministic: bool) -> anyhow::Result<Keypair> {
     if deterministic {
-        let seed =
-            tally_types::Domain::Genesis.hash(&[b"tally devnet test key/", label.as_bytes()]);
+        let seed = tally_types::Domain::TestKey.hash(&[b"devnet/", label.as_bytes()]);
         Ok(Keypair::from_secret_bytes(seed.as_bytes()))
     } else {
         Ok(Keypair::generate()?)
@@ -82,11 +87,24 @@ fn restore_keys(dir: &Path) -> anyhow::Result<()> {
         ensure_key(dir, &format!("node-{}/node.key", i + 1), true)?;
         ensure_key(dir, &format!("keys/{agency}-admin.key"), true)?;
     }
+    for j in 1..=4 {
+        if !dir.join(format!("observer-{j}")).exists() {
+            break;
+        }
+        ensure_key(dir, &format!("observer-{j}/node.key"), true)?;
+    }
     Ok(())
 }
 
-/// Writes keys, genesis and one config per validator (all peers dial each other).
-fn init(dir: &Path, n: usize, base_port: u16, deterministic: bool) -> anyhow::Result<()> {
+/// Writes keys, genesis and one config per validator (all validators dial each other) and per
+/// observer (each dials every validator; validators allow and push to it).
+fn init(
+    dir: &Path,
+    n: usize,
+    observers: u16,
+    base_port: u16,
+    deterministic: bool,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("keys"))?;
     let mut agencies = Vec::new();
     let mut validators = Vec::new();
@@ -119,46 +137,85 @@ fn init(dir: &Path, n: usize, base_port: u16, deterministic: bool) -> anyhow::Re
     };
     genesis.validate()?;
     std::fs::write(dir.join("genesis.toml"), toml::to_string_pretty(&genesis)?)?;
-    for (node_dir, me, i) in &members {
+    let mut observer_keys = Vec::new();
+    for j in 1..=observers {
+        std::fs::create_dir_all(dir.join(format!("observer-{j}")))?;
+        observer_keys.push(ensure_key(
+            dir,
+            &format!("observer-{j}/node.key"),
+            deterministic,
+        )?);
+    }
+    let observer_list = observer_keys
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let peers_except = |me: Option<&PublicKey>| {
         let mut peers = String::new();
         for (_, key, j) in &members {
-            if key != me {
+            if Some(key) != me {
                 peers.push_str(&format!(
                     "[[network.peers]]\nkey = \"{key}\"\naddr = \"127.0.0.1:{}\"\n\n",
                     base_port + 101 + j
                 ));
             }
         }
-        let config = format!(
-            "# Validator {n} of a {total}-validator devnet (written by `tally devnet`).\n\
+        peers
+    };
+    let config = |what: String, api: u16, p2p: u16, observers: &str, peers: String| {
+        format!(
+            "# {what} (written by `tally devnet`).\n\
              [node]\ndata_dir = \"data\"\ngenesis = \"../genesis.toml\"\nnode_key = \"node.key\"\n\n\
              [api]\nlisten = \"127.0.0.1:{api}\"\n\n\
              [block]\ninterval_ms = 100\n\n\
-             [network]\nlisten = \"127.0.0.1:{p2p}\"\n\n{peers}",
-            n = i + 1,
-            total = members.len(),
-            api = base_port + 1 + i,
-            p2p = base_port + 101 + i,
+             [network]\nlisten = \"127.0.0.1:{p2p}\"\nobservers = [{observers}]\n\n{peers}"
+        )
+    };
+    for (node_dir, me, i) in &members {
+        let text = config(
+            format!(
+                "Validator {} of a {}-validator devnet",
+                i + 1,
+                members.len()
+            ),
+            base_port + 1 + i,
+            base_port + 101 + i,
+            &observer_list,
+            peers_except(Some(me)),
         );
-        std::fs::write(node_dir.join("node.toml"), config)?;
+        std::fs::write(node_dir.join("node.toml"), text)?;
+    }
+    for j in 1..=observers {
+        let text = config(
+            format!("Observer {j} of a {}-validator devnet", members.len()),
+            base_port + 50 + j,
+            base_port + 150 + j,
+            "",
+            peers_except(None),
+        );
+        std::fs::write(dir.join(format!("observer-{j}/node.toml")), text)?;
     }
     Ok(())
 }
 
+/// Validators (node-1, node-2, ...) then observers (observer-1, ...), as configured on disk.
 fn members(dir: &Path) -> anyhow::Result<Vec<Member>> {
     let mut out = Vec::new();
-    for i in 1..=VALIDATORS_MAX {
-        let node_dir = dir.join(format!("node-{i}"));
-        let config = node_dir.join("node.toml");
-        if !config.exists() {
-            break;
+    for (prefix, max) in [("node", VALIDATORS_MAX), ("observer", 4)] {
+        for i in 1..=max {
+            let node_dir = dir.join(format!("{prefix}-{i}"));
+            let config = node_dir.join("node.toml");
+            if !config.exists() {
+                break;
+            }
+            let cfg = tally_node::config::NodeConfig::load(&config)?;
+            out.push(Member {
+                name: format!("{prefix}-{i}"),
+                dir: node_dir,
+                api: cfg.api.listen.port(),
+            });
         }
-        let cfg = tally_node::config::NodeConfig::load(&config)?;
-        out.push(Member {
-            name: format!("node-{i}"),
-            dir: node_dir,
-            api: cfg.api.listen.port(),
-        });
     }
     Ok(out)
 }
@@ -197,6 +254,7 @@ pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
         init(
             &dir,
             cmd.validators as usize,
+            cmd.observers,
             cmd.base_port,
             cmd.deterministic_keys,
         )?;
@@ -232,7 +290,7 @@ pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
             .with_context(|| format!("starting {}", m.name))?;
         children.push((m.name.clone(), child));
     }
-    println!("devnet of {} validators on 127.0.0.1:", members.len());
+    println!("devnet of {} nodes on 127.0.0.1:", members.len());
     for m in &members {
         println!(
             "  {:<7} API http://127.0.0.1:{:<5}  log {}",
