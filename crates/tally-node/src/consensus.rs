@@ -106,25 +106,41 @@ impl BlockSource for StoreSource {
     }
 }
 
-/// The driver's state.
+/// What a driver is made of: fixed for the life of the node.
+pub struct DriverParts {
+    /// The chain.
+    pub chain_id: tally_types::Name,
+    /// The Tendermint core; `None` for an observer.
+    pub core: Option<Core>,
+    /// State shared with the API.
+    pub shared: Arc<Shared>,
+    /// The node's storage (the safety record, kept blocks, evidence).
+    pub store: Store,
+    /// The network, absent for a lone validator.
+    pub net: Option<NetworkHandle>,
+    /// This node's key.
+    pub me: PublicKey,
+    /// The validator set.
+    pub validators: Vec<PublicKey>,
+    /// Observers to push each committed block to.
+    pub observers: Vec<PublicKey>,
+    /// How often to feed `Input::Tick`.
+    pub tick: Duration,
+    /// The least time between commits before a proposal is built (batching).
+    pub interval: Duration,
+    /// Largest batch of blocks pushed or served at once, in bytes.
+    pub sync_bytes_max: usize,
+}
+
+/// The driver: its fixed parts and what changes as it runs.
 pub struct Driver {
-    pub(crate) core: Option<Core>,
-    shared: Arc<Shared>,
-    store: Store,
-    net: Option<NetworkHandle>,
-    me: PublicKey,
-    validators: Vec<PublicKey>,
-    observers: Vec<PublicKey>,
-    tick: Duration,
-    interval: Duration,
-    sync_bytes_max: usize,
+    parts: DriverParts,
     timers: BTreeMap<(Instant, u64), Timeout>,
     timer_seq: u64,
     /// Proposed blocks by hash, with the (height, round) whose proposal brought them.
     bodies: HashMap<Hash, (Block, (u64, u32))>,
     /// Verifications the core asked for whose block has not arrived yet.
     awaiting_body: HashMap<Hash, u64>,
-    chain_id: tally_types::Name,
     executions: HashMap<Hash, tally_state::Execution>,
     want_proposal: Option<(u64, u32)>,
     last_commit: Instant,
@@ -136,22 +152,9 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for `core` (None for an observer).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        chain_id: tally_types::Name,
-        core: Option<Core>,
-        shared: Arc<Shared>,
-        store: Store,
-        net: Option<NetworkHandle>,
-        me: PublicKey,
-        validators: Vec<PublicKey>,
-        observers: Vec<PublicKey>,
-        tick: Duration,
-        interval: Duration,
-        sync_bytes_max: usize,
-    ) -> Self {
-        let role = if core.is_some() {
+    /// A driver that has not started voting yet.
+    pub fn new(parts: DriverParts) -> Self {
+        let role = if parts.core.is_some() {
             Role::Validator
         } else {
             Role::Observer
@@ -163,28 +166,18 @@ impl Driver {
             step: None,
             voting: false,
             messages: Default::default(),
-            evidence: store.evidence().map(|e| e.len() as u64).unwrap_or(0),
+            evidence: parts.store.evidence().map(|e| e.len() as u64).unwrap_or(0),
             synced_blocks: 0,
             rejected_blocks: 0,
         };
         // Alone, or without peers, there is nothing to catch up from.
-        let alone = validators.len() == 1 || net.is_none();
+        let alone = parts.validators.len() == 1 || parts.net.is_none();
         Driver {
-            core,
-            shared,
-            store,
-            net,
-            me,
-            validators,
-            observers,
-            tick,
-            interval,
-            sync_bytes_max,
+            parts,
             timers: BTreeMap::new(),
             timer_seq: 0,
             bodies: HashMap::new(),
             awaiting_body: HashMap::new(),
-            chain_id,
             executions: HashMap::new(),
             want_proposal: None,
             last_commit: Instant::now(),
@@ -202,9 +195,9 @@ impl Driver {
 
     /// Runs until stopped. An error stops the node.
     pub fn run(mut self, events: Receiver<Event>) -> Result<(), NodeError> {
-        let mut next_tick = Instant::now() + self.tick;
+        let mut next_tick = Instant::now() + self.parts.tick;
         loop {
-            if self.shared.stop.load(Ordering::SeqCst) {
+            if self.parts.shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
             let now = Instant::now();
@@ -220,7 +213,7 @@ impl Driver {
                 }
             }
             if now >= next_tick {
-                next_tick = now + self.tick;
+                next_tick = now + self.parts.tick;
                 self.on_tick()?;
             }
             self.try_propose()?;
@@ -232,7 +225,7 @@ impl Driver {
             if !self.voting {
                 wake = wake.min(self.start_by);
             }
-            let proposal_due = self.last_commit + self.interval;
+            let proposal_due = self.last_commit + self.parts.interval;
             if self.want_proposal.is_some() && proposal_due > Instant::now() {
                 wake = wake.min(proposal_due);
             }
@@ -247,7 +240,7 @@ impl Driver {
 
     fn start_voting(&mut self) -> Result<(), NodeError> {
         self.voting = true;
-        if self.core.is_some() {
+        if self.parts.core.is_some() {
             tracing::info!("consensus started");
             self.input(Input::Start)?;
             self.signal_work()?;
@@ -256,7 +249,7 @@ impl Driver {
     }
 
     fn signal_work(&mut self) -> Result<(), NodeError> {
-        let pending = !self.shared.ledger()?.mempool().is_empty();
+        let pending = !self.parts.shared.ledger()?.mempool().is_empty();
         if pending {
             self.input(Input::Work)?;
         }
@@ -264,7 +257,7 @@ impl Driver {
     }
 
     fn on_tick(&mut self) -> Result<(), NodeError> {
-        if self.core.is_some() {
+        if self.parts.core.is_some() {
             if self.voting {
                 self.input(Input::Tick)?;
             }
@@ -276,23 +269,23 @@ impl Driver {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
             if due {
                 self.ask_sync();
-                self.shared.relay_pending(RELAY_AGAIN_MAX)?;
+                self.parts.shared.relay_pending(RELAY_AGAIN_MAX)?;
             }
         }
         Ok(())
     }
 
     fn publish_status(&mut self) {
-        if let Some(core) = &self.core {
+        if let Some(core) = &self.parts.core {
             self.status.height = core.height();
             self.status.round = core.round();
             self.status.step = Some(core.step());
             self.status.messages = core.counters().clone();
-        } else if let Ok(l) = self.shared.ledger() {
+        } else if let Ok(l) = self.parts.shared.ledger() {
             self.status.height = l.head().height + 1;
         }
-        self.status.voting = self.voting && self.core.is_some();
-        if let Ok(mut s) = self.shared.consensus.lock() {
+        self.status.voting = self.voting && self.parts.core.is_some();
+        if let Ok(mut s) = self.parts.shared.consensus.lock() {
             *s = self.status.clone();
         }
     }
@@ -307,7 +300,7 @@ impl Driver {
             Event::Stop => {}
             Event::Net(Inbound::Request { from, request }) => match request {
                 Request::Consensus { message, block } => {
-                    if !self.validators.contains(&from) || self.core.is_none() {
+                    if !self.parts.validators.contains(&from) || self.parts.core.is_none() {
                         return Ok(());
                     }
                     if let (Some(block), Message::Proposal(p)) = (block, message.as_ref()) {
@@ -318,8 +311,8 @@ impl Driver {
                     }
                 }
                 Request::Entry(entry) => {
-                    let admitted = self.shared.ledger()?.submit(*entry).is_ok();
-                    if admitted && self.voting && self.core.is_some() {
+                    let admitted = self.parts.shared.ledger()?.submit(*entry).is_ok();
+                    if admitted && self.voting && self.parts.core.is_some() {
                         self.input(Input::Work)?;
                     }
                 }
@@ -332,8 +325,8 @@ impl Driver {
                 let empty = blocks.is_empty();
                 if self.apply_blocks(from, blocks)? {
                     // More may follow: keep asking the same peer until it has nothing new.
-                    let next = self.shared.ledger()?.head().height + 1;
-                    if let Some(net) = &self.net {
+                    let next = self.parts.shared.ledger()?.head().height + 1;
+                    if let Some(net) = &self.parts.net {
                         net.ask_blocks(from, next);
                     }
                 } else if empty && !self.voting {
@@ -342,12 +335,12 @@ impl Driver {
                 }
             }
             Event::Net(Inbound::Connected(peer)) => {
-                let next = self.shared.ledger()?.head().height + 1;
-                if let Some(net) = &self.net {
-                    if self.validators.contains(&peer) {
+                let next = self.parts.shared.ledger()?.head().height + 1;
+                if let Some(net) = &self.parts.net {
+                    if self.parts.validators.contains(&peer) {
                         net.ask_blocks(peer, next);
                         // A validator that was away missed the relays of what is pending.
-                        self.shared.relay_pending(RELAY_AGAIN_MAX)?;
+                        self.parts.shared.relay_pending(RELAY_AGAIN_MAX)?;
                     }
                 }
             }
@@ -361,7 +354,7 @@ impl Driver {
     /// Only the round's proposer's signed proposal brings a block, one block per round, so a
     /// Byzantine validator cannot fill the store with blocks nobody proposed.
     fn keep_body(&mut self, block: Block, p: &tally_consensus::Proposal) -> Result<(), NodeError> {
-        let Some(core) = &self.core else {
+        let Some(core) = &self.parts.core else {
             return Ok(());
         };
         let h = block.header.height;
@@ -376,7 +369,7 @@ impl Driver {
             || !(core.height()..=core.height() + 1).contains(&h)
             || self.bodies.len() >= PROPOSED_BLOCKS_MAX
             || core.validators().proposer(p.height, p.round) != &p.proposer
-            || p.verify(&self.chain_id).is_err()
+            || p.verify(&self.parts.chain_id).is_err()
         {
             return Ok(());
         }
@@ -396,7 +389,7 @@ impl Driver {
     /// Replays a held proposed block on the committed state (the paper's `valid(v)`).
     fn verify_body(&mut self, height: u64, block_hash: Hash) -> bool {
         let verdict = match self.bodies.get(&block_hash) {
-            Some((block, _)) if block.header.height == height => match self.shared.ledger() {
+            Some((block, _)) if block.header.height == height => match self.parts.shared.ledger() {
                 Ok(l) => l.verify_proposal(block),
                 Err(e) => Err(e.to_string()),
             },
@@ -423,7 +416,7 @@ impl Driver {
     ) -> Result<bool, NodeError> {
         let mut synced_to = None;
         for CertifiedBlock { block, certificate } in blocks {
-            let mut ledger = self.shared.ledger()?;
+            let mut ledger = self.parts.shared.ledger()?;
             let next = ledger.head().height + 1;
             if block.header.height < next {
                 continue;
@@ -459,7 +452,7 @@ impl Driver {
     fn after_commit(&mut self, height: u64) {
         self.bodies.retain(|_, (b, _)| b.header.height > height);
         self.awaiting_body.retain(|_, h| *h > height);
-        if let Err(e) = self.store.clear_pending_blocks() {
+        if let Err(e) = self.parts.store.clear_pending_blocks() {
             tracing::warn!(error = %e, "could not clear kept proposals");
         }
         self.executions.clear();
@@ -469,20 +462,24 @@ impl Driver {
 
     /// Asks the next validator (round robin) for blocks after our head, at most once a tick.
     fn ask_sync(&mut self) {
-        if self.last_sync_ask.is_some_and(|t| t.elapsed() < self.tick) {
+        if self
+            .last_sync_ask
+            .is_some_and(|t| t.elapsed() < self.parts.tick)
+        {
             return;
         }
-        let Some(net) = &self.net else { return };
+        let Some(net) = &self.parts.net else { return };
         let peers: Vec<PublicKey> = self
+            .parts
             .validators
             .iter()
             .copied()
-            .filter(|v| *v != self.me)
+            .filter(|v| *v != self.parts.me)
             .collect();
         if peers.is_empty() {
             return;
         }
-        let next = match self.shared.ledger() {
+        let next = match self.parts.shared.ledger() {
             Ok(l) => l.head().height + 1,
             Err(_) => return,
         };
@@ -498,7 +495,7 @@ impl Driver {
         let Some((height, round)) = self.want_proposal else {
             return Ok(());
         };
-        let Some(core) = &self.core else {
+        let Some(core) = &self.parts.core else {
             return Ok(());
         };
         if core.height() != height || core.round() != round {
@@ -506,14 +503,14 @@ impl Driver {
             return Ok(());
         }
         let built = {
-            let mut ledger = self.shared.ledger()?;
-            let due = ledger.batch_full() || self.last_commit.elapsed() >= self.interval;
+            let mut ledger = self.parts.shared.ledger()?;
+            let due = ledger.batch_full() || self.last_commit.elapsed() >= self.parts.interval;
             if !due && round == 0 {
                 return Ok(());
             }
             // In a later round the network is waiting on this proposer: propose even an empty
             // block rather than let the round time out.
-            ledger.build_proposal(self.me, round > 0)?
+            ledger.build_proposal(self.parts.me, round > 0)?
         };
         let Some((block, exec)) = built else {
             return Ok(());
@@ -533,7 +530,7 @@ impl Driver {
     fn input(&mut self, first: Input) -> Result<(), NodeError> {
         let mut queue = VecDeque::from([first]);
         while let Some(input) = queue.pop_front() {
-            let Some(core) = self.core.as_mut() else {
+            let Some(core) = self.parts.core.as_mut() else {
                 return Ok(());
             };
             for effect in core.handle(input) {
@@ -544,7 +541,7 @@ impl Driver {
     }
 
     fn send(&self, to: Option<PublicKey>, message: Message) {
-        let Some(net) = &self.net else { return };
+        let Some(net) = &self.parts.net else { return };
         let block = match &message {
             Message::Proposal(p) => self
                 .bodies
@@ -558,7 +555,13 @@ impl Driver {
         };
         match to {
             Some(to) => net.send(to, request),
-            None => net.send_all(self.validators.iter().filter(|v| **v != self.me), &request),
+            None => net.send_all(
+                self.parts
+                    .validators
+                    .iter()
+                    .filter(|v| **v != self.parts.me),
+                &request,
+            ),
         }
     }
 
@@ -580,11 +583,13 @@ impl Driver {
                 }
                 for hash in keep {
                     if let Some((block, _)) = self.bodies.get(&hash) {
-                        self.store.put_pending_block(block)?;
+                        self.parts.store.put_pending_block(block)?;
                     }
                 }
                 // Durable before anything it records is sent: the store syncs this write.
-                self.store.put_safety_record(&codec::encode(&record))?;
+                self.parts
+                    .store
+                    .put_safety_record(&codec::encode(&record))?;
             }
             Effect::Broadcast(m) => self.send(None, m),
             Effect::Send { to, message } => self.send(Some(to), message),
@@ -614,7 +619,7 @@ impl Driver {
                 let hash = certificate.block_hash;
                 let held = match self.bodies.get(&hash) {
                     Some((block, _)) => Some(block.clone()),
-                    None => self.store.pending_block(&hash)?,
+                    None => self.parts.store.pending_block(&hash)?,
                 };
                 let Some(block) = held else {
                     // Decided by the others while this node lacked the block: sync fetches it.
@@ -623,7 +628,7 @@ impl Driver {
                     return Ok(());
                 };
                 let head = {
-                    let mut ledger = self.shared.ledger()?;
+                    let mut ledger = self.parts.shared.ledger()?;
                     let exec = match self.executions.remove(&hash) {
                         Some(e) => e,
                         None => ledger.verify_synced(&block, &certificate).map_err(|e| {
@@ -632,14 +637,14 @@ impl Driver {
                     };
                     ledger.commit(&block, &certificate, exec)?
                 };
-                if let Some(net) = &self.net {
+                if let Some(net) = &self.parts.net {
                     net.send_all(
-                        &self.observers,
+                        &self.parts.observers,
                         &Request::Push(vec![CertifiedBlock { block, certificate }]),
                     );
                 }
                 self.after_commit(head.height);
-                if !self.shared.ledger()?.mempool().is_empty() {
+                if !self.parts.shared.ledger()?.mempool().is_empty() {
                     queue.push_back(Input::Work);
                 }
             }
@@ -647,17 +652,17 @@ impl Driver {
                 let bytes = codec::encode(&e);
                 let id = Domain::Evidence.hash(&[&bytes]);
                 tracing::warn!(offender = %e.offender().short(), height = e.height(), "validator equivocated; evidence kept");
-                self.store.put_evidence(&id, &bytes)?;
-                self.status.evidence = self.store.evidence()?.len() as u64;
+                self.parts.store.put_evidence(&id, &bytes)?;
+                self.status.evidence = self.parts.store.evidence()?.len() as u64;
             }
             Effect::Behind { height } => {
                 tracing::info!(height, "validators are ahead; syncing");
                 self.ask_sync();
             }
             Effect::PeerBehind { validator, height } => {
-                let blocks =
-                    StoreSource(self.store.clone()).blocks_from(height, self.sync_bytes_max);
-                if let (Some(net), false) = (&self.net, blocks.is_empty()) {
+                let blocks = StoreSource(self.parts.store.clone())
+                    .blocks_from(height, self.parts.sync_bytes_max);
+                if let (Some(net), false) = (&self.parts.net, blocks.is_empty()) {
                     net.send(validator, Request::Push(blocks));
                 }
             }

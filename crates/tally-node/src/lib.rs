@@ -15,7 +15,7 @@ pub mod ledger;
 pub mod mempool;
 
 use crate::config::NodeConfig;
-use crate::consensus::{ConsensusStatus, Driver, Event, Role, StoreSource};
+use crate::consensus::{ConsensusStatus, Driver, DriverParts, Event, Role, StoreSource};
 use crate::ledger::Ledger;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -308,19 +308,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }),
     });
     let cancel = CancellationToken::new();
-    let driver = Driver::new(
-        genesis.chain_id.clone(),
+    let driver = Driver::new(DriverParts {
+        chain_id: genesis.chain_id.clone(),
         core,
-        shared.clone(),
+        shared: shared.clone(),
         store,
-        network.as_ref().map(|n| n.handle.clone()),
+        net: network.as_ref().map(|n| n.handle.clone()),
         me,
         validators,
         observers,
-        Duration::from_millis(config.consensus.tick_ms),
-        Duration::from_millis(config.block.interval_ms),
+        tick: Duration::from_millis(config.consensus.tick_ms),
+        interval: Duration::from_millis(config.block.interval_ms),
         sync_bytes_max,
-    );
+    });
     let driver = {
         let cancel = cancel.clone();
         std::thread::Builder::new()
