@@ -652,6 +652,45 @@ mod tests {
     }
 
     #[test]
+    fn kept_proposals_and_evidence_survive_reopening_and_proposals_clear() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (admin, validator) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let block = {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .init_genesis(&genesis(&admin, &validator))
+                .expect("init");
+            let mut state = store.load_state().expect("state");
+            commit_next(&store, &mut state, &admin, &validator, 0);
+            let block = store.block(1).expect("read").expect("present");
+            store.put_pending_block(&block).expect("keep");
+            store
+                .put_evidence(&Hash([9; 32]), b"proof")
+                .expect("evidence");
+            store.put_safety_record(b"record").expect("record");
+            block
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.pending_block(&block.hash()).expect("read"),
+            Some(block.clone())
+        );
+        assert_eq!(store.pending_block(&Hash([1; 32])).expect("read"), None);
+        assert_eq!(store.evidence().expect("read"), vec![b"proof".to_vec()]);
+        store.clear_pending_blocks().expect("clear");
+        assert_eq!(store.pending_block(&block.hash()).expect("read"), None);
+        // Clearing kept blocks touches neither evidence nor the safety record.
+        assert_eq!(store.evidence().expect("read").len(), 1);
+        assert_eq!(
+            store.safety_record().expect("read"),
+            Some(b"record".to_vec())
+        );
+    }
+
+    #[test]
     fn a_directory_of_another_chain_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (admin, validator) = (
