@@ -666,3 +666,41 @@ fn an_observer_follows_verifies_and_serves_the_chain() {
     }
     assert_eq!(c.audit(observer)["head_hash"], c.audit(1)["head_hash"]);
 }
+
+#[test]
+fn the_whole_network_killed_mid_stream_restarts_and_continues_one_chain() {
+    let mut c = Cluster::create(4);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let admin = c.admin();
+    let mut seq = 0u64;
+    // Keep entries in flight so that validators are mid-round (some locked) when power goes.
+    for _ in 0..40 {
+        submit_ok(&c.api((seq % 4) as u16 + 1), &grant(&admin, seq, seq));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 1..=4 {
+        c.kill(i);
+    }
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    // Entries lost from the mempools with the crash are simply not committed; the author
+    // continues from what the chain says is next.
+    let next = c.api(1).next_sequence(&admin.public());
+    let last = submit_ok(&c.api(3), &grant(&admin, next, 77_777));
+    let v = c.api(3).wait_entry(&last, WAIT);
+    assert_eq!(v["status"], "committed", "{v}");
+    let top = c.height(3);
+    c.wait_height(&[1, 2, 3, 4], top);
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+    for i in 1..=4 {
+        assert_eq!(c.stop(i), 0);
+    }
+    let heads: Vec<Value> = (1..=4).map(|i| c.audit(i)["head_hash"].clone()).collect();
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}

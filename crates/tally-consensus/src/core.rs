@@ -241,7 +241,7 @@ pub struct Core {
     /// Validators seen at this height in rounds below ours since the last tick, lowest round.
     peers_lagging: BTreeMap<PublicKey, u32>,
     behind_reported: u64,
-    evidence_seen: BTreeSet<(PublicKey, u32, u8)>,
+    evidence_seen: BTreeSet<(PublicKey, u64, u32, u8)>,
     counters: Counters,
     effects: Vec<Effect>,
 }
@@ -351,6 +351,11 @@ impl Core {
                 for (_, v) in core.locked.iter().chain(core.valid.iter()) {
                     core.verdicts.insert(*v, true);
                 }
+                for m in &core.signed {
+                    if let Message::Proposal(p) = m {
+                        core.verdicts.insert(p.block_hash, true);
+                    }
+                }
             }
             _ => {}
         }
@@ -378,6 +383,19 @@ impl Core {
     /// `(lockedRound, lockedValue)`.
     pub fn locked(&self) -> Option<(u32, Hash)> {
         self.locked
+    }
+
+    /// `(validRound, validValue)`.
+    pub fn valid(&self) -> Option<(u32, Hash)> {
+        self.valid
+    }
+
+    /// The block this validator proposed in its current round, if any.
+    pub fn own_proposal(&self) -> Option<(u32, Hash)> {
+        self.signed.iter().find_map(|m| match m {
+            Message::Proposal(p) => Some((p.round, p.block_hash)),
+            Message::Vote(_) => None,
+        })
     }
 
     /// Dropped-message and evidence counts.
@@ -988,12 +1006,19 @@ impl Core {
     /// Puts a verified message of the current height into the log.
     fn accept(&mut self, m: Message) {
         self.note_round(m.signer(), m.round());
-        // Another validator is working on this height, so there is work even if this node's
-        // host has no entries (they may not have reached it): round 0 may now time out.
+        // Others are working on this height, so there is work even if this node's host has no
+        // entries (they may not have reached it): round 0 may now time out. It takes a
+        // proposal from the round's proposer or messages from f+1 validators (one honest), so
+        // a lone Byzantine validator cannot make an idle network churn out empty blocks.
         if !self.has_work {
-            self.has_work = true;
-            if self.started && self.round == 0 && self.step == Step::Propose {
-                self.arm_propose_timeout();
+            let proposed = matches!(&m, Message::Proposal(p) if p.round == self.round);
+            let mut signers: BTreeSet<PublicKey> = self.highest_round.keys().copied().collect();
+            signers.insert(m.signer());
+            if proposed || signers.len() >= self.validators.one_honest() {
+                self.has_work = true;
+                if self.started && self.round == 0 && self.step == Step::Propose {
+                    self.arm_propose_timeout();
+                }
             }
         }
         if m.round() < self.round {
@@ -1031,7 +1056,7 @@ impl Core {
         };
         if !self
             .evidence_seen
-            .insert((second.signer(), second.round(), slot))
+            .insert((second.signer(), second.height(), second.round(), slot))
         {
             return;
         }

@@ -98,7 +98,8 @@ struct Scenario {
     /// Heights every honest validator must commit after the network heals.
     heights_after_heal: u64,
     /// Entries reach only some validators: after each commit a validator learns of work with
-    /// probability 30 %, except the first honest one, which always does.
+    /// probability 30 %, except the first honest one, which always does; a validator without
+    /// work gains it with probability 30 % per tick (entries relayed again).
     uneven_work: bool,
     /// Validators that are down from the start until `down_until_ms`.
     down_from_start: usize,
@@ -218,6 +219,8 @@ struct Node {
     chain: Vec<CommitCertificate>,
     /// Old messages a replayer resends.
     heard: Vec<Message>,
+    /// Whether its host has entries for the current height.
+    work: bool,
     crashes: u32,
 }
 
@@ -284,6 +287,7 @@ impl World {
                 disk_record: None,
                 chain: Vec::new(),
                 heard: Vec::new(),
+                work: false,
                 crashes: 0,
             })
             .collect();
@@ -348,11 +352,10 @@ impl World {
 
     /// Whether validator `i`'s host has entries (see [`Scenario::uneven_work`]).
     fn has_work(&mut self, i: usize) -> bool {
-        if !self.sc.uneven_work {
-            return true;
-        }
         let first_honest = (0..self.sc.n).find(|&j| self.honest(j));
-        first_honest == Some(i) || self.rng.chance(300)
+        let work = !self.sc.uneven_work || first_honest == Some(i) || self.rng.chance(300);
+        self.nodes[i].work = work;
+        work
     }
 
     fn crash(&mut self, i: usize) {
@@ -465,6 +468,10 @@ impl World {
                     return Ok(());
                 }
                 self.push(RETRANSMIT_MS, Event::Retransmit { node, epoch });
+                if self.sc.uneven_work && !self.nodes[node].work && self.rng.chance(300) {
+                    self.nodes[node].work = true;
+                    self.input(node, Input::Work)?;
+                }
                 self.input(node, Input::Tick)
             }
             Event::Restart { node } => {

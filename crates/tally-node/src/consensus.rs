@@ -6,6 +6,7 @@
 //! chain by the blocks validators push to it and by block sync, verifies every certificate
 //! and every block, and serves the API.
 
+use crate::ledger::ProposalError;
 use crate::{NodeError, Shared};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -16,11 +17,19 @@ use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
 use tally_storage::Store;
-use tally_types::{codec, Block, Domain, Hash, PublicKey};
+use tally_types::{codec, Block, Hash, PublicKey};
 
 /// Proposed blocks held for the current and next height, at most. Each is at most one
-/// network frame; proposals beyond this are not kept (the core then prevotes nil).
+/// network frame. When full, the block of the oldest earlier round that is neither locked on
+/// nor held as the valid value is forgotten; a proposal whose block is not kept is answered
+/// when the proposer sends it again, and until then the core waits for its timeout.
 pub const PROPOSED_BLOCKS_MAX: usize = 64;
+
+/// How many rounds ahead of the current one a proposal's block is kept.
+const BODY_ROUNDS_AHEAD: u32 = 2;
+
+/// A validator further behind than this many heights is not pushed blocks; it pulls them.
+const PUSH_HEIGHTS_MAX: u64 = 16;
 
 /// Most pending entries relayed again: by an observer on each poll, by any node when a
 /// validator (re)connects.
@@ -141,6 +150,12 @@ pub struct Driver {
     bodies: HashMap<Hash, (Block, (u64, u32))>,
     /// Verifications the core asked for whose block has not arrived yet.
     awaiting_body: HashMap<Hash, u64>,
+    /// Blocks whose timestamp is still too far ahead of this node's clock, checked again
+    /// each tick: a verdict that depends on the clock is never final.
+    too_early: HashMap<Hash, u64>,
+    /// When each lagging validator was last sent blocks unasked.
+    pushed: HashMap<PublicKey, Instant>,
+    last_relay: Instant,
     executions: HashMap<Hash, tally_state::Execution>,
     want_proposal: Option<(u64, u32)>,
     last_commit: Instant,
@@ -172,12 +187,29 @@ impl Driver {
         };
         // Alone, or without peers, there is nothing to catch up from.
         let alone = parts.validators.len() == 1 || parts.net.is_none();
+        // Blocks this validator proposed or locked on before a restart: it must be able to
+        // send them with its re-proposal, or a network where all restarted could never see
+        // the value it is locked on again.
+        let mut bodies = HashMap::new();
+        if let Some(core) = &parts.core {
+            for (round, hash) in [core.locked(), core.valid(), core.own_proposal()]
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(Some(block)) = parts.store.pending_block(&hash) {
+                    bodies.insert(hash, (block, (core.height(), round)));
+                }
+            }
+        }
         Driver {
             parts,
             timers: BTreeMap::new(),
             timer_seq: 0,
-            bodies: HashMap::new(),
+            bodies,
             awaiting_body: HashMap::new(),
+            too_early: HashMap::new(),
+            pushed: HashMap::new(),
+            last_relay: Instant::now(),
             executions: HashMap::new(),
             want_proposal: None,
             last_commit: Instant::now(),
@@ -248,9 +280,15 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether an entry could go into the next block now. An entry waiting behind a gap in
+    /// its author's sequence is not work: it must not make the network build empty blocks.
+    fn has_orderable_work(&self) -> Result<bool, NodeError> {
+        let l = self.parts.shared.ledger()?;
+        Ok(!l.mempool().candidates(l.state(), 1)?.is_empty())
+    }
+
     fn signal_work(&mut self) -> Result<(), NodeError> {
-        let pending = !self.parts.shared.ledger()?.mempool().is_empty();
-        if pending {
+        if self.has_orderable_work()? {
             self.input(Input::Work)?;
         }
         Ok(())
@@ -260,6 +298,12 @@ impl Driver {
         if self.parts.core.is_some() {
             if self.voting {
                 self.input(Input::Tick)?;
+                self.recheck_too_early()?;
+            }
+            // Hand pending entries to the other validators again, in case a relay was lost.
+            if self.last_relay.elapsed() >= Duration::from_secs(2) {
+                self.last_relay = Instant::now();
+                self.parts.shared.relay_pending(RELAY_AGAIN_MAX)?;
             }
         } else {
             // Observers poll now and then in case a push was lost, and hand their pending
@@ -294,7 +338,7 @@ impl Driver {
         match e {
             Event::Work => {
                 if self.voting {
-                    self.input(Input::Work)?;
+                    self.signal_work()?;
                 }
             }
             Event::Stop => {}
@@ -313,7 +357,7 @@ impl Driver {
                 Request::Entry(entry) => {
                     let admitted = self.parts.shared.ledger()?.submit(*entry).is_ok();
                     if admitted && self.voting && self.parts.core.is_some() {
-                        self.input(Input::Work)?;
+                        self.signal_work()?;
                     }
                 }
                 Request::Push(blocks) => {
@@ -358,6 +402,13 @@ impl Driver {
             return Ok(());
         };
         let h = block.header.height;
+        // Rounds far ahead are refused: a Byzantine proposer owns every n-th round, and must
+        // not be able to take the room the current round's block needs.
+        let round_limit = if h == core.height() {
+            core.round().saturating_add(BODY_ROUNDS_AHEAD)
+        } else {
+            BODY_ROUNDS_AHEAD
+        };
         let slot_taken = self
             .bodies
             .values()
@@ -367,43 +418,105 @@ impl Driver {
             || block.hash() != p.block_hash
             || p.height != h
             || !(core.height()..=core.height() + 1).contains(&h)
-            || self.bodies.len() >= PROPOSED_BLOCKS_MAX
+            || p.round > round_limit
             || core.validators().proposer(p.height, p.round) != &p.proposer
             || p.verify(&self.parts.chain_id).is_err()
         {
             return Ok(());
         }
+        if self.bodies.len() >= PROPOSED_BLOCKS_MAX {
+            // Make room by forgetting the block of the oldest earlier round this validator is
+            // neither locked on nor holds as its valid value.
+            let keep: Vec<Hash> = [core.locked(), core.valid()]
+                .into_iter()
+                .flatten()
+                .map(|(_, h)| h)
+                .collect();
+            let current = (core.height(), core.round());
+            let oldest = self
+                .bodies
+                .iter()
+                .filter(|(hash, (_, slot))| !keep.contains(hash) && *slot < current)
+                .min_by_key(|(_, (_, slot))| *slot)
+                .map(|(hash, _)| *hash);
+            match oldest {
+                Some(hash) => {
+                    self.bodies.remove(&hash);
+                }
+                None => return Ok(()),
+            }
+        }
         self.bodies
             .insert(p.block_hash, (block, (p.height, p.round)));
         if let Some(height) = self.awaiting_body.remove(&p.block_hash) {
-            let valid = self.verify_body(height, p.block_hash);
-            self.input(Input::BlockVerified {
-                height,
-                block_hash: p.block_hash,
-                valid,
-            })?;
+            if let Some(valid) = self.verify_body(height, p.block_hash) {
+                self.input(Input::BlockVerified {
+                    height,
+                    block_hash: p.block_hash,
+                    valid,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks again the blocks that were too far ahead of this node's clock.
+    fn recheck_too_early(&mut self) -> Result<(), NodeError> {
+        let Some(height) = self.parts.core.as_ref().map(Core::height) else {
+            return Ok(());
+        };
+        self.too_early.retain(|_, h| *h == height);
+        let waiting: Vec<Hash> = self.too_early.keys().copied().collect();
+        for hash in waiting {
+            if let Some(valid) = self.verify_body(height, hash) {
+                self.too_early.remove(&hash);
+                self.input(Input::BlockVerified {
+                    height,
+                    block_hash: hash,
+                    valid,
+                })?;
+            }
         }
         Ok(())
     }
 
     /// Replays a held proposed block on the committed state (the paper's `valid(v)`).
-    fn verify_body(&mut self, height: u64, block_hash: Hash) -> bool {
+    /// `None` while its timestamp is too far ahead of this node's clock: that is checked
+    /// again each tick rather than judged for good.
+    fn verify_body(&mut self, height: u64, block_hash: Hash) -> Option<bool> {
         let verdict = match self.bodies.get(&block_hash) {
             Some((block, _)) if block.header.height == height => match self.parts.shared.ledger() {
                 Ok(l) => l.verify_proposal(block),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(ProposalError::Invalid(e.to_string())),
             },
-            _ => Err("the block is for another height".to_string()),
+            _ => Err(ProposalError::Invalid(
+                "the block is for another height".to_string(),
+            )),
         };
         match verdict {
             Ok(exec) => {
                 self.executions.insert(block_hash, exec);
-                true
+                Some(true)
             }
-            Err(why) => {
+            Err(ProposalError::TooEarly { wait_ms }) => {
+                tracing::info!(height, block = %block_hash.short(), wait_ms, "proposed block is ahead of this node's clock; waiting");
+                if self.too_early.len() < PROPOSED_BLOCKS_MAX {
+                    self.too_early.insert(block_hash, height);
+                }
+                None
+            }
+            Err(ProposalError::Invalid(why)) => {
                 tracing::warn!(height, block = %block_hash.short(), %why, "proposed block is invalid");
-                false
+                Some(false)
             }
+        }
+    }
+
+    /// A proposed block by hash: received with a proposal, or kept on disk before a restart.
+    fn body(&self, hash: &Hash) -> Option<Block> {
+        match self.bodies.get(hash) {
+            Some((b, _)) => Some(b.clone()),
+            None => self.parts.store.pending_block(hash).ok().flatten(),
         }
     }
 
@@ -543,10 +656,7 @@ impl Driver {
     fn send(&self, to: Option<PublicKey>, message: Message) {
         let Some(net) = &self.parts.net else { return };
         let block = match &message {
-            Message::Proposal(p) => self
-                .bodies
-                .get(&p.block_hash)
-                .map(|(b, _)| Box::new(b.clone())),
+            Message::Proposal(p) => self.body(&p.block_hash).map(Box::new),
             Message::Vote(_) => None,
         };
         let request = Request::Consensus {
@@ -602,13 +712,19 @@ impl Driver {
                 self.want_proposal = Some((height, round));
             }
             Effect::VerifyBlock { height, block_hash } => {
+                if !self.bodies.contains_key(&block_hash) {
+                    if let Some(block) = self.parts.store.pending_block(&block_hash)? {
+                        self.bodies.insert(block_hash, (block, (height, u32::MAX)));
+                    }
+                }
                 if self.bodies.contains_key(&block_hash) {
-                    let valid = self.verify_body(height, block_hash);
-                    queue.push_back(Input::BlockVerified {
-                        height,
-                        block_hash,
-                        valid,
-                    });
+                    if let Some(valid) = self.verify_body(height, block_hash) {
+                        queue.push_back(Input::BlockVerified {
+                            height,
+                            block_hash,
+                            valid,
+                        });
+                    }
                 } else if self.awaiting_body.len() < PROPOSED_BLOCKS_MAX {
                     // Answered when the block arrives (the proposer re-sends it each tick);
                     // until then the core waits, and its timeout moves it on.
@@ -644,22 +760,38 @@ impl Driver {
                     );
                 }
                 self.after_commit(head.height);
-                if !self.parts.shared.ledger()?.mempool().is_empty() {
+                if self.has_orderable_work()? {
                     queue.push_back(Input::Work);
                 }
             }
             Effect::Evidence(e) => {
                 let bytes = codec::encode(&e);
-                let id = Domain::Evidence.hash(&[&bytes]);
-                tracing::warn!(offender = %e.offender().short(), height = e.height(), "validator equivocated; evidence kept");
-                self.parts.store.put_evidence(&id, &bytes)?;
-                self.status.evidence = self.parts.store.evidence()?.len() as u64;
+                if self
+                    .parts
+                    .store
+                    .put_evidence(&e.offender(), e.height(), &bytes)?
+                {
+                    tracing::warn!(offender = %e.offender().short(), height = e.height(), "validator equivocated; evidence kept");
+                    self.status.evidence += 1;
+                }
             }
             Effect::Behind { height } => {
                 tracing::info!(height, "validators are ahead; syncing");
                 self.ask_sync();
             }
             Effect::PeerBehind { validator, height } => {
+                // Help a validator a few heights behind, at most once a second: one far behind
+                // pulls by sync itself, and an old vote replayed by someone else must not set
+                // off a stream of pushes.
+                let head = self.parts.shared.ledger()?.head().height;
+                let recent = self
+                    .pushed
+                    .get(&validator)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                if recent || height.saturating_add(PUSH_HEIGHTS_MAX) < head {
+                    return Ok(());
+                }
+                self.pushed.insert(validator, Instant::now());
                 let blocks = StoreSource(self.parts.store.clone())
                     .blocks_from(height, self.parts.sync_bytes_max);
                 if let (Some(net), false) = (&self.parts.net, blocks.is_empty()) {

@@ -18,6 +18,19 @@ use tally_types::{
 /// block time, so a proposer must not be able to move it far into the future.
 pub const CLOCK_DRIFT_MAX_MS: u64 = 10_000;
 
+/// Why a proposed block is not (yet) acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalError {
+    /// Its timestamp is too far ahead of this node's clock: it may become acceptable once
+    /// the clock catches up, so it must not be judged invalid for good.
+    TooEarly {
+        /// How long until it is within the drift limit.
+        wait_ms: u64,
+    },
+    /// It does not extend the head or does not replay to what it claims.
+    Invalid(String),
+}
+
 /// Rejections of entries that never reached a block, kept so a submitter can ask later.
 #[derive(Debug)]
 struct RecentRejections {
@@ -240,14 +253,15 @@ impl Ledger {
     /// Checks a block another validator proposed: it must extend the committed head, carry a
     /// timestamp no further than [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock, and replay
     /// to exactly the roots it claims. Every entry's signature is checked.
-    pub fn verify_proposal(&self, block: &Block) -> Result<Execution, String> {
+    pub fn verify_proposal(&self, block: &Block) -> Result<Execution, ProposalError> {
         let ahead = block.header.timestamp.0.saturating_sub(now_ms().0);
         if ahead > CLOCK_DRIFT_MAX_MS {
-            return Err(format!(
-                "timestamp is {ahead} ms ahead of this node's clock (limit {CLOCK_DRIFT_MAX_MS})"
-            ));
+            return Err(ProposalError::TooEarly {
+                wait_ms: ahead - CLOCK_DRIFT_MAX_MS,
+            });
         }
-        check_block(&self.state, &self.tip, block, Signatures::Verify).map_err(|v| v.to_string())
+        check_block(&self.state, &self.tip, block, Signatures::Verify)
+            .map_err(|v| ProposalError::Invalid(v.to_string()))
     }
 
     /// Checks a block received by sync: its certificate against the validator set, then the

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tally_state::{Rejection, State, StateDiff};
 use tally_types::{
-    codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, TimestampMs,
+    codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, PublicKey, TimestampMs,
 };
 
 /// Column families and what each holds.
@@ -444,12 +444,19 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps proof that a validator equivocated, under its hash (storing it twice is a no-op).
-    pub fn put_evidence(&self, id: &Hash, bytes: &[u8]) -> Result<()> {
+    /// Keeps proof that `offender` equivocated at `height`: one piece per validator per
+    /// height, so a Byzantine validator equivocating in every round cannot grow the store
+    /// faster than the chain. Returns whether it is new.
+    pub fn put_evidence(&self, offender: &PublicKey, height: u64, bytes: &[u8]) -> Result<bool> {
         let mut key = EVIDENCE_PREFIX.to_vec();
-        key.extend_from_slice(id.as_bytes());
-        self.db.put_cf(self.cf(cf::SAFETY)?, key, bytes)?;
-        Ok(())
+        key.extend_from_slice(&height_key(height));
+        key.extend_from_slice(offender.as_bytes());
+        let cf = self.cf(cf::SAFETY)?;
+        if self.db.get_cf(cf, &key)?.is_some() {
+            return Ok(false);
+        }
+        self.db.put_cf(cf, key, bytes)?;
+        Ok(true)
     }
 
     /// All evidence kept, oldest key first.
@@ -667,9 +674,12 @@ mod tests {
             commit_next(&store, &mut state, &admin, &validator, 0);
             let block = store.block(1).expect("read").expect("present");
             store.put_pending_block(&block).expect("keep");
-            store
-                .put_evidence(&Hash([9; 32]), b"proof")
-                .expect("evidence");
+            assert!(store
+                .put_evidence(&validator.public(), 1, b"proof")
+                .expect("evidence"));
+            assert!(!store
+                .put_evidence(&validator.public(), 1, b"again")
+                .expect("evidence"));
             store.put_safety_record(b"record").expect("record");
             block
         };
