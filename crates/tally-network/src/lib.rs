@@ -30,6 +30,10 @@ use tally_types::{Keypair, Name, PublicKey};
 use tokio::sync::mpsc;
 pub use wire::{CertifiedBlock, Envelope, Request, Response};
 
+/// Requests in flight per connection. With direct sends each peer has a few at a time (a
+/// tick's votes and relays); the limit caps what one peer can make a node buffer at once.
+pub const CONCURRENT_STREAMS_MAX: usize = 128;
+
 /// Why the network could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -315,7 +319,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
                     [(StreamProtocol::new(wire::PROTOCOL), ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10))
-                        .with_max_concurrent_streams(512),
+                        .with_max_concurrent_streams(CONCURRENT_STREAMS_MAX),
                 ),
             }
         })

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::io;
 use tally_types::{codec, Block, CommitCertificate, Name, SignedEntry};
 
+/// Most bytes reserved for a frame before its bytes arrive.
+const FRAME_PREALLOCATION_MAX: usize = 64 * 1024;
+
 /// The libp2p protocol name of the one request-response protocol.
 pub const PROTOCOL: &str = "/tally/1";
 
@@ -108,8 +111,16 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // Grow the buffer as bytes arrive rather than trusting the declared length: a peer that
+    // announces a large frame and trickles it holds only what it has sent.
+    let mut buf = Vec::with_capacity(len.min(FRAME_PREALLOCATION_MAX));
+    io.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame ended after {} of {len} bytes", buf.len()),
+        ));
+    }
     Ok(buf)
 }
 
