@@ -382,15 +382,81 @@ impl NodeConfig {
                 "1 to 8",
             )?;
             // A proposal carries a whole block: the frame must hold the largest block.
+            // A proposal carries a whole block, and sync and pushes send batches of up to half
+            // the smaller frame limit: both limits must hold two of the largest blocks.
             let block_bytes = self.block.entries_max * (tally_types::ENTRY_BYTES_MAX + 16) + 4096;
-            if n.request_bytes_max < block_bytes {
-                return Err(ConfigError::Range {
-                    field: "network.request_bytes_max",
-                    value: n.request_bytes_max.to_string(),
-                    why: "must hold a full block: at least block.entries_max x 2064 + 4096 bytes",
-                });
+            for (field, value) in [
+                ("network.request_bytes_max", n.request_bytes_max),
+                ("network.response_bytes_max", n.response_bytes_max),
+            ] {
+                if value < 2 * block_bytes {
+                    return Err(ConfigError::Range {
+                        field,
+                        value: value.to_string(),
+                        why: "must hold two full blocks: at least 2 x (block.entries_max x 2064 + 4096) bytes",
+                    });
+                }
             }
         }
+        // A proposer waits for the block interval before it proposes; a longer wait than the
+        // others' round-0 timeout would fail every round 0.
+        if self.block.interval_ms >= self.consensus.propose_ms {
+            return Err(ConfigError::Range {
+                field: "block.interval_ms",
+                value: self.block.interval_ms.to_string(),
+                why: "must be shorter than consensus.propose_ms",
+            });
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<NodeConfig, String> {
+        let text = format!(
+            "[node]\ndata_dir = \"d\"\ngenesis = \"g.toml\"\nnode_key = \"k.key\"\n{extra}"
+        );
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_and_the_shipped_example_are_valid() {
+        let net = "[network]\nlisten = \"127.0.0.1:7200\"\n";
+        let cfg = config(net).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.consensus.tick_ms, 250);
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node-config/node.example.toml");
+        NodeConfig::load(&example).unwrap_or_else(|e| panic!("{e}"));
+        // The old key name is still read.
+        let old = "[node]\ndata_dir = \"d\"\ngenesis = \"g.toml\"\nvalidator_key = \"k.key\"\n";
+        assert!(toml::from_str::<NodeConfig>(old).is_ok());
+    }
+
+    #[test]
+    fn limits_that_cannot_work_together_are_refused() {
+        let cases = [
+            // The proposer would wait longer than the others wait for its proposal.
+            ("[block]\ninterval_ms = 1000\n", "block.interval_ms"),
+            // A timeout cap below a base timeout.
+            ("[consensus]\nmax_ms = 200\n", "consensus.max_ms"),
+            // A frame limit that cannot hold two full blocks.
+            (
+                "[network]\nlisten = \"127.0.0.1:7200\"\nresponse_bytes_max = 1048576\n",
+                "network.response_bytes_max",
+            ),
+            (
+                "[network]\nlisten = \"127.0.0.1:7200\"\nrequest_bytes_max = 1048576\n",
+                "network.request_bytes_max",
+            ),
+        ];
+        for (extra, field) in cases {
+            let err = config(extra).map(|_| ()).expect_err(extra);
+            assert!(err.contains(field), "{extra}: {err}");
+        }
     }
 }
