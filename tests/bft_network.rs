@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{free_port, run_tally, sign, tally_command, wait_bounded, Api};
+use common::{audit_verify, free_port, run_tally, sign, tally_command, wait_bounded, Api};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -227,17 +227,10 @@ impl Cluster {
     }
 
     fn audit(&self, i: u16) -> Value {
-        let data = self.node_dir(i).join("data");
-        let genesis = self.root().join("genesis.toml");
-        let out = run_tally(&[
-            "audit",
-            "verify",
-            "--json",
-            "--data-dir",
-            data.to_str().expect("utf8"),
-            "--genesis",
-            genesis.to_str().expect("utf8"),
-        ]);
+        let out = audit_verify(
+            &self.node_dir(i).join("data"),
+            &self.root().join("genesis.toml"),
+        );
         assert_eq!(out.code, 0, "audit of node-{i}: {out}");
         out.ok().clone()
     }

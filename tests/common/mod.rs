@@ -154,6 +154,19 @@ pub fn run_tally<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> CmdOut {
     }
 }
 
+/// Runs `tally audit verify --json` on a data directory.
+pub fn audit_verify(data_dir: &Path, genesis: &Path) -> CmdOut {
+    run_tally(&[
+        "audit",
+        "verify",
+        "--json",
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+        "--genesis",
+        genesis.to_str().expect("utf8"),
+    ])
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -633,15 +646,7 @@ impl Devnet {
 
     /// `tally audit verify --data-dir --genesis --json`.
     pub fn audit(&self) -> CmdOut {
-        run_tally(&[
-            "audit",
-            "verify",
-            "--json",
-            "--data-dir",
-            self.data_dir.to_str().expect("utf8"),
-            "--genesis",
-            self.genesis.to_str().expect("utf8"),
-        ])
+        audit_verify(&self.data_dir, &self.genesis)
     }
 
     /// Runs `audit verify` and asserts it passes; returns its JSON.
