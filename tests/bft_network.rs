@@ -668,11 +668,9 @@ fn the_whole_network_killed_mid_stream_restarts_and_continues_one_chain() {
         c.wait_voting(i, 3);
     }
     let admin = c.admin();
-    let mut seq = 0u64;
     // Keep entries in flight so that validators are mid-round (some locked) when power goes.
-    for _ in 0..40 {
+    for seq in 0..40u64 {
         submit_ok(&c.api((seq % 4) as u16 + 1), &grant(&admin, seq, seq));
-        seq += 1;
         std::thread::sleep(Duration::from_millis(10));
     }
     for i in 1..=4 {
