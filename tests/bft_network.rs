@@ -169,6 +169,21 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `i`'s API answers (an observer never votes, so `wait_voting` does
+    /// not apply to it).
+    fn wait_api(&self, i: u16) {
+        let api = self.api(i);
+        let deadline = Instant::now() + WAIT;
+        while !api.try_get("/v1/status").is_ok_and(|o| o.status == 200) {
+            assert!(
+                Instant::now() < deadline,
+                "node-{i}'s API did not answer within {WAIT:?}; log:\n{}",
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn kill(&mut self, i: u16) {
         if let Some(mut c) = self.children[(i - 1) as usize].take() {
             let _ = c.kill();
@@ -194,8 +209,13 @@ impl Cluster {
         }
     }
 
+    /// Node `i`'s committed height; 0 while its API is not answering (a node just started).
     fn height(&self, i: u16) -> u64 {
-        self.api(i).height()
+        self.api(i)
+            .try_get("/v1/status")
+            .ok()
+            .and_then(|o| o.json["height"].as_u64())
+            .unwrap_or(0)
     }
 
     /// Waits until every listed node has reached `height`.
@@ -267,6 +287,10 @@ fn submit_ok(api: &Api, e: &tally_types::SignedEntry) -> String {
 
 fn assert_same_chain(c: &Cluster, nodes: &[u16]) -> u64 {
     let top = nodes.iter().map(|&i| c.height(i)).min().expect("nodes");
+    assert!(
+        top > 0,
+        "no block to compare: a node is down or committed nothing"
+    );
     let reference = c.hashes(nodes[0], top);
     for &i in &nodes[1..] {
         assert_eq!(
@@ -635,6 +659,7 @@ fn an_observer_follows_verifies_and_serves_the_chain() {
         c.wait_voting(i, 3);
     }
     let observer = 5;
+    c.wait_api(observer);
     let status = c.api(observer).status();
     assert_eq!(status["consensus"]["role"], "observer", "{status}");
     let admin = c.admin();
