@@ -16,7 +16,7 @@ pub mod wire;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, connection_limits, identity, Multiaddr, PeerId, StreamProtocol};
 use serde::Serialize;
@@ -29,6 +29,9 @@ use std::time::Duration;
 use tally_types::{Keypair, Name, PublicKey};
 use tokio::sync::mpsc;
 pub use wire::{CertifiedBlock, Envelope, Request, Response};
+
+/// Block-sync requests served at once (each reads up to `response_bytes_max` from disk).
+pub const SYNC_SERVES_MAX: usize = 4;
 
 /// Requests in flight per connection. With direct sends each peer has a few at a time (a
 /// tick's votes and relays); the limit caps what one peer can make a node buffer at once.
@@ -371,6 +374,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         counters,
         connected,
         blocks_asked: HashMap::new(),
+        serving: tokio::task::JoinSet::new(),
     };
     tracing::info!(%listen_addr, peers = task.dial.len(), "network listening");
     let task = tokio::spawn(task.run(rx));
@@ -392,6 +396,7 @@ struct Task<T> {
     counters: Arc<Counters>,
     connected: Arc<Mutex<BTreeSet<PublicKey>>>,
     blocks_asked: HashMap<OutboundRequestId, PublicKey>,
+    serving: tokio::task::JoinSet<(ResponseChannel<Response>, Vec<CertifiedBlock>)>,
 }
 
 impl<T: From<Inbound> + Send + 'static> Task<T> {
@@ -405,6 +410,15 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                     None => break,
                 },
                 e = self.swarm.select_next_some() => self.event(e),
+                Some(served) = self.serving.join_next(), if !self.serving.is_empty() => {
+                    if let Ok((channel, blocks)) = served {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rpc
+                            .send_response(channel, Response::Blocks(blocks));
+                    }
+                }
                 _ = redial.tick() => self.redial(),
             }
         }
@@ -514,6 +528,26 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
         }
     }
 
+    /// Reads the blocks a peer asked for on the blocking pool, so that disk reads for sync
+    /// never hold up consensus traffic; at most [`SYNC_SERVES_MAX`] at once, beyond which the
+    /// request is refused (the peer asks again on a later tick).
+    fn serve_blocks(&mut self, channel: ResponseChannel<Response>, from_height: u64) {
+        if self.serving.len() >= SYNC_SERVES_MAX {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_response(channel, Response::Refused);
+            return;
+        }
+        let source = self.source.clone();
+        let bytes_max = self.limits.response_bytes_max - 64;
+        self.serving.spawn_blocking(move || {
+            let blocks = source.blocks_from(from_height, bytes_max);
+            (channel, blocks)
+        });
+    }
+
     fn rpc(&mut self, e: request_response::Event<Envelope, Response>) {
         match e {
             request_response::Event::Message { peer, message, .. } => match message {
@@ -529,10 +563,10 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                         Response::Refused
                     } else {
                         match request.request {
-                            Request::Blocks { from_height } => Response::Blocks(
-                                self.source
-                                    .blocks_from(from_height, self.limits.response_bytes_max - 64),
-                            ),
+                            Request::Blocks { from_height } => {
+                                self.serve_blocks(channel, from_height);
+                                return;
+                            }
                             request => {
                                 self.deliver(Inbound::Request { from, request });
                                 Response::Ack
