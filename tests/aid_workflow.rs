@@ -134,26 +134,7 @@ fn aid_workflow_through_the_cli() {
     let out = issue(&net, &amina, 100, "+7d", None);
     net.rejected(&out, "unknown_programme");
 
-    let out = net.signed(
-        "admin",
-        &[
-            "programme",
-            "create",
-            "--id",
-            "food-2026",
-            "--unit",
-            "USD",
-            "--budget",
-            "10000",
-            "--until",
-            "+30d",
-            "--assistance",
-            "food-basket",
-            "--period",
-            "2026-11",
-        ],
-    );
-    net.committed(&out);
+    net.create_programme("food-2026", 10000);
     let p = programme(&net);
     assert_eq!(p["budget"], 10000);
     assert_eq!(p["issued"], 0);
@@ -342,24 +323,9 @@ fn aid_workflow_through_the_cli() {
     );
 
     // Stop the node cleanly and verify the chain offline.
-    let status = net.query(&["status"]);
-    let height = status.ok()["height"].as_u64().expect("height");
-    let code = net.stop_node();
-    assert_eq!(code, 0, "clean shutdown exits 0\n{}", net.log());
-    let audit = net.audit_ok();
-    assert_eq!(audit["blocks"], height, "{audit}");
-    assert_eq!(audit["entries"], net.ordered.get(), "{audit}");
-    assert_eq!(
-        audit["rejected_entries"],
-        net.rule_rejected.get(),
-        "{audit}"
-    );
-    assert_eq!(audit["head_hash"], status.json["head_hash"], "{audit}");
-    assert_eq!(audit["state_root"], status.json["state_root"], "{audit}");
-    assert_eq!(
-        audit["genesis_hash"], status.json["genesis_hash"],
-        "{audit}"
-    );
+    let (status, audit) = net.stop_and_audit();
+    assert_eq!(audit["head_hash"], status["head_hash"], "{audit}");
+    assert_eq!(audit["genesis_hash"], status["genesis_hash"], "{audit}");
 
     // Checked against a genesis it was not built from, the chain fails verification (exit 1);
     // a directory that holds no chain is a tool error (exit 2).

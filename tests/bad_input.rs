@@ -48,25 +48,7 @@ fn bad_input_is_refused_and_harms_nothing() {
     let api = net.api();
     net.grant("issuer", "issuer");
     net.grant("registrar", "registrar");
-    net.committed(&net.signed(
-        "admin",
-        &[
-            "programme",
-            "create",
-            "--id",
-            "food-2026",
-            "--unit",
-            "USD",
-            "--budget",
-            "100000",
-            "--until",
-            "+30d",
-            "--assistance",
-            "food-basket",
-            "--period",
-            "2026-11",
-        ],
-    ));
+    net.create_programme("food-2026", 100000);
 
     // A voucher issued by an entry built and signed here, sent as JSON.
     let issuer = net.keypair("issuer");

@@ -122,25 +122,7 @@ enum KillAt {
 fn sigkill_while_committing_loses_nothing_reported_committed() {
     let mut net = Devnet::start();
     net.grant("issuer", "issuer");
-    net.committed(&net.signed(
-        "admin",
-        &[
-            "programme",
-            "create",
-            "--id",
-            "crash-test",
-            "--unit",
-            "USD",
-            "--budget",
-            "1000000",
-            "--until",
-            "+30d",
-            "--assistance",
-            "food-basket",
-            "--period",
-            "2026-11",
-        ],
-    ));
+    net.create_programme("crash-test", 1000000);
 
     // Every entry ever reported committed, with the height the API gave.
     let mut reported: BTreeMap<String, u64> = BTreeMap::new();

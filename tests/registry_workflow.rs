@@ -413,16 +413,5 @@ fn civil_registry_and_attestations_through_the_cli() {
     net.missing_role(&out);
 
     // Everything holds up under an independent replay.
-    let status = net.query(&["status"]);
-    let height = status.ok()["height"].as_u64().expect("height");
-    assert_eq!(net.stop_node(), 0, "clean shutdown\n{}", net.log());
-    let audit = net.audit_ok();
-    assert_eq!(audit["blocks"], height, "{audit}");
-    assert_eq!(audit["entries"], net.ordered.get(), "{audit}");
-    assert_eq!(
-        audit["rejected_entries"],
-        net.rule_rejected.get(),
-        "{audit}"
-    );
-    assert_eq!(audit["state_root"], status.json["state_root"], "{audit}");
+    net.stop_and_audit();
 }

@@ -637,6 +637,31 @@ impl Devnet {
         self.committed(&out)
     }
 
+    /// The admin opens a USD food programme, open for 30 days; returns its entry id.
+    pub fn create_programme(&self, id: &str, budget: u64) -> String {
+        let budget = budget.to_string();
+        let out = self.signed(
+            "admin",
+            &[
+                "programme",
+                "create",
+                "--id",
+                id,
+                "--unit",
+                "USD",
+                "--budget",
+                &budget,
+                "--until",
+                "+30d",
+                "--assistance",
+                "food-basket",
+                "--period",
+                "2026-11",
+            ],
+        );
+        self.committed(&out)
+    }
+
     /// Writes a file in the devnet's directory and returns its path.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -647,6 +672,26 @@ impl Devnet {
     /// `tally audit verify --data-dir --genesis --json`.
     pub fn audit(&self) -> CmdOut {
         audit_verify(&self.data_dir, &self.genesis)
+    }
+
+    /// Stops the node cleanly (exit 0), audits its data offline, and checks the audit agrees
+    /// with what the node last reported and with every entry this harness saw ordered.
+    /// Returns (status before stopping, audit).
+    pub fn stop_and_audit(&mut self) -> (Value, Value) {
+        let status = self.query(&["status"]).ok().clone();
+        let height = status["height"].as_u64().expect("height");
+        let code = self.stop_node();
+        assert_eq!(code, 0, "clean shutdown exits 0\n{}", self.log());
+        let audit = self.audit_ok();
+        assert_eq!(audit["blocks"], height, "{audit}");
+        assert_eq!(audit["entries"], self.ordered.get(), "{audit}");
+        assert_eq!(
+            audit["rejected_entries"],
+            self.rule_rejected.get(),
+            "{audit}"
+        );
+        assert_eq!(audit["state_root"], status["state_root"], "{audit}");
+        (status, audit)
     }
 
     /// Runs `audit verify` and asserts it passes; returns its JSON.

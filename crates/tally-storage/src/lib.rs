@@ -584,6 +584,19 @@ mod tests {
         new_head
     }
 
+    /// A new data directory initialised from a genesis of `admin` and one `validator`.
+    fn new_store(dir: &Path) -> (Store, Keypair, Keypair) {
+        let (admin, validator) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let store = Store::open(dir).expect("open");
+        store
+            .init_genesis(&genesis(&admin, &validator))
+            .expect("init");
+        (store, admin, validator)
+    }
+
     #[test]
     fn reopening_resumes_at_the_last_committed_block_with_the_same_state() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -625,14 +638,7 @@ mod tests {
     #[test]
     fn a_block_that_does_not_extend_the_head_is_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (admin, validator) = (
-            Keypair::from_seed_for_tests(1),
-            Keypair::from_seed_for_tests(2),
-        );
-        let store = Store::open(dir.path()).expect("open");
-        store
-            .init_genesis(&genesis(&admin, &validator))
-            .expect("init");
+        let (store, admin, validator) = new_store(dir.path());
         let mut state = store.load_state().expect("state");
         let head1 = commit_next(&store, &mut state, &admin, &validator, 0);
         let block1 = store.block(1).expect("read").expect("present");
@@ -661,15 +667,8 @@ mod tests {
     #[test]
     fn kept_proposals_and_evidence_survive_reopening_and_proposals_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (admin, validator) = (
-            Keypair::from_seed_for_tests(1),
-            Keypair::from_seed_for_tests(2),
-        );
         let block = {
-            let store = Store::open(dir.path()).expect("open");
-            store
-                .init_genesis(&genesis(&admin, &validator))
-                .expect("init");
+            let (store, admin, validator) = new_store(dir.path());
             let mut state = store.load_state().expect("state");
             commit_next(&store, &mut state, &admin, &validator, 0);
             let block = store.block(1).expect("read").expect("present");
@@ -703,14 +702,7 @@ mod tests {
     #[test]
     fn a_directory_of_another_chain_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (admin, validator) = (
-            Keypair::from_seed_for_tests(1),
-            Keypair::from_seed_for_tests(2),
-        );
-        let store = Store::open(dir.path()).expect("open");
-        store
-            .init_genesis(&genesis(&admin, &validator))
-            .expect("init");
+        let (store, _, validator) = new_store(dir.path());
         let other = genesis(&Keypair::from_seed_for_tests(3), &validator);
         assert!(matches!(
             store.init_genesis(&other),

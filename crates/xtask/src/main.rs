@@ -340,24 +340,16 @@ fn demo() -> Result<()> {
         d.public_key("redeemer.key")?,
         d.public_key("shop.key")?,
     );
-    d.step(
-        "grant issuer",
-        &[
-            "role", "grant", "--key", admin, "--to", &issuer, "--role", "issuer",
-        ],
-    )?;
-    d.step(
-        "grant redeemer",
-        &[
-            "role", "grant", "--key", admin, "--to", &redeemer, "--role", "redeemer",
-        ],
-    )?;
-    d.step(
-        "grant vendor",
-        &[
-            "role", "grant", "--key", admin, "--to", &shop, "--role", "vendor",
-        ],
-    )?;
+    for (who, role) in [
+        (&issuer, "issuer"),
+        (&redeemer, "redeemer"),
+        (&shop, "vendor"),
+    ] {
+        d.step(
+            &format!("grant {role}"),
+            &["role", "grant", "--key", admin, "--to", who, "--role", role],
+        )?;
+    }
     d.step(
         "programme",
         &[
@@ -407,26 +399,24 @@ fn demo() -> Result<()> {
         json_field(&tokens, "subject")?,
         json_field(&tokens, "dedup")?,
     );
-    let issued = d.step(
+    // Issued once, then the very same issue again, which the dedup token refuses.
+    let issue = [
+        "voucher",
         "issue",
-        &[
-            "voucher",
-            "issue",
-            "--key",
-            "issuer.key",
-            "--programme",
-            "food-2026-11",
-            "--subject",
-            &subject,
-            "--amount",
-            "5000",
-            "--expires",
-            "+14d",
-            "--dedup",
-            &dedup,
-            "--json",
-        ],
-    )?;
+        "--key",
+        "issuer.key",
+        "--programme",
+        "food-2026-11",
+        "--subject",
+        &subject,
+        "--amount",
+        "5000",
+        "--expires",
+        "+14d",
+        "--dedup",
+        &dedup,
+    ];
+    let issued = d.step("issue", &[&issue[..], &["--json"]].concat())?;
     let voucher = json_field(&issued, "id")?;
     shop_node.step(
         "partial redeem",
@@ -463,26 +453,7 @@ fn demo() -> Result<()> {
         ],
         "over_balance",
     )?;
-    d.refused(
-        "double issue",
-        &[
-            "voucher",
-            "issue",
-            "--key",
-            "issuer.key",
-            "--programme",
-            "food-2026-11",
-            "--subject",
-            &subject,
-            "--amount",
-            "5000",
-            "--expires",
-            "+14d",
-            "--dedup",
-            &dedup,
-        ],
-        "duplicate_assistance",
-    )?;
+    d.refused("double issue", &issue, "duplicate_assistance")?;
     d.step(
         "settle",
         &[
