@@ -482,21 +482,7 @@ impl Core {
                 }
             }
             Input::Synced { height } => {
-                if height >= self.height && !self.started {
-                    // Caught up before voting: nothing of the old height matters any more,
-                    // including a safety record for it.
-                    self.height = height + 1;
-                    self.round = 0;
-                    self.step = Step::Propose;
-                    self.locked = None;
-                    self.valid = None;
-                    self.signed.clear();
-                    self.resumed = false;
-                    self.log = HeightLog::default();
-                    self.next_log = HeightLog::default();
-                    self.verdicts.clear();
-                    self.behind_reported = self.height;
-                } else if height >= self.height {
+                if height >= self.height {
                     let carry = height == self.height;
                     self.enter_height(height + 1, carry);
                 }
@@ -799,7 +785,8 @@ impl Core {
 
     // ----- helpers ----------------------------------------------------------------------------
 
-    /// L52–L54 (or a sync): reset the height's state and replay what was buffered for it.
+    /// L52–L54 (or a sync): reset the height's state and, once voting, start round 0 and
+    /// replay what was buffered for the new height.
     fn enter_height(&mut self, height: u64, carry_next: bool) {
         self.height = height;
         self.locked = None;
@@ -816,6 +803,14 @@ impl Core {
         self.log = HeightLog::default();
         if self.behind_reported < height {
             self.behind_reported = height;
+        }
+        if !self.started {
+            // Caught up by sync before voting: nothing of the old height matters any more,
+            // including a safety record for it. `Input::Start` begins round 0.
+            self.round = 0;
+            self.step = Step::Propose;
+            self.resumed = false;
+            return;
         }
         // Timeouts of the previous height are ignored: they carry its height.
         self.start_round(0);

@@ -393,10 +393,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Keeps the block a proposal carries, if it is the block the proposal names and is for
-    /// a height being decided.
-    /// Only the round's proposer's signed proposal brings a block, one block per round, so a
-    /// Byzantine validator cannot fill the store with blocks nobody proposed.
+    /// Keeps the block a proposal carries when it is the block the proposal names, for a
+    /// height being decided. Only the round's proposer's signed proposal brings a block, one
+    /// block per round, so a Byzantine validator cannot fill the store with blocks nobody
+    /// proposed.
     fn keep_body(&mut self, block: Block, p: &tally_consensus::Proposal) -> Result<(), NodeError> {
         let Some(core) = &self.parts.core else {
             return Ok(());
