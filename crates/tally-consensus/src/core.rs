@@ -408,11 +408,6 @@ impl Core {
         &self.validators
     }
 
-    /// This validator's key.
-    pub fn public_key(&self) -> PublicKey {
-        self.me
-    }
-
     /// How many messages are held for this height and the next (bounded; see
     /// [`FUTURE_ROUNDS_MAX`]).
     pub fn held_messages(&self) -> usize {
