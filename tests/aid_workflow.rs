@@ -7,70 +7,6 @@ mod common;
 use common::{CmdOut, Devnet};
 use serde_json::Value;
 
-/// Derives a person's subject and dedup tokens with `tally subject derive`.
-fn derive(net: &Devnet, reference: &str) -> (String, String) {
-    let secret = net.dir.path().join("agency.secret");
-    let dedup = net.dir.path().join("consortium.secret");
-    let out = net.cli(&[
-        "subject",
-        "derive",
-        "--json",
-        "--secret-file",
-        secret.to_str().expect("utf8"),
-        "--dedup-secret-file",
-        dedup.to_str().expect("utf8"),
-        "--reference",
-        reference,
-    ]);
-    let v = out.ok();
-    let subject = v["subject"].as_str().expect("subject").to_string();
-    let dedup = v["dedup"].as_str().expect("dedup").to_string();
-    assert_eq!(subject.len(), 64, "{out}");
-    assert_eq!(dedup.len(), 64, "{out}");
-    assert_ne!(subject, dedup, "subject and dedup tokens differ");
-    (subject, dedup)
-}
-
-fn issue(net: &Devnet, subject: &str, amount: u64, expires: &str, dedup: Option<&str>) -> CmdOut {
-    let amount = amount.to_string();
-    let mut args = vec![
-        "voucher",
-        "issue",
-        "--programme",
-        "food-2026",
-        "--subject",
-        subject,
-        "--amount",
-        &amount,
-        "--expires",
-        expires,
-    ];
-    if let Some(d) = dedup {
-        args.extend(["--dedup", d]);
-    }
-    net.signed("issuer", &args)
-}
-
-fn redeem(net: &Devnet, voucher: &str, amount: u64, reference: &str) -> CmdOut {
-    let amount = amount.to_string();
-    let vendor = net.pk("vendor").to_string();
-    net.signed(
-        "redeemer",
-        &[
-            "voucher",
-            "redeem",
-            "--voucher",
-            voucher,
-            "--amount",
-            &amount,
-            "--vendor",
-            &vendor,
-            "--reference",
-            reference,
-        ],
-    )
-}
-
 fn settle(net: &Devnet, amount: u64, reference: &str) -> CmdOut {
     let amount = amount.to_string();
     let vendor = net.pk("vendor").to_string();
@@ -130,8 +66,8 @@ fn aid_workflow_through_the_cli() {
     );
 
     // Before the programme exists, issuing is refused by a rule.
-    let (amina, amina_dedup) = derive(&net, "case-0001");
-    let out = issue(&net, &amina, 100, "+7d", None);
+    let (amina, amina_dedup) = net.derive_tokens("case-0001");
+    let out = net.issue_voucher(&amina, 100, "+7d", None);
     net.rejected(&out, "unknown_programme");
 
     net.create_programme("food-2026", 10000);
@@ -143,15 +79,15 @@ fn aid_workflow_through_the_cli() {
 
     // Tokens are deterministic for the same secrets and reference, distinct across people.
     assert_eq!(
-        derive(&net, "case-0001"),
+        net.derive_tokens("case-0001"),
         (amina.clone(), amina_dedup.clone())
     );
-    let (bashir, bashir_dedup) = derive(&net, "case-0002");
-    let (chidi, chidi_dedup) = derive(&net, "case-0003");
+    let (bashir, bashir_dedup) = net.derive_tokens("case-0002");
+    let (chidi, chidi_dedup) = net.derive_tokens("case-0003");
     assert_ne!(amina, bashir);
 
     // Issue with de-duplication, then redeem in two parts.
-    let v1 = net.committed(&issue(&net, &amina, 1000, "+7d", Some(&amina_dedup)));
+    let v1 = net.committed(&net.issue_voucher(&amina, 1000, "+7d", Some(&amina_dedup)));
     let v = voucher(&net, &v1);
     assert_eq!(v["amount"], 1000);
     assert_eq!(v["remaining"], 1000);
@@ -159,29 +95,29 @@ fn aid_workflow_through_the_cli() {
     assert_eq!(v["subject"], amina.as_str());
     assert_eq!(v["redeemable"], true);
 
-    net.committed(&redeem(&net, &v1, 300, "shop-r1"));
+    net.committed(&net.redeem_voucher(&v1, 300, "shop-r1"));
     assert_eq!(voucher(&net, &v1)["remaining"], 700);
-    net.committed(&redeem(&net, &v1, 700, "shop-r2"));
+    net.committed(&net.redeem_voucher(&v1, 700, "shop-r2"));
     let v = voucher(&net, &v1);
     assert_eq!(v["remaining"], 0);
     assert_eq!(v["redeemed"], 1000);
 
     // Over-redeeming and reusing a reference are refused, and recorded as evidence.
-    let out = redeem(&net, &v1, 1, "shop-r3");
+    let out = net.redeem_voucher(&v1, 1, "shop-r3");
     let over = net.rejected(&out, "over_balance");
     let status = net.query(&["entry", "status", &over]);
     assert_eq!(status.ok()["status"], "rejected");
     assert_eq!(status.json["reason"]["code"], "over_balance");
-    let out = redeem(&net, &v1, 1, "shop-r1");
+    let out = net.redeem_voucher(&v1, 1, "shop-r1");
     net.rejected(&out, "duplicate_reference");
 
     // The same person cannot receive the same assistance twice in the period.
-    let out = issue(&net, &amina, 500, "+7d", Some(&amina_dedup));
+    let out = net.issue_voucher(&amina, 500, "+7d", Some(&amina_dedup));
     net.rejected(&out, "duplicate_assistance");
 
     // A second voucher, partly redeemed, then revoked: the rest goes back to the budget.
-    let v2 = net.committed(&issue(&net, &bashir, 500, "+7d", Some(&bashir_dedup)));
-    net.committed(&redeem(&net, &v2, 200, "shop-r4"));
+    let v2 = net.committed(&net.issue_voucher(&bashir, 500, "+7d", Some(&bashir_dedup)));
+    net.committed(&net.redeem_voucher(&v2, 200, "shop-r4"));
     let out = net.signed(
         "issuer",
         &[
@@ -198,7 +134,7 @@ fn aid_workflow_through_the_cli() {
     assert_eq!(v["status"], "revoked");
     assert_eq!(v["redeemable"], false);
     assert_eq!(v["remaining"], 300);
-    let out = redeem(&net, &v2, 100, "shop-r5");
+    let out = net.redeem_voucher(&v2, 100, "shop-r5");
     net.rejected(&out, "revoked");
     let out = net.signed(
         "issuer",
@@ -206,11 +142,11 @@ fn aid_workflow_through_the_cli() {
     );
     net.rejected(&out, "revoked");
     // Partly used: the de-duplication record stays even after a clerical-error revocation.
-    let out = issue(&net, &bashir, 500, "+7d", Some(&bashir_dedup));
+    let out = net.issue_voucher(&bashir, 500, "+7d", Some(&bashir_dedup));
     net.rejected(&out, "duplicate_assistance");
 
     // A voucher issued in error and never used frees the person for a correct one.
-    let v3 = net.committed(&issue(&net, &chidi, 400, "+7d", Some(&chidi_dedup)));
+    let v3 = net.committed(&net.issue_voucher(&chidi, 400, "+7d", Some(&chidi_dedup)));
     net.committed(&net.signed(
         "issuer",
         &[
@@ -222,7 +158,7 @@ fn aid_workflow_through_the_cli() {
             "clerical_error",
         ],
     ));
-    let v4 = net.committed(&issue(&net, &chidi, 250, "+7d", Some(&chidi_dedup)));
+    let v4 = net.committed(&net.issue_voucher(&chidi, 250, "+7d", Some(&chidi_dedup)));
 
     // Only a key with the redeemer role may redeem; the vendor must be a vendor.
     let vendor_pk = net.pk("vendor").to_string();
@@ -276,7 +212,7 @@ fn aid_workflow_through_the_cli() {
     assert_eq!(a["owed"], 1200, "{a}");
 
     // Over budget is refused.
-    let out = issue(&net, &amina, 10000, "+7d", None);
+    let out = net.issue_voucher(&amina, 10000, "+7d", None);
     net.rejected(&out, "over_budget");
 
     // Settlement: never more than owed, each reference once.
@@ -296,12 +232,12 @@ fn aid_workflow_through_the_cli() {
     // Expiry: a short-lived voucher cannot be redeemed once its time has passed, and can then
     // be closed, returning its value to the programme.
     let issued_at = std::time::Instant::now();
-    let v5 = net.committed(&issue(&net, &amina, 50, "+3s", None));
+    let v5 = net.committed(&net.issue_voucher(&amina, 50, "+3s", None));
     let out = net.signed("issuer", &["voucher", "expire", "--voucher", &v5]);
     net.rejected(&out, "not_expired");
     let lapse = std::time::Duration::from_millis(3500);
     std::thread::sleep(lapse.saturating_sub(issued_at.elapsed()));
-    let out = redeem(&net, &v5, 10, "shop-r6");
+    let out = net.redeem_voucher(&v5, 10, "shop-r6");
     net.rejected(&out, "expired");
     assert_eq!(voucher(&net, &v5)["status"], "expired");
     net.committed(&net.signed("issuer", &["voucher", "expire", "--voucher", &v5]));
@@ -329,22 +265,7 @@ fn aid_workflow_through_the_cli() {
 
     // Checked against a genesis it was not built from, the chain fails verification (exit 1);
     // a directory that holds no chain is a tool error (exit 2).
-    let other = net.dir.path().join("other-genesis.toml");
-    let admin = format!("{}={}", common::AGENCY, net.key("admin").display());
-    let validator = format!("{}={}", common::AGENCY, net.key("validator").display());
-    net.cli(&[
-        "genesis",
-        "init",
-        "--chain-id",
-        "other-chain",
-        "--admin",
-        &admin,
-        "--validator",
-        &validator,
-        "--out",
-        other.to_str().expect("utf8"),
-    ])
-    .ok();
+    let other = net.other_genesis("other-chain");
     let data_dir = net.data_dir.to_str().expect("utf8").to_string();
     let out = net.cli(&[
         "audit",

@@ -50,7 +50,13 @@ pub fn tally_bin() -> PathBuf {
 /// TALLY_KEY or TALLY_NODE never leaks into a test.
 pub fn tally_command() -> Command {
     let mut c = Command::new(tally_bin());
-    for var in ["TALLY_KEY", "TALLY_NODE", "TALLY_LOG", "TALLY_LOG_FORMAT"] {
+    for var in [
+        "TALLY_KEY",
+        "TALLY_NODE",
+        "TALLY_LOG",
+        "TALLY_LOG_FORMAT",
+        "TALLY_OUTBOX",
+    ] {
         c.env_remove(var);
     }
     c.stdin(Stdio::null());
@@ -662,11 +668,106 @@ impl Devnet {
         self.committed(&out)
     }
 
+    /// Derives a person's subject and dedup tokens with `tally subject derive`, from the secrets
+    /// in `agency.secret` and `consortium.secret` of the devnet's directory.
+    pub fn derive_tokens(&self, reference: &str) -> (String, String) {
+        let secret = self.dir.path().join("agency.secret");
+        let dedup = self.dir.path().join("consortium.secret");
+        let out = self.cli(&[
+            "subject",
+            "derive",
+            "--json",
+            "--secret-file",
+            secret.to_str().expect("utf8"),
+            "--dedup-secret-file",
+            dedup.to_str().expect("utf8"),
+            "--reference",
+            reference,
+        ]);
+        let v = out.ok();
+        let subject = v["subject"].as_str().expect("subject").to_string();
+        let dedup = v["dedup"].as_str().expect("dedup").to_string();
+        assert_eq!(subject.len(), 64, "{out}");
+        assert_eq!(dedup.len(), 64, "{out}");
+        assert_ne!(subject, dedup, "subject and dedup tokens differ");
+        (subject, dedup)
+    }
+
+    /// Issues a voucher of programme `food-2026` as `issuer`.
+    pub fn issue_voucher(
+        &self,
+        subject: &str,
+        amount: u64,
+        expires: &str,
+        dedup: Option<&str>,
+    ) -> CmdOut {
+        let amount = amount.to_string();
+        let mut args = vec![
+            "voucher",
+            "issue",
+            "--programme",
+            "food-2026",
+            "--subject",
+            subject,
+            "--amount",
+            &amount,
+            "--expires",
+            expires,
+        ];
+        if let Some(d) = dedup {
+            args.extend(["--dedup", d]);
+        }
+        self.signed("issuer", &args)
+    }
+
+    /// Redeems as `redeemer` for `vendor`.
+    pub fn redeem_voucher(&self, voucher: &str, amount: u64, reference: &str) -> CmdOut {
+        let amount = amount.to_string();
+        let vendor = self.pk("vendor").to_string();
+        self.signed(
+            "redeemer",
+            &[
+                "voucher",
+                "redeem",
+                "--voucher",
+                voucher,
+                "--amount",
+                &amount,
+                "--vendor",
+                &vendor,
+                "--reference",
+                reference,
+            ],
+        )
+    }
+
     /// Writes a file in the devnet's directory and returns its path.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, contents).expect("write file");
         p
+    }
+
+    /// A genesis for another chain, with this devnet's admin and validator keys, written to
+    /// `<chain_id>-genesis.toml`: what a proof or chain checked against the wrong genesis meets.
+    pub fn other_genesis(&self, chain_id: &str) -> PathBuf {
+        let other = self.dir.path().join(format!("{chain_id}-genesis.toml"));
+        let admin = format!("{AGENCY}={}", self.key("admin").display());
+        let validator = format!("{AGENCY}={}", self.key("validator").display());
+        self.cli(&[
+            "genesis",
+            "init",
+            "--chain-id",
+            chain_id,
+            "--admin",
+            &admin,
+            "--validator",
+            &validator,
+            "--out",
+            other.to_str().expect("utf8"),
+        ])
+        .ok();
+        other
     }
 
     /// `tally audit verify --data-dir --genesis --json`.

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tally_types::{EntryId, Name, PublicKey, SignedEntry};
+use tally_types::{EntryId, InclusionProof, Name, PublicKey, SignedEntry};
 
 /// A node's API.
 pub struct NodeClient {
@@ -99,6 +99,29 @@ impl NodeClient {
             }
             Err(e) => Err(anyhow!("cannot reach node at {}: {e}", self.base)),
         }
+    }
+
+    /// The inclusion proof of an entry in a committed block; `None` when the node has none
+    /// (pending, refused or unknown). The proof is not checked here, only that it decodes and
+    /// is the proof of `id`.
+    pub fn proof(&self, id: &EntryId) -> anyhow::Result<Option<InclusionProof>> {
+        let Some(v) = self.get(&format!("/v1/entries/{id}/proof"))? else {
+            return Ok(None);
+        };
+        let bytes = v["proof"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| anyhow!("node {} answered without a hex proof", self.base))?;
+        let proof = InclusionProof::from_bytes(&bytes)
+            .map_err(|e| anyhow!("node {} answered with an unreadable proof: {e}", self.base))?;
+        if proof.entry.id() != *id {
+            return Err(anyhow!(
+                "node {} answered with the proof of another entry ({})",
+                self.base,
+                proof.entry.id()
+            ));
+        }
+        Ok(Some(proof))
     }
 
     /// Polls an entry until it is committed or rejected, or `timeout` passes.

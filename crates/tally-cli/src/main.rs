@@ -7,6 +7,7 @@
 
 mod client;
 mod cmd;
+mod outbox;
 mod output;
 mod sign;
 mod time_arg;

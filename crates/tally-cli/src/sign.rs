@@ -2,9 +2,10 @@
 //! every command that writes to the ledger.
 
 use crate::client::{NodeClient, Settled, Submitted};
+use crate::outbox::{Outbox, Record, QUEUED_MAX};
 use crate::output::emit;
 use crate::Outcome;
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -32,6 +33,13 @@ pub struct SignArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sign with no connection: put the entry in this device's outbox, to be sent later by
+    /// `tally outbox sync`. The outbox must have been prepared online for the key.
+    #[arg(long)]
+    pub offline: bool,
+    /// The outbox directory.
+    #[arg(long, env = "TALLY_OUTBOX", default_value_os_t = Outbox::default_dir())]
+    pub outbox: PathBuf,
 }
 
 /// Loads the signer's key.
@@ -45,15 +53,29 @@ pub fn sign_and_submit(
     key: &Keypair,
     payload: Payload,
 ) -> anyhow::Result<Outcome> {
+    if args.offline {
+        return sign_offline(args, key, payload);
+    }
     let client = NodeClient::new(&args.node);
     let chain_id = client.chain_id()?;
     let author = key.public();
+    // Entries this device signed offline hold the numbers before any new one: send them first.
+    let outbox = Outbox::existing(&args.outbox, &author);
+    if let Some(o) = &outbox {
+        let c = o.read()?;
+        report_damage(o, &c);
+        let waiting = c.pending().len();
+        if waiting > 0 {
+            bail!("{waiting} entries signed offline wait in {}; send them first with `tally outbox sync` (they hold the sequence numbers before this one)", o.path().display());
+        }
+    }
     let sequence = match args.sequence {
         Some(s) => s,
         None => client
             .next_sequence(&author)?
             .ok_or_else(|| anyhow!("key {author} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?,
     };
+    let record_chain = chain_id.clone();
     let kind = payload.kind();
     let entry = EntryBody {
         chain_id,
@@ -63,7 +85,15 @@ pub fn sign_and_submit(
     }
     .sign(key);
     let id = entry.id();
-    match client.submit(&entry).context("submitting the entry")? {
+    let submitted = client.submit(&entry).context("submitting the entry")?;
+    if let (Some(o), Submitted::Pending(_)) = (&outbox, &submitted) {
+        // Admitted: the number is taken, and the device's offline work continues after it.
+        o.append(&Record::Sequence {
+            chain_id: record_chain,
+            next: sequence + 1,
+        })?;
+    }
+    match submitted {
         Submitted::Refused { code, detail } => {
             let v = json!({ "id": id, "kind": kind, "status": "rejected", "reason": { "code": code, "detail": detail } });
             emit(args.json, &v, || {
@@ -115,4 +145,59 @@ pub fn sign_and_submit(
             }
         },
     }
+}
+
+/// Warns on stderr about damaged stretches of an outbox file; `tally outbox status` lists them.
+pub fn report_damage(o: &Outbox, c: &crate::outbox::Contents) {
+    for d in &c.damage {
+        eprintln!(
+            "warning: {} is damaged at byte {} ({} bytes skipped): {}; the records around it are kept",
+            o.path().display(),
+            d.offset,
+            d.skipped,
+            d.reason
+        );
+    }
+}
+
+/// Signs with the chain id and sequence the outbox learned online, and queues the entry.
+fn sign_offline(args: &SignArgs, key: &Keypair, payload: Payload) -> anyhow::Result<Outcome> {
+    let author = key.public();
+    let not_prepared = || {
+        anyhow!(
+            "no outbox for key {author} in {}; while connected, run `tally outbox prepare --key {}`",
+            args.outbox.display(),
+            args.key.display()
+        )
+    };
+    let outbox = Outbox::existing(&args.outbox, &author).ok_or_else(not_prepared)?;
+    let c = outbox.read()?;
+    report_damage(&outbox, &c);
+    let chain_id = c.chain_id.clone().ok_or_else(not_prepared)?;
+    let next = c.next_sequence().ok_or_else(not_prepared)?;
+    let waiting = c.pending().len();
+    if waiting >= QUEUED_MAX {
+        bail!("the outbox already holds {waiting} unsent entries (the limit); sync before signing more");
+    }
+    let sequence = args.sequence.unwrap_or(next);
+    let kind = payload.kind();
+    let entry = EntryBody {
+        chain_id,
+        author,
+        sequence,
+        payload,
+    }
+    .sign(key);
+    let id = entry.id();
+    outbox.append(&Record::Queued(entry))?;
+    let v = json!({ "id": id, "kind": kind, "status": "queued", "sequence": sequence,
+                    "outbox": outbox.path().display().to_string(), "waiting": waiting + 1 });
+    emit(args.json, &v, || {
+        format!(
+            "queued {kind} {id} (sequence {sequence}) in the outbox; {} waiting\n  send when connected: tally outbox sync --key {}",
+            waiting + 1,
+            args.key.display()
+        )
+    })?;
+    Ok(Outcome::Ok)
 }

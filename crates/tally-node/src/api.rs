@@ -79,6 +79,7 @@ pub fn router(shared: Arc<Shared>, body_bytes_max: usize) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/entries", post(submit))
         .route("/v1/entries/{id}", get(entry))
+        .route("/v1/entries/{id}/proof", get(proof))
         .route("/v1/keys/{key}", get(key))
         .route("/v1/programmes", get(programmes))
         .route("/v1/programmes/{id}", get(programme))
@@ -89,6 +90,7 @@ pub fn router(shared: Arc<Shared>, body_bytes_max: usize) -> Router {
         .route("/v1/subjects/{token}", get(subject))
         .route("/v1/titles/{parcel}", get(title))
         .route("/v1/blocks/{height}", get(block))
+        .route("/v1/blocks/{height}/raw", get(raw_block))
         .fallback(|| async { ApiError::not_found("such route; see docs/api.md") })
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(shared)
@@ -208,6 +210,37 @@ async fn entry(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
         EntryStatus::Unknown => return Err(ApiError::not_found(format_args!("entry {id}"))),
     };
     Ok(Json(v))
+}
+
+/// Runs a read of committed storage on the blocking pool, through a clone of the store: off the
+/// async workers and without the ledger lock, for reads that touch many records.
+async fn read_store<T: Send + 'static>(
+    shared: &Shared,
+    read: impl FnOnce(tally_storage::Store) -> Result<T, tally_storage::StorageError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = shared.ledger()?.store().clone();
+    tokio::task::spawn_blocking(move || read(store))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| crate::NodeError::from(e).into())
+}
+
+/// The inclusion proof of an ordered entry; it reads every outcome of the entry's block.
+async fn proof(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
+    let id: EntryId = parse("entry id", &id)?;
+    let p = read_store(&shared, move |store| store.inclusion_proof(&id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format_args!("entry {id} in a committed block (yet)"))
+        })?;
+    Ok(Json(json!({
+        "id": id,
+        "height": p.header.height,
+        "index": p.index,
+        "outcome": p.outcome,
+        "block_hash": p.header.hash(),
+        "proof": hex::encode(p.to_bytes()),
+    })))
 }
 
 async fn key(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
@@ -360,4 +393,24 @@ async fn block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
     Ok(Json(
         json!({ "hash": b.hash(), "header": b.header, "entries": entries, "certificate": cert }),
     ))
+}
+
+/// A committed block and its certificate as canonical bytes, for a client that verifies and
+/// replays the chain itself (`tally audit report --node`) rather than trust the node's figures.
+async fn raw_block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
+    let height: u64 = parse("height", &height)?;
+    let read = read_store(&shared, move |store| {
+        Ok((store.block(height)?, store.certificate(height)?))
+    })
+    .await?;
+    match read {
+        (Some(b), Some(c)) => Ok(Json(json!({
+            "height": height,
+            "block": hex::encode(tally_types::encode(&b)),
+            "certificate": hex::encode(tally_types::encode(&c)),
+        }))),
+        _ => Err(ApiError::not_found(format_args!(
+            "block at height {height}"
+        ))),
+    }
 }

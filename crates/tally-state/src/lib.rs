@@ -7,6 +7,7 @@
 
 pub mod execute;
 pub mod records;
+pub mod report;
 pub mod store;
 pub mod verify;
 
@@ -14,6 +15,7 @@ pub use execute::{
     admit, execute_block, execute_candidates, AdmitError, BlockContext, ExecuteError, Execution,
     InvalidBlock, Signatures,
 };
+pub use report::{Finding, Reconciliation, Report};
 pub use store::{State, StateDiff, StateRead};
 pub use verify::{
     build_block, check_block, BlockSummary, BuiltBlock, ChainVerifier, Tip, Violation,

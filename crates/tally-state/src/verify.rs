@@ -13,8 +13,8 @@ use crate::store::{State, StateRead};
 use crate::{Rejection, StateError};
 use tally_types::block::{outcomes_root, validators_hash};
 use tally_types::{
-    Block, BlockHeader, CommitCertificate, EntryId, Genesis, Hash, Name, PublicKey, SignedEntry,
-    TimestampMs,
+    Block, BlockHeader, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, Name, PublicKey,
+    SignedEntry, TimestampMs,
 };
 
 /// The chain position a new block extends.
@@ -250,6 +250,8 @@ pub struct BlockSummary {
     pub entries: u64,
     /// Of which rejected by a rule (kept as evidence).
     pub rejected: u64,
+    /// Each entry's outcome, in block order.
+    pub outcomes: Vec<(EntryId, EntryOutcome)>,
 }
 
 impl ChainVerifier {
@@ -290,6 +292,7 @@ impl ChainVerifier {
         Ok(BlockSummary {
             entries: exec.entries.len() as u64,
             rejected,
+            outcomes: exec.outcomes,
         })
     }
 

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tally_state::{Rejection, State, StateDiff};
 use tally_types::{
-    codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, PublicKey, TimestampMs,
+    codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, InclusionProof,
+    PublicKey, TimestampMs,
 };
 
 /// Column families and what each holds.
@@ -353,6 +354,47 @@ impl Store {
             None => Ok(None),
             Some(b) => decode("entry record", &b).map(Some),
         }
+    }
+
+    /// The inclusion proof of a committed entry, from the stored block, its certificate and the
+    /// outcome of every entry in it. `None` when no committed block holds the entry. Reads one
+    /// record per entry of that block (a block holds at most `block.entries_max`).
+    pub fn inclusion_proof(&self, id: &EntryId) -> Result<Option<InclusionProof>> {
+        let Some(rec) = self.entry(id)? else {
+            return Ok(None);
+        };
+        let height = rec.height;
+        let corrupt = |what: String| StorageError::Corrupt(format!("block {height}: {what}"));
+        let block = self.block(height)?.ok_or_else(|| {
+            corrupt(format!(
+                "absent, yet entry {} is recorded in it",
+                id.short()
+            ))
+        })?;
+        let certificate = self
+            .certificate(height)?
+            .ok_or_else(|| corrupt("no commit certificate".into()))?;
+        let ids: Vec<EntryId> = block.entries.iter().map(|e| e.id()).collect();
+        let entries_cf = self.cf(cf::ENTRIES)?;
+        let records = self
+            .db
+            .multi_get_cf(ids.iter().map(|i| (entries_cf, i.as_bytes())));
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for (i, got) in ids.iter().zip(records) {
+            let bytes = got?.ok_or_else(|| corrupt(format!("no record of entry {}", i.short())))?;
+            let r: EntryRecord = decode("entry record", &bytes)?;
+            outcomes.push((*i, r.outcome));
+        }
+        let index = rec.index as usize;
+        if ids.get(index) != Some(id) {
+            return Err(corrupt(format!(
+                "entry {} is recorded at index {index}, which holds another",
+                id.short()
+            )));
+        }
+        InclusionProof::build(block.header, &block.entries, &outcomes, certificate, index)
+            .map(Some)
+            .ok_or_else(|| corrupt("cannot build an audit path".into()))
     }
 
     /// Loads the whole state and checks it hashes to the head's state root.

@@ -64,10 +64,7 @@ impl Block {
 
     /// The Merkle root the header must carry for these entries.
     pub fn compute_entries_root(entries: &[SignedEntry]) -> Hash {
-        let leaves: Vec<Hash> = entries
-            .iter()
-            .map(|e| merkle::leaf_hash(&e.to_bytes()))
-            .collect();
+        let leaves: Vec<Hash> = entries.iter().map(entries_root_leaf).collect();
         merkle::root_of_leaf_hashes(&leaves)
     }
 }
@@ -222,13 +219,25 @@ pub enum EntryOutcome {
     Rejected(RejectCode),
 }
 
+/// One leaf of the entries tree: the hash of the signed entry's canonical bytes, signature
+/// included, so a proof shows exactly what the author signed.
+pub fn entries_root_leaf(entry: &SignedEntry) -> Hash {
+    merkle::leaf_hash(&entry.to_bytes())
+}
+
 /// The Merkle root over the outcomes of a block's entries, each bound to its entry id.
 pub fn outcomes_root(outcomes: &[(EntryId, EntryOutcome)]) -> Hash {
     let leaves: Vec<Hash> = outcomes
         .iter()
-        .map(|(id, o)| Domain::EntryOutcome.hash(&[id.as_bytes(), &codec::encode(o)]))
+        .map(|(id, o)| outcomes_root_leaf(id, o))
         .collect();
     merkle::root_of_leaf_hashes(&leaves)
+}
+
+/// One leaf of the outcomes tree: the outcome bound to the entry it belongs to, so a proof
+/// cannot pair one entry with another's outcome.
+pub fn outcomes_root_leaf(id: &EntryId, outcome: &EntryOutcome) -> Hash {
+    Domain::EntryOutcome.hash(&[id.as_bytes(), &codec::encode(outcome)])
 }
 
 /// One validator's signature in a commit certificate.

@@ -13,6 +13,8 @@ pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod name;
+pub mod proof;
+pub mod receipt;
 pub mod time;
 pub mod token;
 
@@ -29,5 +31,7 @@ pub use genesis::{AgencyGenesis, Genesis, GenesisError, ValidatorGenesis};
 pub use hash::{Domain, Hash};
 pub use keys::{KeyError, Keypair, PublicKey, Signature};
 pub use name::{Name, NameError};
+pub use proof::{InclusionProof, ProofError, ProvenEntry, PROOF_BYTES_MAX, PROOF_VERSION};
+pub use receipt::{CheckedReceipt, HeldTokens, Receipt, ReceiptError, Withheld};
 pub use time::{CivilDate, TimestampMs};
 pub use token::{Commitment, DedupToken, SubjectToken};

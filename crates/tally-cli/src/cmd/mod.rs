@@ -8,7 +8,9 @@ mod entry;
 mod genesis;
 mod keys;
 mod node;
+mod outbox;
 mod programme;
+mod receipt;
 mod registry;
 mod role;
 mod status;
@@ -74,6 +76,12 @@ enum Command {
     /// Verify the chain independently.
     #[command(subcommand)]
     Audit(audit::Audit),
+    /// Receipts of voucher issues and redemptions: fetch (text, QR, PNG) and check offline.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCmd),
+    /// Entries signed with no connection (`--offline`): prepare, status, sync.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCmd),
 }
 
 /// Runs the parsed command.
@@ -94,6 +102,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Entry(c) => entry::run(c),
         Command::Status(c) => status::run(c),
         Command::Audit(c) => audit::run(c),
+        Command::Receipt(c) => receipt::run(c),
+        Command::Outbox(c) => outbox::run(c),
     }
 }
 

@@ -1,0 +1,427 @@
+//! `tally outbox prepare|status|sync`: a field device's entries signed with no connection.
+
+use crate::client::{NodeClient, Settled, Submitted};
+use crate::outbox::{Contents, Outbox, Record, Settlement};
+use crate::output::emit;
+use crate::sign::report_damage;
+use crate::Outcome;
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tally_types::{Payload, PublicKey, Receipt, SignedEntry};
+
+/// How many entries are in flight at once during a sync: well inside the node's look-ahead of
+/// 256 sequence numbers per author (`mempool.per_author_max`).
+const SYNC_WINDOW: usize = 128;
+
+/// Which outbox: the key it belongs to and where it lives.
+#[derive(Debug, Args, Clone)]
+pub struct OutboxArgs {
+    /// The signer's key file.
+    #[arg(long, env = "TALLY_KEY")]
+    pub key: PathBuf,
+    /// The outbox directory.
+    #[arg(long, env = "TALLY_OUTBOX", default_value_os_t = Outbox::default_dir())]
+    pub outbox: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCmd {
+    /// While connected: create the key's outbox and record the chain and the key's next
+    /// sequence number, so the device can sign with `--offline` later.
+    Prepare {
+        #[command(flatten)]
+        args: OutboxArgs,
+        /// The node's API.
+        #[arg(long, env = "TALLY_NODE", default_value = "http://127.0.0.1:7100")]
+        node: String,
+    },
+    /// What waits to be sent, what was settled, and any damage to the file (exit 1 when the
+    /// file is damaged).
+    Status {
+        #[command(flatten)]
+        args: OutboxArgs,
+    },
+    /// Send the waiting entries in sequence order and report each: committed (with its receipt
+    /// for an issue or redemption) or rejected with the reason. Exit 0 when every entry
+    /// committed, 1 when any was rejected, is still pending, or the file is damaged.
+    Sync {
+        #[command(flatten)]
+        args: OutboxArgs,
+        /// The node's API.
+        #[arg(long, env = "TALLY_NODE", default_value = "http://127.0.0.1:7100")]
+        node: String,
+        /// How long to wait for each window of entries to reach a block, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
+}
+
+pub fn run(cmd: OutboxCmd) -> anyhow::Result<Outcome> {
+    match cmd {
+        OutboxCmd::Prepare { args, node } => prepare(&args, &node),
+        OutboxCmd::Status { args } => status(&args),
+        OutboxCmd::Sync {
+            args,
+            node,
+            wait_secs,
+        } => sync(&args, &node, Duration::from_secs(wait_secs)),
+    }
+}
+
+fn key_of(args: &OutboxArgs) -> anyhow::Result<PublicKey> {
+    Ok(tally_node::keyfile::read_key_file(&args.key)?.public())
+}
+
+fn prepare(args: &OutboxArgs, node: &str) -> anyhow::Result<Outcome> {
+    let key = key_of(args)?;
+    let client = NodeClient::new(node);
+    let chain_id = client.chain_id()?;
+    let outbox = Outbox::create(&args.outbox, &key)?;
+    let c = outbox.read()?;
+    report_damage(&outbox, &c);
+    if let Some(known) = &c.chain_id {
+        if *known != chain_id {
+            bail!(
+                "the outbox {} is for chain {known}, the node is on {chain_id}",
+                outbox.path().display()
+            );
+        }
+    }
+    let node_next = client
+        .next_sequence(&key)?
+        .ok_or_else(|| anyhow!("key {key} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?;
+    let next = node_next.max(c.next_sequence().unwrap_or(0));
+    outbox.append(&Record::Sequence {
+        chain_id: chain_id.clone(),
+        next,
+    })?;
+    let v = json!({ "outbox": outbox.path().display().to_string(), "chain_id": chain_id, "next_sequence": next });
+    emit(args.json, &v, || {
+        format!(
+            "outbox ready: {}\n  chain: {chain_id}\n  next sequence: {next}\nSign with --offline when there is no connection; send with `tally outbox sync`.",
+            outbox.path().display()
+        )
+    })?;
+    Ok(Outcome::Ok)
+}
+
+fn open(args: &OutboxArgs) -> anyhow::Result<(Outbox, Contents)> {
+    let key = key_of(args)?;
+    let outbox = Outbox::existing(&args.outbox, &key).ok_or_else(|| {
+        anyhow!(
+            "no outbox for key {key} in {}; create one with `tally outbox prepare` while connected",
+            args.outbox.display()
+        )
+    })?;
+    let c = outbox.read()?;
+    Ok((outbox, c))
+}
+
+fn entry_json(e: &SignedEntry) -> Value {
+    json!({ "id": e.id(), "kind": e.body.payload.kind(), "sequence": e.body.sequence })
+}
+
+fn status(args: &OutboxArgs) -> anyhow::Result<Outcome> {
+    let (outbox, c) = open(args)?;
+    let pending = c.pending();
+    let v = json!({
+        "outbox": outbox.path().display().to_string(),
+        "chain_id": c.chain_id,
+        "next_sequence": c.next_sequence(),
+        "waiting": pending.iter().map(entry_json).collect::<Vec<_>>(),
+        "settled": c.queued.iter().filter_map(|e| c.settled.get(&e.id()).map(|s| {
+            let mut j = entry_json(e);
+            j["outcome"] = json!(s);
+            j
+        })).collect::<Vec<_>>(),
+        "damage": c.damage,
+    });
+    emit(args.json, &v, || {
+        let mut s = format!(
+            "outbox {}\n  chain: {}\n  next sequence: {}\n  waiting: {}",
+            outbox.path().display(),
+            c.chain_id
+                .as_ref()
+                .map_or("unknown".into(), |n| n.to_string()),
+            c.next_sequence()
+                .map_or("unknown".into(), |n| n.to_string()),
+            pending.len()
+        );
+        for e in &pending {
+            s += &format!(
+                "\n    {} {} (sequence {})",
+                e.body.payload.kind(),
+                e.id(),
+                e.body.sequence
+            );
+        }
+        for d in &c.damage {
+            s += &format!(
+                "\n  DAMAGED at byte {} ({} bytes skipped): {}",
+                d.offset, d.skipped, d.reason
+            );
+        }
+        s
+    })?;
+    Ok(if c.damage.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// What a sync reports for one entry.
+struct Line {
+    entry: SignedEntry,
+    settled: Option<Settlement>,
+    note: Option<String>,
+    receipt: Option<PathBuf>,
+}
+
+/// A node's answer about an entry it already knows, as a settlement (`None` while pending).
+fn settlement_of(v: &Value) -> Option<Settlement> {
+    match v["status"].as_str() {
+        Some("committed") => Some(Settlement::Committed {
+            height: v["height"].as_u64().unwrap_or_default(),
+        }),
+        Some("rejected") => Some(Settlement::Rejected {
+            code: v["reason"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string(),
+            detail: v["reason"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            height: v["height"].as_u64(),
+        }),
+        _ => None,
+    }
+}
+
+/// Writes the receipt of a settled issue or redemption beside the outbox.
+fn write_receipt(
+    client: &NodeClient,
+    dir: &Path,
+    entry: &SignedEntry,
+) -> anyhow::Result<Option<PathBuf>> {
+    if !matches!(
+        entry.body.payload,
+        Payload::IssueVoucher { .. } | Payload::RedeemVoucher { .. }
+    ) {
+        return Ok(None);
+    }
+    let Some(proof) = client.proof(&entry.id())? else {
+        return Ok(None);
+    };
+    let receipt = Receipt::new(proof)?;
+    let dir = dir.join("receipts");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{}.txt", entry.id()));
+    std::fs::write(&path, receipt.to_text())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
+fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome> {
+    let (outbox, c) = open(args)?;
+    report_damage(&outbox, &c);
+    let client = NodeClient::new(node);
+    let chain_id = client.chain_id()?;
+    if let Some(known) = &c.chain_id {
+        if *known != chain_id {
+            bail!("the outbox is for chain {known}, the node at {node} is on {chain_id}");
+        }
+    }
+    let key = key_of(args)?;
+    let mut lines = Vec::new();
+    let mut stopped = None;
+    for window in c.pending().chunks(SYNC_WINDOW) {
+        let mut sent = Vec::new();
+        for entry in window {
+            let id = entry.id();
+            // A sync cut short may have sent it already.
+            if let Some(v) = client.get(&format!("/v1/entries/{id}"))? {
+                if let Some(s) = settlement_of(&v) {
+                    lines.push(settle(&client, &outbox, entry.clone(), s)?);
+                    continue;
+                }
+                if v["status"] == "pending" {
+                    sent.push(entry.clone());
+                    continue;
+                }
+            }
+            match client.submit(entry)? {
+                Submitted::Pending(_) => sent.push(entry.clone()),
+                Submitted::Refused { code, .. } if code == "duplicate_entry" => {
+                    sent.push(entry.clone())
+                }
+                Submitted::Refused { code, detail }
+                    if code == "future_sequence" || code == "mempool_full" =>
+                {
+                    stopped = Some(format!(
+                        "the node could not take more now ({code}: {detail}); run sync again"
+                    ));
+                    break;
+                }
+                Submitted::Refused { code, detail } => {
+                    let s = Settlement::Rejected {
+                        code,
+                        detail,
+                        height: None,
+                    };
+                    lines.push(settle(&client, &outbox, entry.clone(), s)?);
+                }
+            }
+        }
+        for entry in sent {
+            match client.wait(&entry.id(), wait)? {
+                Settled::Committed(v) | Settled::Rejected(v) => {
+                    let s = settlement_of(&v)
+                        .ok_or_else(|| anyhow!("the node's answer has no status"))?;
+                    lines.push(settle(&client, &outbox, entry, s)?);
+                }
+                Settled::StillPending => lines.push(Line {
+                    entry,
+                    settled: None,
+                    note: Some("still pending; run sync again".into()),
+                    receipt: None,
+                }),
+            }
+        }
+        if stopped.is_some() {
+            break;
+        }
+    }
+    // The node's next number counts everything sent; the device continues from it.
+    if let Some(next) = client.next_sequence(&key)? {
+        let after = outbox.read()?;
+        if after.pending().is_empty() && after.damage.is_empty() {
+            outbox.compact(&chain_id, next)?;
+        } else {
+            outbox.append(&Record::Sequence {
+                chain_id: chain_id.clone(),
+                next: next.max(after.next_sequence().unwrap_or(0)),
+            })?;
+        }
+    }
+    report_sync(args, &outbox, &c, &lines, stopped.as_deref())
+}
+
+fn settle(
+    client: &NodeClient,
+    outbox: &Outbox,
+    entry: SignedEntry,
+    s: Settlement,
+) -> anyhow::Result<Line> {
+    outbox.append(&Record::Settled {
+        id: entry.id(),
+        outcome: s.clone(),
+    })?;
+    let in_block = match &s {
+        Settlement::Committed { .. } => true,
+        Settlement::Rejected { height, .. } => height.is_some(),
+    };
+    let dir = outbox.path().parent().unwrap_or(Path::new("."));
+    let receipt = if in_block {
+        write_receipt(client, dir, &entry)?
+    } else {
+        None
+    };
+    Ok(Line {
+        entry,
+        settled: Some(s),
+        note: None,
+        receipt,
+    })
+}
+
+fn report_sync(
+    args: &OutboxArgs,
+    outbox: &Outbox,
+    c: &Contents,
+    lines: &[Line],
+    stopped: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let committed = lines
+        .iter()
+        .filter(|l| matches!(l.settled, Some(Settlement::Committed { .. })))
+        .count();
+    let all_good = committed == lines.len() && stopped.is_none() && c.damage.is_empty();
+    let v = json!({
+        "outbox": outbox.path().display().to_string(),
+        "entries": lines.iter().map(|l| {
+            let mut j = entry_json(&l.entry);
+            match &l.settled {
+                Some(Settlement::Committed { height }) => { j["status"] = json!("committed"); j["height"] = json!(height); }
+                Some(Settlement::Rejected { code, detail, height }) => {
+                    j["status"] = json!("rejected");
+                    j["height"] = json!(height);
+                    j["reason"] = json!({ "code": code, "detail": detail });
+                }
+                None => { j["status"] = json!("pending"); }
+            }
+            j["note"] = json!(l.note);
+            j["receipt"] = json!(l.receipt.as_ref().map(|p| p.display().to_string()));
+            j
+        }).collect::<Vec<_>>(),
+        "committed": committed,
+        "stopped": stopped,
+        "damage": c.damage,
+    });
+    emit(args.json, &v, || {
+        let mut s = format!(
+            "sent {} entries from {}: {committed} committed",
+            lines.len(),
+            outbox.path().display()
+        );
+        for l in lines {
+            let what = format!(
+                "{} {} (sequence {})",
+                l.entry.body.payload.kind(),
+                l.entry.id(),
+                l.entry.body.sequence
+            );
+            s += &match &l.settled {
+                Some(Settlement::Committed { height }) => {
+                    format!("\n  committed {what} at height {height}")
+                }
+                Some(Settlement::Rejected {
+                    code,
+                    detail,
+                    height,
+                }) => {
+                    let at = height
+                        .map(|h| format!(" (recorded at height {h})"))
+                        .unwrap_or_default();
+                    format!("\n  rejected  {what}{at}\n    reason: {code}: {detail}")
+                }
+                None => format!("\n  pending   {what}: {}", l.note.as_deref().unwrap_or("")),
+            };
+            if let Some(r) = &l.receipt {
+                s += &format!("\n    receipt: {}", r.display());
+            }
+        }
+        if let Some(why) = stopped {
+            s += &format!("\n  stopped: {why}");
+        }
+        for d in &c.damage {
+            s += &format!(
+                "\n  DAMAGED outbox at byte {} ({} bytes skipped): {}",
+                d.offset, d.skipped, d.reason
+            );
+        }
+        s
+    })?;
+    Ok(if all_good {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}
