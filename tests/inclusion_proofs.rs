@@ -48,25 +48,7 @@ fn proofs_check_offline_and_tampering_names_the_failed_check() {
     let mut net = Devnet::start();
     let grant = net.grant("issuer", "issuer");
     net.create_programme("food-2026", 1_000_000);
-    let again = net.signed(
-        "admin",
-        &[
-            "programme",
-            "create",
-            "--id",
-            "food-2026",
-            "--unit",
-            "USD",
-            "--budget",
-            "5",
-            "--until",
-            "+30d",
-            "--assistance",
-            "food-basket",
-            "--period",
-            "2026-11",
-        ],
-    );
+    let again = net.try_create_programme("food-2026", 5);
     let rejected = net.rejected(&again, "programme_exists");
 
     // The node serves proofs over its API; an unknown id is a 404, a bad one a 400.

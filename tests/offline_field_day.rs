@@ -33,66 +33,21 @@ fn outbox_cmd(net: &Devnet, verb: &str, signer: &str, outbox: &Path) -> CmdOut {
     net.cli(&args)
 }
 
-/// A redemption signed on the device with no node: `--offline`.
-fn redeem_offline(
+/// A redemption by a device that keeps an outbox: signed with no node (`--offline`) and queued,
+/// or sent online.
+fn redeem(
     net: &Devnet,
     signer: &str,
     outbox: &Path,
-    voucher: &str,
-    amount: u64,
-    reference: &str,
+    offline: bool,
+    (voucher, amount, reference): (&str, u64, &str),
 ) -> CmdOut {
-    let key = net.key(signer).to_str().expect("utf8").to_string();
-    let amount = amount.to_string();
-    let vendor = net.pk("vendor").to_string();
-    net.cli(&[
-        "voucher",
-        "redeem",
-        "--voucher",
-        voucher,
-        "--amount",
-        &amount,
-        "--vendor",
-        &vendor,
-        "--reference",
-        reference,
-        "--key",
-        &key,
-        "--offline",
-        "--outbox",
-        outbox.to_str().expect("utf8"),
-        "--json",
-    ])
-}
-
-/// An online redemption by a device that also keeps an outbox.
-fn redeem_online(
-    net: &Devnet,
-    signer: &str,
-    outbox: &Path,
-    voucher: &str,
-    amount: u64,
-    reference: &str,
-) -> CmdOut {
-    let amount = amount.to_string();
-    let vendor = net.pk("vendor").to_string();
-    net.signed(
-        signer,
-        &[
-            "voucher",
-            "redeem",
-            "--voucher",
-            voucher,
-            "--amount",
-            &amount,
-            "--vendor",
-            &vendor,
-            "--reference",
-            reference,
-            "--outbox",
-            outbox.to_str().expect("utf8"),
-        ],
-    )
+    let dir = outbox.to_str().expect("utf8");
+    let mut extra = vec!["--outbox", dir];
+    if offline {
+        extra.push("--offline");
+    }
+    net.redeem_as(signer, voucher, amount, reference, &extra)
 }
 
 fn queued_sequence(out: &CmdOut) -> u64 {
@@ -188,26 +143,15 @@ impl Drop for LyingProxy {
 
 #[test]
 fn an_offline_day_syncs_conflicts_and_reconciles() {
-    let mut net = Devnet::start();
-    net.write_file("agency.secret", b"agency-secret-for-tests-0123456789\n");
-    net.write_file("consortium.secret", b"consortium-dedup-secret-abcdefghij\n");
     // Two field devices: the redeemer's, and a second one whose key (attester) also redeems.
-    for (who, role) in [
-        ("issuer", "issuer"),
-        ("redeemer", "redeemer"),
-        ("attester", "redeemer"),
-        ("vendor", "vendor"),
-    ] {
-        net.grant(who, role);
-    }
-    net.create_programme("food-2026", 100_000);
+    let mut net = Devnet::start_aid(&[("attester", "redeemer")], 100_000);
     let (subject, dedup) = net.derive_tokens("case-0100");
     let voucher = net.committed(&net.issue_voucher(&subject, 5000, "+7d", Some(&dedup)));
     let dir: PathBuf = net.dir.path().to_path_buf();
     let (dev_a, dev_b) = (dir.join("device-a"), dir.join("device-b"));
 
     // Offline signing needs an outbox prepared while connected.
-    let out = redeem_offline(&net, "redeemer", &dev_a, &voucher, 1, "too-early");
+    let out = redeem(&net, "redeemer", &dev_a, true, (&voucher, 1, "too-early"));
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("outbox prepare"), "{out}");
     assert_eq!(
@@ -219,17 +163,21 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
         0
     );
     // Online use of a key with an outbox moves the device's sequence on.
-    net.committed(&redeem_online(
-        &net, "redeemer", &dev_a, &voucher, 1000, "a-0",
+    net.committed(&redeem(
+        &net,
+        "redeemer",
+        &dev_a,
+        false,
+        (&voucher, 1000, "a-0"),
     ));
 
     // The node goes away mid-day.
     net.stop_node();
-    let a1 = redeem_offline(&net, "redeemer", &dev_a, &voucher, 3000, "a-1");
-    let a2 = redeem_offline(&net, "redeemer", &dev_a, &voucher, 1000, "a-2");
+    let a1 = redeem(&net, "redeemer", &dev_a, true, (&voucher, 3000, "a-1"));
+    let a2 = redeem(&net, "redeemer", &dev_a, true, (&voucher, 1000, "a-2"));
     assert_eq!((queued_sequence(&a1), queued_sequence(&a2)), (1, 2));
     // The other device redeems the same voucher: together they ask more than it holds.
-    let b1 = redeem_offline(&net, "attester", &dev_b, &voucher, 4000, "b-1");
+    let b1 = redeem(&net, "attester", &dev_b, true, (&voucher, 4000, "b-1"));
     assert_eq!(queued_sequence(&b1), 0);
     let status = outbox_cmd(&net, "status", "redeemer", &dev_a);
     assert_eq!(
@@ -240,7 +188,7 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
 
     // The node comes back. Online signing waits until the outbox is sent.
     net.start_node();
-    let out = redeem_online(&net, "redeemer", &dev_a, &voucher, 1, "a-x");
+    let out = redeem(&net, "redeemer", &dev_a, false, (&voucher, 1, "a-x"));
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("outbox sync"), "{out}");
 
@@ -281,9 +229,9 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
     assert_eq!(status.ok()["next_sequence"], 3, "{status}");
     let (s2, d2) = net.derive_tokens("case-0101");
     let voucher2 = net.committed(&net.issue_voucher(&s2, 1000, "+7d", Some(&d2)));
-    let online = redeem_online(&net, "redeemer", &dev_a, &voucher2, 100, "a-3");
+    let online = redeem(&net, "redeemer", &dev_a, false, (&voucher2, 100, "a-3"));
     net.committed(&online);
-    let a4 = redeem_offline(&net, "redeemer", &dev_a, &voucher2, 100, "a-4");
+    let a4 = redeem(&net, "redeemer", &dev_a, true, (&voucher2, 100, "a-4"));
     assert_eq!(queued_sequence(&a4), 4);
     assert_eq!(
         outbox_cmd(&net, "sync", "redeemer", &dev_a).ok()["committed"],
@@ -291,8 +239,8 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
     );
 
     // A power cut tears the last record: the damage is reported, the entry before it kept.
-    let a5 = redeem_offline(&net, "redeemer", &dev_a, &voucher2, 50, "a-5");
-    let a6 = redeem_offline(&net, "redeemer", &dev_a, &voucher2, 60, "a-6");
+    let a5 = redeem(&net, "redeemer", &dev_a, true, (&voucher2, 50, "a-5"));
+    let a6 = redeem(&net, "redeemer", &dev_a, true, (&voucher2, 60, "a-6"));
     assert_eq!((queued_sequence(&a5), queued_sequence(&a6)), (5, 6));
     let file = PathBuf::from(a6.json["outbox"].as_str().expect("outbox path"));
     let bytes = std::fs::read(&file).expect("outbox file");

@@ -38,17 +38,7 @@ fn decode_png(path: &Path) -> String {
 
 #[test]
 fn receipts_render_as_text_and_qr_and_check_offline() {
-    let mut net = Devnet::start();
-    net.write_file("agency.secret", b"agency-secret-for-tests-0123456789\n");
-    net.write_file("consortium.secret", b"consortium-dedup-secret-abcdefghij\n");
-    for (who, role) in [
-        ("issuer", "issuer"),
-        ("redeemer", "redeemer"),
-        ("vendor", "vendor"),
-    ] {
-        net.grant(who, role);
-    }
-    net.create_programme("food-2026", 100_000);
+    let mut net = Devnet::start_aid(&[], 100_000);
     let (subject, dedup) = net.derive_tokens("case-0042");
     let voucher = net.committed(&net.issue_voucher(&subject, 5000, "+7d", Some(&dedup)));
     let redemption = net.committed(&net.redeem_voucher(&voucher, 3000, "till-7-0001"));

@@ -181,9 +181,12 @@ pub fn free_port() -> u16 {
 
 /// An HTTP agent with bounded timeouts.
 pub fn agent() -> ureq::Agent {
+    // No pooled connections: a server that answers 413 before reading an oversized body
+    // closes the connection, and a request sent on it afterwards fails with an unexpected EOF.
     ureq::AgentBuilder::new()
         .timeout(HTTP_TIMEOUT)
         .timeout_connect(Duration::from_secs(2))
+        .max_idle_connections(0)
         .build()
 }
 
@@ -645,8 +648,14 @@ impl Devnet {
 
     /// The admin opens a USD food programme, open for 30 days; returns its entry id.
     pub fn create_programme(&self, id: &str, budget: u64) -> String {
+        let out = self.try_create_programme(id, budget);
+        self.committed(&out)
+    }
+
+    /// The admin asks to open a USD food programme, open for 30 days, whatever the outcome.
+    pub fn try_create_programme(&self, id: &str, budget: u64) -> CmdOut {
         let budget = budget.to_string();
-        let out = self.signed(
+        self.signed(
             "admin",
             &[
                 "programme",
@@ -664,8 +673,26 @@ impl Devnet {
                 "--period",
                 "2026-11",
             ],
-        );
-        self.committed(&out)
+        )
+    }
+
+    /// A devnet ready for the aid workflow: the token secrets written, `issuer`, `redeemer` and
+    /// `vendor` granted their roles, plus `extra` grants as (key, role), and programme
+    /// `food-2026` opened with `budget`.
+    pub fn start_aid(extra: &[(&str, &str)], budget: u64) -> Self {
+        let net = Self::start();
+        net.write_file("agency.secret", b"agency-secret-for-tests-0123456789\n");
+        net.write_file("consortium.secret", b"consortium-dedup-secret-abcdefghij\n");
+        let staff = [
+            ("issuer", "issuer"),
+            ("redeemer", "redeemer"),
+            ("vendor", "vendor"),
+        ];
+        for (who, role) in staff.iter().chain(extra) {
+            net.grant(who, role);
+        }
+        net.create_programme("food-2026", budget);
+        net
     }
 
     /// Derives a person's subject and dedup tokens with `tally subject derive`, from the secrets
@@ -722,23 +749,34 @@ impl Devnet {
 
     /// Redeems as `redeemer` for `vendor`.
     pub fn redeem_voucher(&self, voucher: &str, amount: u64, reference: &str) -> CmdOut {
+        self.redeem_as("redeemer", voucher, amount, reference, &[])
+    }
+
+    /// Redeems as `signer` for `vendor`, with `extra` flags (say `--offline`).
+    pub fn redeem_as(
+        &self,
+        signer: &str,
+        voucher: &str,
+        amount: u64,
+        reference: &str,
+        extra: &[&str],
+    ) -> CmdOut {
         let amount = amount.to_string();
         let vendor = self.pk("vendor").to_string();
-        self.signed(
-            "redeemer",
-            &[
-                "voucher",
-                "redeem",
-                "--voucher",
-                voucher,
-                "--amount",
-                &amount,
-                "--vendor",
-                &vendor,
-                "--reference",
-                reference,
-            ],
-        )
+        let mut args = vec![
+            "voucher",
+            "redeem",
+            "--voucher",
+            voucher,
+            "--amount",
+            &amount,
+            "--vendor",
+            &vendor,
+            "--reference",
+            reference,
+        ];
+        args.extend_from_slice(extra);
+        self.signed(signer, &args)
     }
 
     /// Writes a file in the devnet's directory and returns its path.

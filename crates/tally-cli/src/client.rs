@@ -2,8 +2,13 @@
 
 use anyhow::{anyhow, Context};
 use serde_json::Value;
+use std::io::Read;
 use std::time::{Duration, Instant};
 use tally_types::{EntryId, InclusionProof, Name, PublicKey, SignedEntry};
+
+/// The largest answer read from a node: a raw block of 100,000 entries (the most
+/// `block.entries_max` allows) of up to 2 KiB each, hex-encoded, fits.
+pub const RESPONSE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// A node's API.
 pub struct NodeClient {
@@ -41,13 +46,26 @@ impl NodeClient {
         }
     }
 
-    /// GETs a path; `Ok(None)` for 404.
+    /// GETs a path; `Ok(None)` for 404. An answer over [`RESPONSE_BYTES_MAX`] is refused, so a
+    /// node the user does not trust cannot exhaust the machine's memory.
     pub fn get(&self, path: &str) -> anyhow::Result<Option<Value>> {
         let url = format!("{}{path}", self.base);
         match self.agent.get(&url).call() {
-            Ok(r) => Ok(Some(
-                r.into_json().with_context(|| format!("reading {url}"))?,
-            )),
+            Ok(r) => {
+                let mut body = Vec::new();
+                r.into_reader()
+                    .take(RESPONSE_BYTES_MAX + 1)
+                    .read_to_end(&mut body)
+                    .with_context(|| format!("reading {url}"))?;
+                if body.len() as u64 > RESPONSE_BYTES_MAX {
+                    return Err(anyhow!(
+                        "{url}: the answer is larger than {RESPONSE_BYTES_MAX} bytes"
+                    ));
+                }
+                Ok(Some(
+                    serde_json::from_slice(&body).with_context(|| format!("reading {url}"))?,
+                ))
+            }
             Err(ureq::Error::Status(404, _)) => Ok(None),
             Err(ureq::Error::Status(code, r)) => {
                 Err(anyhow!("{url}: HTTP {code}: {}", error_text(r)))

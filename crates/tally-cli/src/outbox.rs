@@ -114,11 +114,31 @@ impl Contents {
         p
     }
 
+    /// Sequence numbers missing between what the device last learned online and its last
+    /// waiting entry (a record lost to damage, an entry refused at the node's door): the node
+    /// holds the entries after a gap until it is filled. At most `limit` are listed.
+    pub fn missing(&self, limit: usize) -> Vec<u64> {
+        let pending = self.pending();
+        let (Some(start), Some(last)) = (self.next_online, pending.last()) else {
+            return Vec::new();
+        };
+        let have: std::collections::BTreeSet<u64> =
+            pending.iter().map(|e| e.body.sequence).collect();
+        (start..last.body.sequence)
+            .filter(|s| !have.contains(s))
+            .take(limit)
+            .collect()
+    }
+
     /// The next sequence number this device may use: past both what it last learned online
     /// and every entry still waiting to be sent. (A sent entry is counted in what the node
     /// said after it, which `sync` records; one refused before ordering left its number free.)
     pub fn next_sequence(&self) -> Option<u64> {
-        let queued = self.pending().iter().map(|e| e.body.sequence + 1).max();
+        let queued = self
+            .pending()
+            .iter()
+            .map(|e| e.body.sequence.saturating_add(1))
+            .max();
         match (self.next_online, queued) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -376,6 +396,8 @@ mod tests {
         assert_eq!(c.damage.len(), 1);
         assert_eq!(c.damage[0].offset as usize, at - HEADER_BYTES);
         assert!(c.damage[0].reason.contains("checksum"), "{:?}", c.damage);
+        assert_eq!(c.missing(10), vec![6], "the lost entry's number is a gap");
+        assert_eq!(c.next_sequence(), Some(8));
     }
 
     #[test]

@@ -59,14 +59,24 @@ pub fn sign_and_submit(
     let client = NodeClient::new(&args.node);
     let chain_id = client.chain_id()?;
     let author = key.public();
-    // Entries this device signed offline hold the numbers before any new one: send them first.
+    // Entries this device signed offline hold the numbers before any new one: send them first,
+    // unless an explicit --sequence below all of them fills a gap before them.
     let outbox = Outbox::existing(&args.outbox, &author);
+    let mut device_next = None;
     if let Some(o) = &outbox {
         let c = o.read()?;
         report_damage(o, &c);
-        let waiting = c.pending().len();
-        if waiting > 0 {
-            bail!("{waiting} entries signed offline wait in {}; send them first with `tally outbox sync` (they hold the sequence numbers before this one)", o.path().display());
+        let waiting = c.pending();
+        let fills_gap = match (args.sequence, waiting.first()) {
+            (Some(s), Some(first)) => s < first.body.sequence,
+            _ => false,
+        };
+        if !waiting.is_empty() && !fills_gap {
+            bail!("{} entries signed offline wait in {}; send them first with `tally outbox sync` (they hold the sequence numbers before this one)", waiting.len(), o.path().display());
+        }
+        device_next = Some(c.next_sequence().unwrap_or(0));
+        if waiting.is_empty() && c.damage.is_empty() {
+            o.compact(&chain_id, device_next.unwrap_or(0))?;
         }
     }
     let sequence = match args.sequence {
@@ -75,22 +85,26 @@ pub fn sign_and_submit(
             .next_sequence(&author)?
             .ok_or_else(|| anyhow!("key {author} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?,
     };
-    let record_chain = chain_id.clone();
-    let kind = payload.kind();
-    let entry = EntryBody {
-        chain_id,
-        author,
-        sequence,
-        payload,
+    let next = sequence
+        .checked_add(1)
+        .context("no sequence number follows this one")?;
+    if let (Some(o), Some(before)) = (&outbox, device_next) {
+        // Recorded before the entry leaves, so a reply lost after the node took the entry cannot
+        // let offline work reuse its number.
+        o.append(&Record::Sequence {
+            chain_id: chain_id.clone(),
+            next: next.max(before),
+        })?;
     }
-    .sign(key);
+    let record_chain = chain_id.clone();
+    let (entry, kind) = sign_body(key, chain_id, sequence, payload);
     let id = entry.id();
     let submitted = client.submit(&entry).context("submitting the entry")?;
-    if let (Some(o), Submitted::Pending(_)) = (&outbox, &submitted) {
-        // Admitted: the number is taken, and the device's offline work continues after it.
+    if let (Some(o), Some(before), Submitted::Refused { .. }) = (&outbox, device_next, &submitted) {
+        // Refused at the door: the number is still free.
         o.append(&Record::Sequence {
             chain_id: record_chain,
-            next: sequence + 1,
+            next: sequence.max(before),
         })?;
     }
     match submitted {
@@ -180,14 +194,7 @@ fn sign_offline(args: &SignArgs, key: &Keypair, payload: Payload) -> anyhow::Res
         bail!("the outbox already holds {waiting} unsent entries (the limit); sync before signing more");
     }
     let sequence = args.sequence.unwrap_or(next);
-    let kind = payload.kind();
-    let entry = EntryBody {
-        chain_id,
-        author,
-        sequence,
-        payload,
-    }
-    .sign(key);
+    let (entry, kind) = sign_body(key, chain_id, sequence, payload);
     let id = entry.id();
     outbox.append(&Record::Queued(entry))?;
     let v = json!({ "id": id, "kind": kind, "status": "queued", "sequence": sequence,
@@ -200,4 +207,21 @@ fn sign_offline(args: &SignArgs, key: &Keypair, payload: Payload) -> anyhow::Res
         )
     })?;
     Ok(Outcome::Ok)
+}
+
+/// The entry `key` signs: its body for `chain_id` at `sequence`, and the payload's kind.
+fn sign_body(
+    key: &Keypair,
+    chain_id: tally_types::Name,
+    sequence: u64,
+    payload: Payload,
+) -> (tally_types::SignedEntry, &'static str) {
+    let kind = payload.kind();
+    let body = EntryBody {
+        chain_id,
+        author: key.public(),
+        sequence,
+        payload,
+    };
+    (body.sign(key), kind)
 }

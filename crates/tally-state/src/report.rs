@@ -41,6 +41,35 @@ pub struct ProgrammeFigures {
     pub owed: u64,
 }
 
+/// The names of [`ProgrammeFigures::money`], in its order.
+pub const MONEY_FIGURES: [&str; 8] = [
+    "budget",
+    "issued",
+    "redeemed",
+    "revoked",
+    "expired",
+    "outstanding",
+    "settled",
+    "owed",
+];
+
+impl ProgrammeFigures {
+    /// Every money figure, in the order of [`MONEY_FIGURES`]: one list for tables, CSV and
+    /// comparisons.
+    pub fn money(&self) -> [u64; 8] {
+        [
+            self.budget,
+            self.issued,
+            self.redeemed,
+            self.revoked,
+            self.expired,
+            self.outstanding,
+            self.settled,
+            self.owed,
+        ]
+    }
+}
+
 /// One month of one vendor's account with one programme.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PeriodFigures {

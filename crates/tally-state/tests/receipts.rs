@@ -234,6 +234,14 @@ fn tampered_foreign_and_other_kinds_of_receipt_are_refused() {
             .map_err(|e| e.check()),
         Err("format")
     );
+    let trailing = format!("{}amount 99999 paid in cash\n", receipt.to_text());
+    assert_eq!(
+        Receipt::from_text(&trailing)
+            .map(|_| ())
+            .map_err(|e| e.check()),
+        Err("format"),
+        "nothing may follow the payload line"
+    );
     assert_eq!(
         Receipt::from_text("TALLY1:bb8")
             .map(|_| ())

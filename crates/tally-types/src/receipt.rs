@@ -6,7 +6,8 @@
 //! (and, when the issue was de-duplicated, a dedup token); a receipt withholds both by zeroing
 //! their bytes in the entry it carries. The proof then holds only when the beneficiary brings
 //! the tokens back: the checker puts them in place and the entry hashes to the committed leaf
-//! again. A lost receipt does not link its finder to a person's other records.
+//! again. A lost receipt does not carry the tokens; whoever can also read the chain can still
+//! find them through the block it names, which is why node APIs stay away from the public.
 //!
 //! The text form is the summary lines followed by one payload line, `TALLY1:` and the receipt's
 //! canonical bytes in base45 (RFC 9285). Base45 uses only the characters of a QR code's
@@ -176,8 +177,15 @@ impl Receipt {
     /// the lines printed before the payload line.
     pub fn from_text(text: &str) -> Result<(Self, Vec<String>), ReceiptError> {
         let mut printed = Vec::new();
-        for line in text.lines().map(str::trim_end) {
+        let mut lines = text.lines().map(str::trim_end);
+        for line in lines.by_ref() {
             if let Some(data) = line.strip_prefix(RECEIPT_PREFIX) {
+                // Nothing may follow the payload: every printed line is checked against it.
+                if let Some(extra) = lines.find(|l| !l.is_empty()) {
+                    return Err(ReceiptError::Text(format!(
+                        "a line after the payload: {extra:?}"
+                    )));
+                }
                 let bytes = base45::decode(data).map_err(ReceiptError::Text)?;
                 return Ok((Self::from_bytes(&bytes)?, printed));
             }

@@ -276,7 +276,9 @@ const DEMO_VALIDATORS: u16 = 4;
 fn demo() -> Result<()> {
     let target = setup()?;
     eprintln!("xtask: building tally");
-    run(cargo(&target).args(["build", "-p", "tally-cli"]))?;
+    // The same build as `test` (workspace, test profile), so the two commands share one build of
+    // RocksDB's C++.
+    run(cargo(&target).args(["build", "--workspace", "--bins", "--profile", "test"]))?;
     let tally = target.join("debug/tally");
     let dir = repo_root().join("devnet");
     if dir.exists() {

@@ -9,8 +9,11 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_types::{Payload, PublicKey, Receipt, SignedEntry};
+
+/// How many missing sequence numbers `status` lists.
+const MISSING_SHOWN_MAX: usize = 100;
 
 /// How many entries are in flight at once during a sync: well inside the node's look-ahead of
 /// 256 sequence numbers per author (`mempool.per_author_max`).
@@ -130,6 +133,7 @@ fn entry_json(e: &SignedEntry) -> Value {
 fn status(args: &OutboxArgs) -> anyhow::Result<Outcome> {
     let (outbox, c) = open(args)?;
     let pending = c.pending();
+    let missing = c.missing(MISSING_SHOWN_MAX);
     let v = json!({
         "outbox": outbox.path().display().to_string(),
         "chain_id": c.chain_id,
@@ -141,6 +145,7 @@ fn status(args: &OutboxArgs) -> anyhow::Result<Outcome> {
             j
         })).collect::<Vec<_>>(),
         "damage": c.damage,
+        "missing_sequences": missing,
     });
     emit(args.json, &v, || {
         let mut s = format!(
@@ -159,6 +164,13 @@ fn status(args: &OutboxArgs) -> anyhow::Result<Outcome> {
                 e.body.payload.kind(),
                 e.id(),
                 e.body.sequence
+            );
+        }
+        if !missing.is_empty() {
+            let list: Vec<String> = missing.iter().map(u64::to_string).collect();
+            s += &format!(
+                "\n  MISSING sequence numbers {}: the node holds the later entries until each is signed again (online, with --sequence N)",
+                list.join(", ")
             );
         }
         for d in &c.damage {
@@ -184,23 +196,29 @@ struct Line {
     receipt: Option<PathBuf>,
 }
 
-/// A node's answer about an entry it already knows, as a settlement (`None` while pending).
+/// Refusals at the node's door that say "not now" rather than "never": the entry is sent again.
+const RETRY_CODES: [&str; 2] = ["mempool_full", "future_sequence"];
+
+/// A node's answer about an entry it knows, as a final settlement; `None` while it is pending,
+/// or when its refusal was only for the moment (the entry is then sent again).
 fn settlement_of(v: &Value) -> Option<Settlement> {
+    let height = v["height"].as_u64();
     match v["status"].as_str() {
-        Some("committed") => Some(Settlement::Committed {
-            height: v["height"].as_u64().unwrap_or_default(),
-        }),
-        Some("rejected") => Some(Settlement::Rejected {
-            code: v["reason"]["code"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_string(),
-            detail: v["reason"]["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            height: v["height"].as_u64(),
-        }),
+        Some("committed") => height.map(|height| Settlement::Committed { height }),
+        Some("rejected") => {
+            let code = v["reason"]["code"].as_str().unwrap_or("unknown");
+            if height.is_none() && RETRY_CODES.contains(&code) {
+                return None;
+            }
+            Some(Settlement::Rejected {
+                code: code.to_string(),
+                detail: v["reason"]["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                height,
+            })
+        }
         _ => None,
     }
 }
@@ -262,9 +280,7 @@ fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome
                 Submitted::Refused { code, .. } if code == "duplicate_entry" => {
                     sent.push(entry.clone())
                 }
-                Submitted::Refused { code, detail }
-                    if code == "future_sequence" || code == "mempool_full" =>
-                {
+                Submitted::Refused { code, detail } if RETRY_CODES.contains(&code.as_str()) => {
                     stopped = Some(format!(
                         "the node could not take more now ({code}: {detail}); run sync again"
                     ));
@@ -280,13 +296,20 @@ fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome
                 }
             }
         }
+        // One deadline for the window: each entry gets what is left of it.
+        let deadline = Instant::now() + wait;
         for entry in sent {
-            match client.wait(&entry.id(), wait)? {
-                Settled::Committed(v) | Settled::Rejected(v) => {
-                    let s = settlement_of(&v)
-                        .ok_or_else(|| anyhow!("the node's answer has no status"))?;
-                    lines.push(settle(&client, &outbox, entry, s)?);
-                }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match client.wait(&entry.id(), left)? {
+                Settled::Committed(v) | Settled::Rejected(v) => match settlement_of(&v) {
+                    Some(s) => lines.push(settle(&client, &outbox, entry, s)?),
+                    None => lines.push(Line {
+                        entry,
+                        settled: None,
+                        note: Some(format!("the node says {v}; run sync again")),
+                        receipt: None,
+                    }),
+                },
                 Settled::StillPending => lines.push(Line {
                     entry,
                     settled: None,
@@ -329,15 +352,19 @@ fn settle(
         Settlement::Rejected { height, .. } => height.is_some(),
     };
     let dir = outbox.path().parent().unwrap_or(Path::new("."));
-    let receipt = if in_block {
-        write_receipt(client, dir, &entry)?
-    } else {
-        None
+    // The settlement is recorded; a receipt that cannot be fetched now is reported, not fatal
+    // (`tally receipt fetch` gets it later).
+    let (receipt, note) = match in_block {
+        false => (None, None),
+        true => match write_receipt(client, dir, &entry) {
+            Ok(r) => (r, None),
+            Err(e) => (None, Some(format!("no receipt: {e:#}"))),
+        },
     };
     Ok(Line {
         entry,
         settled: Some(s),
-        note: None,
+        note,
         receipt,
     })
 }
@@ -404,6 +431,9 @@ fn report_sync(
                 }
                 None => format!("\n  pending   {what}: {}", l.note.as_deref().unwrap_or("")),
             };
+            if let (Some(_), Some(note)) = (&l.settled, &l.note) {
+                s += &format!("\n    {note}");
+            }
             if let Some(r) = &l.receipt {
                 s += &format!("\n    receipt: {}", r.display());
             }
@@ -424,4 +454,38 @@ fn report_sync(
     } else {
         Outcome::Failed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_final_answers_settle_an_entry() {
+        let committed = json!({ "status": "committed", "height": 7, "index": 0 });
+        assert_eq!(
+            settlement_of(&committed),
+            Some(Settlement::Committed { height: 7 })
+        );
+        assert_eq!(settlement_of(&json!({ "status": "pending" })), None);
+        for code in RETRY_CODES {
+            let refused = json!({ "status": "rejected", "reason": { "code": code, "detail": "" } });
+            assert_eq!(settlement_of(&refused), None, "{code} is sent again");
+        }
+        let evidence = json!({ "status": "rejected", "height": 9,
+                               "reason": { "code": "over_balance", "detail": "d" } });
+        assert!(matches!(
+            settlement_of(&evidence),
+            Some(Settlement::Rejected {
+                height: Some(9),
+                ..
+            })
+        ));
+        let refused =
+            json!({ "status": "rejected", "reason": { "code": "unknown_author", "detail": "d" } });
+        assert!(matches!(
+            settlement_of(&refused),
+            Some(Settlement::Rejected { height: None, .. })
+        ));
+    }
 }

@@ -163,7 +163,12 @@ fn fetch(
 
 /// The text of a receipt file: the file itself, or the QR code found in a PNG.
 fn receipt_text(file: &Path) -> anyhow::Result<Result<String, ReceiptError>> {
-    let bytes = read_bounded(file, RECEIPT_FILE_BYTES_MAX)?;
+    let bytes = read_bounded(file, RECEIPT_FILE_BYTES_MAX + 1)?;
+    if bytes.len() as u64 > RECEIPT_FILE_BYTES_MAX {
+        return Ok(Err(ReceiptError::Text(format!(
+            "the file is larger than {RECEIPT_FILE_BYTES_MAX} bytes"
+        ))));
+    }
     if !bytes.starts_with(b"\x89PNG") {
         return Ok(String::from_utf8(bytes)
             .map_err(|_| ReceiptError::Text("the file is neither text nor a PNG".into())));

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use tally_state::report::{Finding, Report};
+use tally_state::report::{Finding, Report, MONEY_FIGURES};
 use tally_state::{BlockSummary, ChainVerifier, Reconciliation, State};
 use tally_types::{Block, CommitCertificate, Genesis, Name};
 
@@ -17,8 +17,9 @@ use tally_types::{Block, CommitCertificate, Genesis, Name};
 /// gives up: each time, the replay catches up and the figures are read again.
 const NODE_ATTEMPTS_MAX: usize = 10;
 
-/// The figures a programme carries on a node and in the replay, compared one by one.
-const PROGRAMME_FIGURES: [&str; 6] = [
+/// The figures a node reports for a programme, compared one by one with the replay (the others
+/// are derived from these).
+const NODE_FIGURES: [&str; 6] = [
     "budget", "issued", "redeemed", "revoked", "expired", "settled",
 ];
 
@@ -254,10 +255,8 @@ fn node_findings(client: &NodeClient, report: &Report) -> anyhow::Result<Vec<Fin
             ));
             continue;
         };
-        let replayed = [
-            p.budget, p.issued, p.redeemed, p.revoked, p.expired, p.settled,
-        ];
-        for (figure, ours) in PROGRAMME_FIGURES.iter().zip(replayed) {
+        let replayed = MONEY_FIGURES.iter().zip(p.money());
+        for (figure, ours) in replayed.filter(|(f, _)| NODE_FIGURES.contains(f)) {
             let theirs = n[*figure].as_u64();
             if theirs != Some(ours) {
                 out.push(node_finding(
@@ -356,19 +355,13 @@ fn csv(r: &Report) -> String {
     let mut out = format!("{CSV_HEADER}\n");
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     for p in &r.programmes {
+        let money: Vec<String> = p.money().iter().map(u64::to_string).collect();
         let _ = writeln!(
             out,
-            "programme,{},,,{},{},{},{},{},{},{},{},{},,,,",
+            "programme,{},,,{},{},,,,",
             p.programme,
             p.unit,
-            p.budget,
-            p.issued,
-            p.redeemed,
-            p.revoked,
-            p.expired,
-            p.outstanding,
-            p.settled,
-            p.owed
+            money.join(",")
         );
     }
     for v in &r.vendors {
@@ -418,35 +411,17 @@ fn table(a: &ReportArgs, genesis: &Genesis, r: &Report) -> String {
         r.height,
         genesis.hash()
     );
-    let _ = writeln!(
-        out,
-        "{:<24} {:<8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "programme",
-        "unit",
-        "budget",
-        "issued",
-        "redeemed",
-        "revoked",
-        "expired",
-        "outstanding",
-        "settled",
-        "owed"
-    );
+    let _ = write!(out, "{:<24} {:<8}", "programme", "unit");
+    for name in MONEY_FIGURES {
+        let _ = write!(out, " {name:>12}");
+    }
+    out.push('\n');
     for p in &r.programmes {
-        let _ = writeln!(
-            out,
-            "{:<24} {:<8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
-            p.programme.as_str(),
-            p.unit.as_str(),
-            p.budget,
-            p.issued,
-            p.redeemed,
-            p.revoked,
-            p.expired,
-            p.outstanding,
-            p.settled,
-            p.owed
-        );
+        let _ = write!(out, "{:<24} {:<8}", p.programme.as_str(), p.unit.as_str());
+        for figure in p.money() {
+            let _ = write!(out, " {figure:>12}");
+        }
+        out.push('\n');
     }
     if !r.vendors.is_empty() {
         let _ = writeln!(
