@@ -422,23 +422,27 @@ fn demo() -> Result<()> {
     ];
     let issued = d.step("issue", &[&issue[..], &["--json"]].concat())?;
     let voucher = json_field(&issued, "id")?;
-    let redeemed = shop_node.step(
-        "partial redeem",
-        &[
+    // The redeemer's redemptions of this voucher at the shop: amount, till reference, flags.
+    let redeem = |amount: &'static str, reference: &'static str, extra: &[&'static str]| {
+        let head = [
             "voucher",
             "redeem",
             "--key",
             "redeemer.key",
             "--voucher",
-            &voucher,
+            voucher.as_str(),
             "--amount",
-            "3000",
+            amount,
             "--vendor",
-            &shop,
+            shop.as_str(),
             "--reference",
-            "till-7-0001",
-            "--json",
-        ],
+            reference,
+        ];
+        [&head[..], extra].concat()
+    };
+    let redeemed = shop_node.step(
+        "partial redeem",
+        &redeem("3000", "till-7-0001", &["--json"]),
     )?;
     let redemption = json_field(&redeemed, "id")?;
     shop_node.step(
@@ -469,23 +473,7 @@ fn demo() -> Result<()> {
     )?;
     shop_node.step(
         "offline redeem",
-        &[
-            "voucher",
-            "redeem",
-            "--key",
-            "redeemer.key",
-            "--voucher",
-            &voucher,
-            "--amount",
-            "1000",
-            "--vendor",
-            &shop,
-            "--reference",
-            "till-7-0002",
-            "--offline",
-            "--outbox",
-            "outbox",
-        ],
+        &redeem("1000", "till-7-0002", &["--offline", "--outbox", "outbox"]),
     )?;
     shop_node.step(
         "sync the outbox",
@@ -500,20 +488,7 @@ fn demo() -> Result<()> {
     )?;
     shop_node.refused(
         "over-redeem",
-        &[
-            "voucher",
-            "redeem",
-            "--key",
-            "redeemer.key",
-            "--voucher",
-            &voucher,
-            "--amount",
-            "2500",
-            "--vendor",
-            &shop,
-            "--reference",
-            "till-7-0003",
-        ],
+        &redeem("2500", "till-7-0003", &[]),
         "over_balance",
     )?;
     d.refused("double issue", &issue, "duplicate_assistance")?;

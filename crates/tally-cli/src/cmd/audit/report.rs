@@ -212,6 +212,7 @@ fn node_block(client: &NodeClient, height: u64) -> anyhow::Result<(Block, Commit
     Ok((block, cert))
 }
 
+/// A finding of the comparison with the node: a figure it does not report as the replay does.
 fn node_finding(
     programme: &Name,
     vendor: Option<tally_types::PublicKey>,
@@ -228,6 +229,23 @@ fn node_finding(
         reported,
         detail,
     }
+}
+
+/// The finding when the node reports `theirs` for a figure the replay gives as `ours`.
+fn differs(
+    programme: &Name,
+    vendor: Option<tally_types::PublicKey>,
+    figure: &str,
+    ours: u64,
+    theirs: Option<u64>,
+) -> Option<Finding> {
+    (theirs != Some(ours)).then(|| {
+        let detail = format!(
+            "the node reports {}, the replay gives {ours}",
+            shown(theirs)
+        );
+        node_finding(programme, vendor, figure, Some(ours), theirs, detail)
+    })
 }
 
 /// Every figure where the node's answer differs from the replay.
@@ -257,20 +275,13 @@ fn node_findings(client: &NodeClient, report: &Report) -> anyhow::Result<Vec<Fin
         };
         let replayed = MONEY_FIGURES.iter().zip(p.money());
         for (figure, ours) in replayed.filter(|(f, _)| NODE_FIGURES.contains(f)) {
-            let theirs = n[*figure].as_u64();
-            if theirs != Some(ours) {
-                out.push(node_finding(
-                    &p.programme,
-                    None,
-                    figure,
-                    Some(ours),
-                    theirs,
-                    format!(
-                        "the node reports {}, the replay gives {ours}",
-                        shown(theirs)
-                    ),
-                ));
-            }
+            out.extend(differs(
+                &p.programme,
+                None,
+                figure,
+                ours,
+                n[*figure].as_u64(),
+            ));
         }
     }
     for n in &node_programmes {
@@ -293,19 +304,7 @@ fn node_findings(client: &NodeClient, report: &Report) -> anyhow::Result<Vec<Fin
         let node = client.get(&path)?;
         for (figure, ours) in [("redeemed", v.redeemed), ("settled", v.settled)] {
             let theirs = node.as_ref().and_then(|n| n[figure].as_u64());
-            if theirs != Some(ours) {
-                out.push(node_finding(
-                    &v.programme,
-                    Some(v.vendor),
-                    figure,
-                    Some(ours),
-                    theirs,
-                    format!(
-                        "the node reports {}, the replay gives {ours}",
-                        shown(theirs)
-                    ),
-                ));
-            }
+            out.extend(differs(&v.programme, Some(v.vendor), figure, ours, theirs));
         }
     }
     Ok(out)
