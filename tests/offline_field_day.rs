@@ -292,15 +292,19 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
     net.stop_node();
     let data = net.data_dir.to_str().expect("utf8").to_string();
     let genesis = net.genesis.to_str().expect("utf8").to_string();
-    let csv = net.cli(&[
-        "audit",
-        "report",
-        "--data-dir",
-        &data,
-        "--genesis",
-        &genesis,
-        "--csv",
-    ]);
+    let offline_report = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "report",
+            "--data-dir",
+            &data,
+            "--genesis",
+            &genesis,
+        ];
+        args.extend_from_slice(extra);
+        net.cli(&args)
+    };
+    let csv = offline_report(&["--csv"]);
     assert_eq!(csv.code, 0, "{csv}");
     let mut lines = csv.stdout.lines();
     assert!(lines
@@ -315,14 +319,7 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
         programme_row,
         "programme,food-2026,,,USD,100000,6000,5250,0,0,750,0,5250,,,,"
     );
-    let table = net.cli(&[
-        "audit",
-        "report",
-        "--data-dir",
-        &data,
-        "--genesis",
-        &genesis,
-    ]);
+    let table = offline_report(&[]);
     assert_eq!(table.code, 0, "{table}");
     assert!(table.stdout.contains("No findings"), "{table}");
 }
