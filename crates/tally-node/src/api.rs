@@ -378,13 +378,11 @@ async fn title(AxState(shared): Ctx, Path(parcel): Path<String>) -> ApiResult {
 
 async fn block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
     let height: u64 = parse("height", &height)?;
-    let l = shared.ledger()?;
-    let b = l.store().block(height).map_err(crate::NodeError::from)?;
+    let (b, cert) = read_store(&shared, move |store| {
+        Ok((store.block(height)?, store.certificate(height)?))
+    })
+    .await?;
     let b = b.ok_or_else(|| ApiError::not_found(format_args!("block at height {height}")))?;
-    let cert = l
-        .store()
-        .certificate(height)
-        .map_err(crate::NodeError::from)?;
     let entries: Vec<Value> = b
         .entries
         .iter()
