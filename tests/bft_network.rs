@@ -1,8 +1,8 @@
 //! Four validators as four real `tally node run` processes on 127.0.0.1, each with its own
 //! RocksDB directory, talking libp2p to each other: they commit one chain under a stream of
 //! entries, a validator killed with SIGKILL catches up, a key outside genesis cannot connect,
-//! and a validator that equivocates (a harness speaking the wire protocol with that
-//! validator's key) does not break agreement.
+//! a validator that equivocates (a harness speaking the wire protocol with that validator's key)
+//! does not break agreement, and `tally bench load` drives all four.
 //!
 //! Every wait is bounded; every process is killed and reaped on drop.
 
@@ -459,10 +459,8 @@ fn a_key_outside_genesis_cannot_connect_or_inject_entries() {
         .await
         .expect("network");
         for _ in 0..20 {
-            net.handle.send(
-                target,
-                tally_network::Request::Entry(Box::new(entry.clone())),
-            );
+            net.handle
+                .send(target, tally_network::Request::Entries(vec![entry.clone()]));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         net.shutdown().await;
@@ -719,4 +717,72 @@ fn the_whole_network_killed_mid_stream_restarts_and_continues_one_chain() {
     }
     let heads: Vec<Value> = (1..=4).map(|i| c.audit(i)["head_hash"].clone()).collect();
     assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+#[test]
+fn the_load_generator_drives_four_validators_and_each_checks_an_entry_once() {
+    let mut c = Cluster::create(4);
+    c.start_all();
+    for i in 1..=4 {
+        c.wait_voting(i, 3);
+    }
+    let results = c.dir.path().join("results");
+    let mut args: Vec<String> = ["bench", "load", "--admin-key"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(c.root().join("keys/wfp-admin.key").display().to_string());
+    for i in 1..=4 {
+        args.extend(["--node".to_string(), c.api(i).base.clone()]);
+    }
+    args.extend(
+        [
+            "--rate",
+            "400",
+            "--clients",
+            "4",
+            "--warmup-s",
+            "1",
+            "--duration-s",
+            "4",
+            "--out",
+        ]
+        .map(String::from),
+    );
+    args.push(results.display().to_string());
+    let out = run_tally(&args);
+    assert_eq!(out.code, 0, "{out}");
+    let file = std::fs::read_dir(&results)
+        .expect("results directory")
+        .flatten()
+        .next()
+        .expect("one results file")
+        .path();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("results")).expect("JSON");
+    assert!(report["machine"]["cores"].as_u64() >= Some(1), "{report}");
+    assert!(report["limits"]["batch_verify_per_s"].as_f64() > Some(0.0));
+    let run = &report["runs"][0];
+    let committed = run["committed_total"].as_u64().expect("committed_total");
+    // 400/s over 5 s: most of the ~2,000 entries commit; every one the rules accept.
+    assert!(committed > 1_000, "{run}");
+    assert_eq!(run["accepted_total"], run["committed_total"], "{run}");
+    assert_eq!(run["refused"], serde_json::json!({}), "{run}");
+    assert_eq!(run["uncommitted"], 0, "{run}");
+    assert!(run["latency_ms"]["samples"].as_u64() > Some(500), "{run}");
+    assert!(run["latency_ms"]["p50"].as_f64() > Some(0.0), "{run}");
+    // An entry is checked on admission (from the API or a peer's relay) and not again when a
+    // peer's proposal carries it; the votes of each block add a little. Checking every entry
+    // twice would put this above 2.
+    let checks = run["verifications_per_entry_per_node"]
+        .as_f64()
+        .expect("verification counts");
+    assert!(
+        (0.9..1.7).contains(&checks),
+        "{checks} checks per entry per node"
+    );
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+    for i in 1..=4 {
+        assert_eq!(c.stop(i), 0, "node-{i} exit code; log:\n{}", c.log(i));
+    }
 }

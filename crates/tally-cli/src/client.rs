@@ -95,14 +95,19 @@ impl NodeClient {
 
     /// Submits a signed entry (canonical bytes).
     pub fn submit(&self, entry: &SignedEntry) -> anyhow::Result<Submitted> {
+        self.submit_encoded(entry.id(), &entry.to_bytes())
+    }
+
+    /// Submits an entry already encoded (a load generator encodes ahead of time).
+    pub fn submit_encoded(&self, id: EntryId, bytes: &[u8]) -> anyhow::Result<Submitted> {
         let url = format!("{}/v1/entries", self.base);
         let res = self
             .agent
             .post(&url)
             .set("content-type", "application/octet-stream")
-            .send_bytes(&entry.to_bytes());
+            .send_bytes(bytes);
         match res {
-            Ok(_) => Ok(Submitted::Pending(entry.id())),
+            Ok(_) => Ok(Submitted::Pending(id)),
             Err(ureq::Error::Status(code, r)) if code != 500 => {
                 let v: Value = r.into_json().unwrap_or(Value::Null);
                 let code = v["error"]["code"].as_str().unwrap_or("unknown").to_string();

@@ -344,7 +344,7 @@ mod tests {
                 voucher: tally_types::Hash([1; 32]),
                 amount: 10,
                 vendor: Keypair::from_seed_for_tests(9).public(),
-                reference: Name::new(&format!("r{sequence}")).unwrap_or_else(|e| panic!("{e}")),
+                reference: Name::new(format!("r{sequence}")).unwrap_or_else(|e| panic!("{e}")),
             },
         }
         .sign(key)

@@ -35,8 +35,9 @@ pub enum Request {
         /// The proposed block, with a proposal only.
         block: Option<Box<Block>>,
     },
-    /// An entry submitted at the sender, relayed so every validator's mempool holds it.
-    Entry(Box<SignedEntry>),
+    /// Entries admitted at the sender, relayed so every validator's mempool holds them: in
+    /// batches, because a request per entry costs a substream per entry per peer.
+    Entries(Vec<SignedEntry>),
     /// Block sync: the committed blocks from `from_height` on.
     Blocks {
         /// First height wanted.
@@ -51,7 +52,7 @@ impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Consensus { .. } => "consensus",
-            Request::Entry(_) => "entry",
+            Request::Entries(_) => "entries",
             Request::Blocks { .. } => "blocks",
             Request::Push(_) => "push",
         }

@@ -116,6 +116,7 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
         "mempool_entries": l.mempool().len(),
         "validators": l.state().validators()?,
         "node_key": shared.node_key,
+        "signature_verifications": tally_types::verifications(),
         "consensus": shared.consensus_status(),
         "network": shared.network_status().map(|(peers, dropped)| json!({
             "connected_peers": peers,
@@ -173,8 +174,9 @@ fn submit_inner(
         }
         e
     };
+    let signatures = crate::ledger::verified(&entry);
     let mut l = shared.ledger()?;
-    match l.submit(entry.clone()) {
+    match l.submit(entry.clone(), signatures) {
         Ok(id) => {
             drop(l);
             shared.entry_admitted(&entry);

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
+use tally_state::{signatures_verify, Signatures};
 use tally_storage::Store;
-use tally_types::{codec, Block, Hash, PublicKey};
+use tally_types::{codec, Block, Hash, PublicKey, SignedEntry};
 
 /// Proposed blocks held for the current and next height, at most. Each is at most one
 /// network frame. When full, the block of the oldest earlier round that is neither locked on
@@ -248,6 +249,7 @@ impl Driver {
                 next_tick = now + self.parts.tick;
                 self.on_tick()?;
             }
+            self.parts.shared.flush_relays();
             self.try_propose()?;
             self.publish_status();
             let mut wake = next_tick;
@@ -354,8 +356,32 @@ impl Driver {
                         self.input(Input::Message(*message))?;
                     }
                 }
-                Request::Entry(entry) => {
-                    let admitted = self.parts.shared.ledger()?.submit(*entry).is_ok();
+                Request::Entries(entries) => {
+                    // Relays repeat (every pending entry is relayed again now and then): one
+                    // already held costs a lookup, not a signature check.
+                    let fresh: Vec<SignedEntry> = {
+                        let ledger = self.parts.shared.ledger()?;
+                        let mut fresh = Vec::new();
+                        for e in entries {
+                            if !ledger.knows(&e.id())? {
+                                fresh.push(e);
+                            }
+                        }
+                        fresh
+                    };
+                    // Checked on all cores outside the ledger lock; if any fails, each is
+                    // checked again on admission and refused with its reason.
+                    let signatures = if signatures_verify(&fresh) {
+                        Signatures::AlreadyVerified
+                    } else {
+                        Signatures::Verify
+                    };
+                    let mut admitted = false;
+                    let mut ledger = self.parts.shared.ledger()?;
+                    for e in fresh {
+                        admitted |= ledger.submit(e, signatures).is_ok();
+                    }
+                    drop(ledger);
                     if admitted && self.voting && self.parts.core.is_some() {
                         self.signal_work()?;
                     }

@@ -52,6 +52,13 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
+/// Most bytes of entries in one relay request: well inside the smallest
+/// `network.request_bytes_max` a config may set (64 KiB), so a batch always fits a frame.
+pub const RELAY_BATCH_BYTES_MAX: usize = 48 * 1024;
+
+/// Most entries waiting for the driver to relay them.
+pub const RELAY_QUEUE_MAX: usize = 8_192;
+
 /// State shared by the API handlers and the consensus driver.
 pub struct Shared {
     ledger: Mutex<Ledger>,
@@ -62,6 +69,7 @@ pub struct Shared {
     net: Option<NetworkHandle>,
     validators: Vec<PublicKey>,
     consensus: Mutex<ConsensusStatus>,
+    relay_queue: Mutex<Vec<tally_types::SignedEntry>>,
 }
 
 impl Shared {
@@ -70,11 +78,27 @@ impl Shared {
         self.ledger.lock().map_err(|_| NodeError::Halted)
     }
 
-    /// Tells the driver an entry is waiting and relays it to the connected validators, so
-    /// whichever validator proposes next can include it.
+    /// Queues an entry for relay to the connected validators, so whichever validator proposes
+    /// next can include it, and wakes the driver, which sends what is queued as one batch.
     fn entry_admitted(&self, entry: &tally_types::SignedEntry) {
+        if self.net.is_some() {
+            let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
+            // Past the bound the driver is behind; the entry still goes out with the periodic
+            // relay of pending entries.
+            if queue.len() < RELAY_QUEUE_MAX {
+                queue.push(entry.clone());
+            }
+        }
         let _ = self.events.try_send(Event::Work);
-        self.relay(std::slice::from_ref(entry));
+    }
+
+    /// Relays the queued entries (the driver calls this once per event it handles).
+    fn flush_relays(&self) {
+        let queued =
+            std::mem::take(&mut *self.relay_queue.lock().unwrap_or_else(|p| p.into_inner()));
+        if !queued.is_empty() {
+            self.relay(&queued);
+        }
     }
 
     fn relay(&self, entries: &[tally_types::SignedEntry]) {
@@ -85,11 +109,20 @@ impl Shared {
             .iter()
             .filter(|v| connected.contains(v))
             .collect();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
         for e in entries {
-            net.send_all(
-                to.iter().copied(),
-                &tally_network::Request::Entry(Box::new(e.clone())),
-            );
+            let size = tally_types::encode(e).len();
+            if !batch.is_empty() && bytes + size > RELAY_BATCH_BYTES_MAX {
+                let full = std::mem::take(&mut batch);
+                net.send_all(to.iter().copied(), &tally_network::Request::Entries(full));
+                bytes = 0;
+            }
+            batch.push(e.clone());
+            bytes += size;
+        }
+        if !batch.is_empty() {
+            net.send_all(to.iter().copied(), &tally_network::Request::Entries(batch));
         }
     }
 
@@ -295,6 +328,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         events: events_tx,
         net: network.as_ref().map(|n| n.handle.clone()),
         validators: validators.clone(),
+        relay_queue: Mutex::new(Vec::new()),
         consensus: Mutex::new(ConsensusStatus {
             role,
             height: head.height + 1,

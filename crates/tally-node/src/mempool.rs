@@ -77,12 +77,24 @@ impl Mempool {
         next
     }
 
-    /// Admits an entry after every check that can be made before ordering.
+    /// Whether this exact entry, signature included, is pending: its signature was checked when
+    /// it was admitted, so a proposed block that carries it need not check it again.
+    pub fn holds(&self, entry: &SignedEntry) -> bool {
+        self.by_author
+            .get(&entry.body.author)
+            .and_then(|p| p.get(&entry.body.sequence))
+            .is_some_and(|held| held == entry)
+    }
+
+    /// Admits an entry after every check that can be made before ordering. `signatures` is
+    /// `AlreadyVerified` only when the caller has just checked this entry's signature (outside
+    /// the ledger lock, so submissions are verified in parallel).
     pub fn insert(
         &mut self,
         state: &State,
         chain_id: &Name,
         entry: SignedEntry,
+        signatures: Signatures,
     ) -> Result<EntryId, InsertError> {
         let id = entry.id();
         if self.ids.contains(&id) {
@@ -92,7 +104,7 @@ impl Mempool {
             )
             .into());
         }
-        let author = admit(state, chain_id, &entry, Signatures::Verify)?;
+        let author = admit(state, chain_id, &entry, signatures)?;
         let seq = entry.body.sequence;
         if seq < author.next_sequence {
             return Err(Rejection::new(
@@ -145,37 +157,34 @@ impl Mempool {
     }
 
     /// Up to `max` entries that can be ordered now: each author's consecutive run from its next
-    /// sequence number, taken round-robin so one busy author cannot starve the others.
+    /// sequence number, taken round-robin so one busy author cannot starve the others. Runs are
+    /// walked lazily, so the cost is that of the entries taken plus one look per author, not
+    /// of the whole pool: the driver asks for one candidate after every admitted entry.
     pub fn candidates(&self, state: &State, max: usize) -> Result<Vec<SignedEntry>, StateError> {
         let mut runs = Vec::new();
         for (author, pending) in &self.by_author {
             let Some(rec) = state.key_record(author)? else {
                 continue;
             };
-            let run: Vec<&SignedEntry> = (rec.next_sequence..)
-                .map_while(|s| pending.get(&s))
-                .collect();
-            if !run.is_empty() {
-                runs.push(run);
+            if pending.contains_key(&rec.next_sequence) {
+                runs.push((pending, rec.next_sequence));
             }
         }
         let mut out = Vec::new();
-        let mut depth = 0;
-        while out.len() < max {
-            let mut took = false;
-            for run in &runs {
-                if let Some(e) = run.get(depth) {
-                    out.push((*e).clone());
-                    took = true;
-                    if out.len() == max {
-                        break;
-                    }
+        while out.len() < max && !runs.is_empty() {
+            runs.retain_mut(|(pending, next)| {
+                if out.len() == max {
+                    return true;
                 }
-            }
-            if !took {
-                break;
-            }
-            depth += 1;
+                match pending.get(next) {
+                    Some(e) => {
+                        out.push(e.clone());
+                        *next += 1;
+                        true
+                    }
+                    None => false,
+                }
+            });
         }
         Ok(out)
     }
@@ -283,12 +292,12 @@ mod tests {
             per_author_max: 8,
         });
         for seq in [2, 0, 1] {
-            pool.insert(&state, &name("pool"), entry(&a, seq))
+            pool.insert(&state, &name("pool"), entry(&a, seq), Signatures::Verify)
                 .expect("admitted");
         }
-        pool.insert(&state, &name("pool"), entry(&b, 0))
+        pool.insert(&state, &name("pool"), entry(&b, 0), Signatures::Verify)
             .expect("admitted");
-        pool.insert(&state, &name("pool"), entry(&b, 5))
+        pool.insert(&state, &name("pool"), entry(&b, 5), Signatures::Verify)
             .expect("held behind a gap");
         assert_eq!(pool.next_sequence(&a.public(), 0), 3);
         let c = pool.candidates(&state, 10).expect("state reads");
@@ -325,10 +334,10 @@ mod tests {
             entries_max: 3,
             per_author_max: 2,
         });
-        pool.insert(&state, &name("pool"), entry(&a, 0))
+        pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)
             .expect("admitted");
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&a, 0))),
+            code(pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)),
             Some(RejectCode::DuplicateEntry)
         );
         let mut other = entry(&a, 1);
@@ -336,34 +345,40 @@ mod tests {
             voucher: Hash([1; 32]),
         };
         let other = other.body.sign(&a);
-        pool.insert(&state, &name("pool"), other).expect("admitted");
+        pool.insert(&state, &name("pool"), other, Signatures::Verify)
+            .expect("admitted");
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&a, 1))),
+            code(pool.insert(&state, &name("pool"), entry(&a, 1), Signatures::Verify)),
             Some(RejectCode::StaleSequence)
         );
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&a, 2))),
+            code(pool.insert(&state, &name("pool"), entry(&a, 2), Signatures::Verify)),
             Some(RejectCode::FutureSequence)
         );
-        pool.insert(&state, &name("pool"), entry(&b, 0))
+        pool.insert(&state, &name("pool"), entry(&b, 0), Signatures::Verify)
             .expect("admitted");
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&b, 1))),
+            code(pool.insert(&state, &name("pool"), entry(&b, 1), Signatures::Verify)),
             Some(RejectCode::MempoolFull)
         );
         let stranger = Keypair::from_seed_for_tests(77);
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&stranger, 0))),
+            code(pool.insert(
+                &state,
+                &name("pool"),
+                entry(&stranger, 0),
+                Signatures::Verify
+            )),
             Some(RejectCode::UnknownAuthor)
         );
         let mut forged = entry(&a, 3);
         forged.signature.0[0] ^= 1;
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), forged)),
+            code(pool.insert(&state, &name("pool"), forged, Signatures::Verify)),
             Some(RejectCode::BadSignature)
         );
         assert_eq!(
-            code(pool.insert(&state, &name("other"), entry(&a, 1))),
+            code(pool.insert(&state, &name("other"), entry(&a, 1), Signatures::Verify)),
             Some(RejectCode::WrongChain)
         );
         assert_eq!(pool.len(), 3, "nothing refused was kept");

@@ -27,9 +27,11 @@ pub struct BlockContext {
     pub timestamp: TimestampMs,
 }
 
-/// Whether entry signatures still need checking. A node verifies each entry once, when its
-/// mempool admits it, and executes its own proposals with `AlreadyVerified`; anything read from
-/// elsewhere (a peer's block, a copy of the chain under audit) is executed with `Verify`.
+/// Whether entry signatures still need checking. A node verifies each entry once: when its
+/// mempool admits it, or when a peer's block carries an entry the mempool does not hold, or
+/// when a copy of the chain is replayed (sync, audit). Its own proposals, and blocks whose
+/// signatures were all just checked (in parallel, by [`crate::signatures_verify`]), are
+/// executed with `AlreadyVerified`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signatures {
     /// Check every signature.

@@ -4,7 +4,17 @@
 
 use crate::hash::{Domain, Hash};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
+
+static VERIFICATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Signature verifications this process has made, of every kind (entries, votes, proofs).
+/// Verification is what bounds a node's throughput; a node reports this count so a benchmark
+/// can tell how many times each entry is checked.
+pub fn verifications() -> u64 {
+    VERIFICATIONS.load(Ordering::Relaxed)
+}
 
 crate::fixed_bytes!(
     /// An ed25519 public key: identifies an author, a validator or a vendor.
@@ -46,6 +56,7 @@ impl PublicKey {
             return Err(KeyError::InvalidPublicKey(self.short()));
         }
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        VERIFICATIONS.fetch_add(1, Ordering::Relaxed);
         key.verify_strict(&signed_message(domain, message), &sig)
             .map_err(|_| KeyError::BadSignature(self.short()))
     }

@@ -29,7 +29,7 @@ pub use entry::{
 };
 pub use genesis::{AgencyGenesis, Genesis, GenesisError, ValidatorGenesis};
 pub use hash::{Domain, Hash};
-pub use keys::{KeyError, Keypair, PublicKey, Signature};
+pub use keys::{verifications, KeyError, Keypair, PublicKey, Signature};
 pub use name::{Name, NameError};
 pub use proof::{InclusionProof, ProofError, ProvenEntry, PROOF_BYTES_MAX, PROOF_VERSION};
 pub use receipt::{CheckedReceipt, HeldTokens, Receipt, ReceiptError, Withheld};

@@ -5,6 +5,8 @@
 //!   against it and audits the result.
 //! - `cargo xtask test`: installs what is missing, checks formatting and runs the whole test
 //!   suite. `cargo xtask lint` runs clippy.
+//! - `cargo xtask bench [ARGS]`: builds `tally` with optimisations and runs
+//!   `tally bench cluster ARGS` (docs/performance.md), then the criterion micro-benchmarks.
 //!
 //! Builds go to `$CARGO_TARGET_DIR`, or `~/.cache/tally-target` when unset, so that a fresh
 //! clone reuses an earlier RocksDB build instead of compiling its C++ again.
@@ -23,8 +25,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("lint") => lint(),
         Some("setup") => setup().map(|_| ()),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|lint|setup>\n  demo   run a local network and the aid workflow demo\n  test   check formatting and run the whole test suite\n  lint   clippy on every target, warnings denied\n  setup  only install what the build needs");
+            eprintln!("usage: cargo xtask <demo|test|lint|bench|setup>\n  demo   run a local network and the aid workflow demo\n  test   check formatting and run the whole test suite\n  lint   clippy on every target, warnings denied\n  bench  optimised build; `tally bench cluster` (extra arguments go to it), then the micro-benchmarks\n  setup  only install what the build needs");
             return ExitCode::from(2);
         }
     };
@@ -152,6 +155,21 @@ fn test() -> Result<()> {
     run(cargo(&target).args(["build", "--workspace", "--bins", "--profile", "test"]))?;
     eprintln!("xtask: running the test suite");
     run(cargo(&target).args(["test", "--workspace", "--no-fail-fast"]))
+}
+
+/// The cluster benchmark on an optimised build, then the criterion micro-benchmarks. Results
+/// go to bench-results/ (JSON) and target/criterion.
+fn bench(args: &[String]) -> Result<()> {
+    let target = setup()?;
+    eprintln!("xtask: building tally with optimisations (RocksDB's C++ the first time: ~20 min)");
+    run(cargo(&target).args(["build", "--release", "--workspace", "--bins"]))?;
+    let tally = target.join("release/tally");
+    run(Command::new(&tally)
+        .args(["bench", "cluster"])
+        .args(args)
+        .current_dir(repo_root()))?;
+    eprintln!("xtask: criterion micro-benchmarks");
+    run(cargo(&target).args(["bench", "--workspace", "--bench", "primitives"]))
 }
 
 /// Clippy is kept out of `test` (and so out of CI): its check build of RocksDB did not reuse the

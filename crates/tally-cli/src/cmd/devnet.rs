@@ -50,10 +50,11 @@ pub struct Devnet {
     deterministic_keys: bool,
 }
 
-struct Member {
-    name: String,
-    dir: PathBuf,
-    api: u16,
+/// One node of a devnet, as configured on disk.
+pub(super) struct Member {
+    pub name: String,
+    pub dir: PathBuf,
+    pub api: u16,
 }
 
 /// A devnet key: random, or derived from `label` (public test keys).
@@ -98,7 +99,7 @@ fn restore_keys(dir: &Path) -> anyhow::Result<()> {
 
 /// Writes keys, genesis and one config per validator (all validators dial each other) and per
 /// observer (each dials every validator; validators allow and push to it).
-fn init(
+pub(super) fn init(
     dir: &Path,
     n: usize,
     observers: u16,
@@ -200,7 +201,7 @@ fn init(
 }
 
 /// Validators (node-1, node-2, ...) then observers (observer-1, ...), as configured on disk.
-fn members(dir: &Path) -> anyhow::Result<Vec<Member>> {
+pub(super) fn members(dir: &Path) -> anyhow::Result<Vec<Member>> {
     let mut out = Vec::new();
     for (prefix, max) in [("node", VALIDATORS_MAX), ("observer", 4)] {
         for i in 1..=max {
@@ -220,7 +221,21 @@ fn members(dir: &Path) -> anyhow::Result<Vec<Member>> {
     Ok(out)
 }
 
-fn terminate(children: &mut [(String, Child)]) {
+/// Starts a member's `tally node run` process, its log in the member's directory.
+pub(super) fn spawn(exe: &Path, m: &Member) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(m.dir.join("node.log"))?;
+    Command::new(exe)
+        .args(["node", "run", "--config", "node.toml"])
+        .current_dir(&m.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", m.name))
+}
+
+/// Stops the nodes with SIGTERM, and kills any still running after 15 s.
+pub(super) fn terminate(children: &mut [(String, Child)]) {
     for (_, c) in children.iter() {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -279,16 +294,7 @@ pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
     let exe = std::env::current_exe().context("finding the tally binary")?;
     let mut children = Vec::new();
     for m in &members {
-        let log = std::fs::File::create(m.dir.join("node.log"))?;
-        let child = Command::new(&exe)
-            .args(["node", "run", "--config", "node.toml"])
-            .current_dir(&m.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", m.name))?;
-        children.push((m.name.clone(), child));
+        children.push((m.name.clone(), spawn(&exe, m)?));
     }
     println!("devnet of {} nodes on 127.0.0.1:", members.len());
     for m in &members {

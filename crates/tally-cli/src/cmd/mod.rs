@@ -2,6 +2,7 @@
 
 mod attest;
 mod audit;
+mod bench;
 mod commit;
 mod devnet;
 mod entry;
@@ -82,6 +83,9 @@ enum Command {
     /// Entries signed with no connection (`--offline`): prepare, status, sync.
     #[command(subcommand)]
     Outbox(outbox::OutboxCmd),
+    /// Measure throughput, latency and cost beside this machine's signature limit.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 /// Runs the parsed command.
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Audit(c) => audit::run(c),
         Command::Receipt(c) => receipt::run(c),
         Command::Outbox(c) => outbox::run(c),
+        Command::Bench(c) => bench::run(c),
     }
 }
 

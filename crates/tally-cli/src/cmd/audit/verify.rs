@@ -4,6 +4,7 @@ use crate::output::emit;
 use crate::Outcome;
 use anyhow::Context;
 use serde_json::json;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 use tally_state::{BlockSummary, ChainVerifier, State};
@@ -173,12 +174,67 @@ pub fn replay_copy(
     Ok(())
 }
 
+/// A progress bar on stderr while a long chain is verified; nothing when stderr is not a
+/// terminal (a script or CI reads only the result).
+struct Progress {
+    head: u64,
+    started: Instant,
+    shown: Option<Instant>,
+    entries: u64,
+    on: bool,
+}
+
+impl Progress {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+    const WIDTH: u64 = 30;
+
+    fn new(head: u64, started: Instant) -> Self {
+        Self {
+            head,
+            started,
+            shown: None,
+            entries: 0,
+            on: std::io::stderr().is_terminal() && head > 0,
+        }
+    }
+
+    fn block(&mut self, block: &Block) {
+        self.entries += block.entries.len() as u64;
+        if !self.on || self.shown.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.shown = Some(Instant::now());
+        let h = block.header.height;
+        let filled = (h * Self::WIDTH / self.head) as usize;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        eprint!(
+            "\r[{:<width$}] block {h}/{}  {} entries  {:.0} entries/s ",
+            "#".repeat(filled),
+            self.head,
+            self.entries,
+            self.entries as f64 / secs,
+            width = Self::WIDTH as usize
+        );
+    }
+
+    fn finish(&self) {
+        if self.on && self.shown.is_some() {
+            eprint!("\r{}\r", " ".repeat(100));
+        }
+    }
+}
+
 pub fn verify(data_dir: &Path, genesis: Option<&Path>, json: bool) -> anyhow::Result<Outcome> {
     or_violation(json, || {
         let (store, stored) = open_copy(data_dir, genesis)?;
         let started = Instant::now();
         let mut verifier = ChainVerifier::new(&stored);
-        replay_copy(&store, &mut verifier, |_, _, _| Ok(()))?;
+        let mut progress = Progress::new(store.head()?.height, started);
+        replay_copy(&store, &mut verifier, |block, _, _| {
+            progress.block(block);
+            Ok(())
+        })?;
+        progress.finish();
         let secs = started.elapsed().as_secs_f64();
         let (entries, rejected) = verifier.counts();
         let rate = if secs > 0.0 {

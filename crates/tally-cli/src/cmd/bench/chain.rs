@@ -1,0 +1,395 @@
+//! `tally bench chain`: a chain of a million entries, written block by block through the real
+//! state machine and storage, then `tally audit verify` over it and a validator catching up on
+//! it by block sync.
+//!
+//! The chain belongs to a four-validator devnet: validators 1 to 3 hold it, validator 4 holds
+//! only the genesis, as if it had been stopped while the others committed every block. Each
+//! block is built by `tally_state::build_block` and certified by three validator keys, so the
+//! audit and the catch-up check exactly what they would on a live chain.
+
+use super::load::Setup;
+use super::probe::Limits;
+use crate::cmd::devnet;
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_state::{build_block, State, Tip};
+use tally_storage::{CommitBatch, Store};
+use tally_types::{CommitCertificate, EntryOutcome, Keypair, SignedEntry};
+
+/// Validators of the chain's devnet: three hold the chain, the fourth catches up.
+const VALIDATORS: usize = 4;
+/// Entries per block: the default `block.entries_max`.
+const BLOCK_ENTRIES: usize = 2_000;
+/// Workload streams, as client connections are in `tally bench load`.
+const STREAMS: usize = 8;
+/// The longest a catch-up may take before the benchmark gives up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3_600);
+
+/// Options of `tally bench chain`.
+#[derive(Debug, clap::Args)]
+pub struct ChainArgs {
+    /// Entries on the generated chain (issues and redemptions, after a few setup entries).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entries: u64,
+    /// The chain's devnet. Reused when it already holds a chain of at least --entries written
+    /// by this command; otherwise written fresh (an earlier devnet there is deleted).
+    #[arg(long, default_value = "bench-chain")]
+    pub dir: PathBuf,
+    /// Validator i's API listens on 127.0.0.1:(base-port + i), as in `tally devnet`.
+    #[arg(long, default_value_t = 7599)]
+    pub base_port: u16,
+    /// Only write the chain and audit it; do not start the devnet for the catch-up.
+    #[arg(long)]
+    pub no_catch_up: bool,
+}
+
+/// What was measured.
+#[derive(Debug, Serialize)]
+pub struct ChainResult {
+    /// How the chain came to be.
+    pub chain: ChainMade,
+    /// `tally audit verify` over node-1's copy.
+    pub audit: Audit,
+    /// Validator 4 syncing the whole chain from the other three.
+    pub catch_up: Option<CatchUp>,
+}
+
+/// The generated chain, recorded in `chain.json` beside the devnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainMade {
+    /// Entries on the chain.
+    pub entries: u64,
+    /// Blocks on the chain.
+    pub blocks: u64,
+    /// Seconds it took to write (0 when an earlier chain was reused).
+    pub written_in_s: f64,
+    /// Bytes of one validator's data directory, flushed and compacted.
+    pub disk_bytes: u64,
+}
+
+/// The auditor's replay.
+#[derive(Debug, Serialize)]
+pub struct Audit {
+    /// Wall-clock seconds of `tally audit verify`.
+    pub seconds: f64,
+    /// Entries per second it verified.
+    pub entries_per_s: f64,
+    /// That rate as a percentage of the same run's batch-verify rate on all cores.
+    pub pct_of_batch_verify: f64,
+    /// That rate as a percentage of the same run's strict-verify rate on all cores.
+    pub pct_of_strict_verify: f64,
+    /// Peak resident memory of the audit process.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The catch-up of validator 4.
+#[derive(Debug, Serialize)]
+pub struct CatchUp {
+    /// From starting the four nodes to validator 4 serving the head.
+    pub seconds: f64,
+    /// Entries per second it verified, replayed and stored.
+    pub entries_per_s: f64,
+    /// Peak resident memory of each node, the chain loaded (1-3) or synced (4).
+    pub peak_rss_bytes: Vec<Option<u64>>,
+}
+
+fn made_file(dir: &Path) -> PathBuf {
+    dir.join("chain.json")
+}
+
+/// Writes the chain, or finds one written before.
+fn chain(args: &ChainArgs) -> anyhow::Result<ChainMade> {
+    if let Ok(bytes) = std::fs::read(made_file(&args.dir)) {
+        if let Ok(made) = serde_json::from_slice::<ChainMade>(&bytes) {
+            if made.entries >= args.entries {
+                eprintln!(
+                    "reusing the chain of {} entries in {}",
+                    made.entries,
+                    args.dir.display()
+                );
+                return Ok(ChainMade {
+                    written_in_s: 0.0,
+                    ..made
+                });
+            }
+        }
+    }
+    if args.dir.exists() {
+        if !args.dir.join("genesis.toml").exists() {
+            bail!(
+                "{} exists and is not a devnet; choose another --dir",
+                args.dir.display()
+            );
+        }
+        std::fs::remove_dir_all(&args.dir)?;
+    }
+    devnet::init(&args.dir, VALIDATORS, 0, args.base_port, false)?;
+    let started = Instant::now();
+    let (entries, blocks) = write_chain(&args.dir, args.entries)?;
+    let written_in_s = started.elapsed().as_secs_f64();
+    let node1 = args.dir.join("node-1/data");
+    let (_, _, disk_bytes) = super::cluster::disk(&node1)?;
+    for i in 2..VALIDATORS {
+        copy_dir(&node1, &args.dir.join(format!("node-{i}/data")))?;
+    }
+    let made = ChainMade {
+        entries,
+        blocks,
+        written_in_s,
+        disk_bytes,
+    };
+    std::fs::write(made_file(&args.dir), serde_json::to_vec_pretty(&made)?)?;
+    Ok(made)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds, certifies and commits blocks into node-1's data directory until `entries` are on
+/// the chain. Returns the entries and blocks written.
+fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
+    let genesis = tally_node::load_genesis(&dir.join("genesis.toml"))?;
+    let keys: Vec<Keypair> = (1..=VALIDATORS)
+        .map(|i| tally_node::keyfile::read_key_file(&dir.join(format!("node-{i}/node.key"))))
+        .collect::<Result<_, _>>()?;
+    let admin = tally_node::keyfile::read_key_file(&dir.join("keys/wfp-admin.key"))?;
+    let store = Store::open(&dir.join("node-1/data"))?;
+    store.init_genesis(&genesis)?;
+    let mut state = State::genesis(&genesis);
+    let mut tip = Tip::genesis(&genesis);
+    let (setup, setup_entries) = Setup::sign(genesis.chain_id.clone(), &admin, 0, STREAMS)?;
+    let per_stream = (entries as usize).div_ceil(STREAMS);
+    eprintln!(
+        "signing {} entries on {} cores",
+        per_stream * STREAMS,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let streams: Vec<Vec<SignedEntry>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..STREAMS)
+            .map(|c| {
+                let setup = &setup;
+                s.spawn(move || setup.client_entries(c, per_stream))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a signing thread panicked"))?)
+            .collect::<anyhow::Result<_>>()
+    })?;
+    let mut committed = 0u64;
+    let mut commit = |batch: Vec<SignedEntry>| -> anyhow::Result<()> {
+        let n = batch.len();
+        let built = build_block(
+            &state,
+            &tip,
+            tally_types::TimestampMs(crate::time_arg::now_ms()),
+            keys[0].public(),
+            batch,
+            tally_state::Signatures::AlreadyVerified,
+        )?;
+        if !built.left_out.is_empty() || built.block.entries.len() != n {
+            bail!(
+                "a generated entry could not be ordered at height {}",
+                tip.height + 1
+            );
+        }
+        if let Some((id, outcome)) = built
+            .execution
+            .outcomes
+            .iter()
+            .find(|(_, o)| *o != EntryOutcome::Accepted)
+        {
+            bail!("generated entry {id} was rejected: {outcome:?}");
+        }
+        let h = &built.block.header;
+        let certificate = CommitCertificate {
+            height: h.height,
+            round: 0,
+            block_hash: h.hash(),
+            signatures: keys[..tally_types::block::quorum(VALIDATORS)]
+                .iter()
+                .map(|k| CommitCertificate::sign_vote(k, &h.chain_id, h.height, 0, &h.hash()))
+                .collect(),
+        };
+        let head = store.commit_block(&CommitBatch {
+            block: &built.block,
+            certificate: &certificate,
+            outcomes: &built.execution.outcomes,
+            rejections: &built.execution.rejections,
+            diff: &built.execution.diff,
+        })?;
+        state.apply(&built.execution.diff);
+        tip = Tip {
+            chain_id: tip.chain_id.clone(),
+            height: head.height,
+            hash: head.hash,
+            timestamp: head.timestamp,
+        };
+        committed += n as u64;
+        if head.height % 25 == 0 {
+            eprintln!("  block {}: {committed} entries", head.height);
+        }
+        Ok(())
+    };
+    commit(setup_entries.admin)?;
+    commit(setup_entries.vouchers)?;
+    let mut iters: Vec<_> = streams.into_iter().map(Vec::into_iter).collect();
+    let mut batch = Vec::with_capacity(BLOCK_ENTRIES);
+    loop {
+        let mut took = false;
+        for it in iters.iter_mut() {
+            if let Some(e) = it.next() {
+                batch.push(e);
+                took = true;
+            }
+        }
+        if batch.len() >= BLOCK_ENTRIES || (!took && !batch.is_empty()) {
+            commit(std::mem::take(&mut batch))?;
+        }
+        if !took {
+            break;
+        }
+    }
+    let height = tip.height;
+    Ok((committed, height))
+}
+
+/// Runs `tally audit verify` on node-1's copy and reads its rate.
+fn audit(dir: &Path, limits: &Limits) -> anyhow::Result<Audit> {
+    let exe = std::env::current_exe()?;
+    eprintln!("tally audit verify on node-1's copy");
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["audit", "verify", "--json", "--data-dir"])
+        .arg(dir.join("node-1/data"))
+        .arg("--genesis")
+        .arg(dir.join("genesis.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = child.id();
+    let mut peak = None;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        peak = super::stats::peak_rss_bytes(pid).or(peak);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut o, &mut out)?;
+    }
+    if !status.success() {
+        bail!("tally audit verify failed ({status}): {out}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).context("audit verify's JSON")?;
+    let rate = v["entries_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("audit verify reported no rate: {v}"))?;
+    Ok(Audit {
+        seconds,
+        entries_per_s: rate,
+        pct_of_batch_verify: 100.0 * rate / limits.batch_verify_per_s,
+        pct_of_strict_verify: 100.0 * rate / limits.verify_strict_per_s,
+        peak_rss_bytes: peak,
+    })
+}
+
+/// Starts the four validators and times validator 4 until it serves the chain's head.
+fn catch_up(dir: &Path, made: &ChainMade) -> anyhow::Result<CatchUp> {
+    let exe = std::env::current_exe()?;
+    let members = devnet::members(dir)?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let started = Instant::now();
+    for m in &members {
+        match devnet::spawn(&exe, m) {
+            Ok(c) => children.push((m.name.clone(), c)),
+            Err(e) => {
+                devnet::terminate(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    eprintln!(
+        "validators 1-3 hold {} blocks; timing validator 4's catch-up",
+        made.blocks
+    );
+    let last = members
+        .last()
+        .ok_or_else(|| anyhow!("the devnet has no validators"))?;
+    let client = crate::client::NodeClient::new(&format!("http://127.0.0.1:{}", last.api));
+    let result = loop {
+        let height = client
+            .get("/v1/status")
+            .ok()
+            .flatten()
+            .and_then(|s| s["height"].as_u64());
+        if height.is_some_and(|h| h >= made.blocks) {
+            break Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > CATCH_UP_TIMEOUT {
+            break Err(anyhow!(
+                "validator 4 did not catch up within {CATCH_UP_TIMEOUT:?} (at height {height:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rss = children
+        .iter()
+        .map(|(_, c)| super::stats::peak_rss_bytes(c.id()))
+        .collect();
+    devnet::terminate(&mut children);
+    let seconds = result?;
+    Ok(CatchUp {
+        seconds,
+        entries_per_s: made.entries as f64 / seconds,
+        peak_rss_bytes: rss,
+    })
+}
+
+/// Writes (or reuses) the chain, audits it and times the catch-up.
+pub fn run(args: &ChainArgs, limits: &Limits) -> anyhow::Result<ChainResult> {
+    let made = chain(args)?;
+    eprintln!(
+        "chain: {} entries in {} blocks, {:.0} MB on disk per validator",
+        made.entries,
+        made.blocks,
+        made.disk_bytes as f64 / 1e6
+    );
+    let audit = audit(&args.dir, limits)?;
+    eprintln!(
+        "audit verify: {:.0} entries/s in {:.1} s ({:.0} % of the batch-verify rate on all cores)",
+        audit.entries_per_s, audit.seconds, audit.pct_of_batch_verify
+    );
+    let catch_up = if args.no_catch_up {
+        None
+    } else {
+        let c = catch_up(&args.dir, &made)?;
+        eprintln!(
+            "catch-up: {:.1} s, {:.0} entries/s",
+            c.seconds, c.entries_per_s
+        );
+        Some(c)
+    };
+    Ok(ChainResult {
+        chain: made,
+        audit,
+        catch_up,
+    })
+}
