@@ -234,6 +234,21 @@ pub(super) fn spawn(exe: &Path, m: &Member) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", m.name))
 }
 
+/// Starts every member; if one fails to start, stops those already started.
+pub(super) fn spawn_all(exe: &Path, members: &[Member]) -> anyhow::Result<Vec<(String, Child)>> {
+    let mut children = Vec::new();
+    for m in members {
+        match spawn(exe, m) {
+            Ok(c) => children.push((m.name.clone(), c)),
+            Err(e) => {
+                terminate(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    Ok(children)
+}
+
 /// Stops the nodes with SIGTERM, and kills any still running after 15 s.
 pub(super) fn terminate(children: &mut [(String, Child)]) {
     for (_, c) in children.iter() {
@@ -292,10 +307,7 @@ pub fn run(cmd: Devnet) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let exe = std::env::current_exe().context("finding the tally binary")?;
-    let mut children = Vec::new();
-    for m in &members {
-        children.push((m.name.clone(), spawn(&exe, m)?));
-    }
+    let mut children = spawn_all(&exe, &members)?;
     println!("devnet of {} nodes on 127.0.0.1:", members.len());
     for m in &members {
         println!(

@@ -13,7 +13,7 @@ use crate::cmd::devnet;
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tally_state::{build_block, State, Tip};
 use tally_storage::{CommitBatch, Store};
@@ -173,23 +173,7 @@ fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
     let mut tip = Tip::genesis(&genesis);
     let (setup, setup_entries) = Setup::sign(genesis.chain_id.clone(), &admin, 0, STREAMS)?;
     let per_stream = (entries as usize).div_ceil(STREAMS);
-    eprintln!(
-        "signing {} entries on {} cores",
-        per_stream * STREAMS,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    let streams: Vec<Vec<SignedEntry>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..STREAMS)
-            .map(|c| {
-                let setup = &setup;
-                s.spawn(move || setup.client_entries(c, per_stream))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow!("a signing thread panicked"))?)
-            .collect::<anyhow::Result<_>>()
-    })?;
+    let streams = setup.sign_streams(STREAMS, per_stream, |e| e)?;
     let mut committed = 0u64;
     let mut commit = |batch: Vec<SignedEntry>| -> anyhow::Result<()> {
         let n = batch.len();
@@ -315,17 +299,8 @@ fn audit(dir: &Path, limits: &Limits) -> anyhow::Result<Audit> {
 fn catch_up(dir: &Path, made: &ChainMade) -> anyhow::Result<CatchUp> {
     let exe = std::env::current_exe()?;
     let members = devnet::members(dir)?;
-    let mut children: Vec<(String, Child)> = Vec::new();
     let started = Instant::now();
-    for m in &members {
-        match devnet::spawn(&exe, m) {
-            Ok(c) => children.push((m.name.clone(), c)),
-            Err(e) => {
-                devnet::terminate(&mut children);
-                return Err(e);
-            }
-        }
-    }
+    let mut children = devnet::spawn_all(&exe, &members)?;
     eprintln!(
         "validators 1-3 hold {} blocks; timing validator 4's catch-up",
         made.blocks

@@ -113,16 +113,7 @@ pub fn run(args: &ClusterArgs, limits: &Limits) -> anyhow::Result<Vec<ClusterRes
         }
         devnet::init(&dir, n, 0, args.base_port, false)?;
         let members = devnet::members(&dir)?;
-        let mut children: Vec<(String, Child)> = Vec::new();
-        for m in &members {
-            match devnet::spawn(&exe, m) {
-                Ok(c) => children.push((m.name.clone(), c)),
-                Err(e) => {
-                    devnet::terminate(&mut children);
-                    return Err(e);
-                }
-            }
-        }
+        let mut children = devnet::spawn_all(&exe, &members)?;
         let result = measure(args, limits, &dir, &members, &children, n);
         let rss = children
             .iter()

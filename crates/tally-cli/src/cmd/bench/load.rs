@@ -300,6 +300,36 @@ impl Setup {
         Ok(out)
     }
 
+    /// `streams` streams of `per_stream` entries each ([`Setup::client_entries`]), signed on
+    /// every core, each entry turned into what the caller keeps of it.
+    pub fn sign_streams<T: Send>(
+        &self,
+        streams: usize,
+        per_stream: usize,
+        keep: impl Fn(SignedEntry) -> T + Sync,
+    ) -> anyhow::Result<Vec<Vec<T>>> {
+        eprintln!(
+            "signing {} entries on {} cores",
+            per_stream * streams,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..streams)
+                .map(|c| {
+                    let keep = &keep;
+                    s.spawn(move || {
+                        let entries = self.client_entries(c, per_stream)?;
+                        anyhow::Ok(entries.into_iter().map(keep).collect::<Vec<T>>())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| anyhow!("a signing thread panicked"))?)
+                .collect()
+        })
+    }
+
     /// Accepted issues plus accepted redemptions so far, from the programme's totals (each
     /// measured entry moves one unit).
     fn accepted(&self, client: &NodeClient) -> anyhow::Result<u64> {
@@ -472,33 +502,9 @@ pub fn run(
         None => plan.entries_max / clients,
     };
     let per_client = per_client.min(plan.entries_max / clients).max(2);
-    eprintln!(
-        "[{label}] signing {} entries on {} cores",
-        per_client * clients,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    let prepared: Vec<Vec<Prepared>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|c| {
-                let setup = &setup;
-                s.spawn(move || {
-                    let entries = setup.client_entries(c, per_client)?;
-                    anyhow::Ok::<Vec<Prepared>>(
-                        entries
-                            .iter()
-                            .map(|e| Prepared {
-                                id: e.id(),
-                                bytes: e.to_bytes(),
-                            })
-                            .collect(),
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow!("a signing thread panicked"))?)
-            .collect::<anyhow::Result<_>>()
+    let prepared = setup.sign_streams(clients, per_client, |e| Prepared {
+        id: e.id(),
+        bytes: e.to_bytes(),
     })?;
     let entry_bytes_mean = prepared
         .iter()

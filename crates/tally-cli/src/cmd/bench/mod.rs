@@ -101,6 +101,46 @@ struct Report {
 
 const PROBE_SECONDS: Duration = Duration::from_secs(2);
 
+impl Report {
+    /// Starts a results file: the command, the machine, and its signature limit measured now,
+    /// before any load.
+    fn begin() -> anyhow::Result<Self> {
+        let started_at_ms = crate::time_arg::now_ms();
+        let machine = stats::Machine::describe();
+        warn_if_debug(&machine);
+        let limits = probe::measure(PROBE_SECONDS)?;
+        print_limits(&limits);
+        Ok(Self {
+            command: command_line(),
+            started_at_ms,
+            machine,
+            limits,
+            clusters: Vec::new(),
+            runs: Vec::new(),
+            chain: None,
+            targets: Vec::new(),
+        })
+    }
+
+    /// Prints each target's verdict and writes the file as `<kind>-<start time>.json`.
+    fn finish(&self, dir: &Path, kind: &str) -> anyhow::Result<Outcome> {
+        for t in &self.targets {
+            println!(
+                "target {}: {} ({})",
+                t.target,
+                t.measured,
+                if t.met { "met" } else { "MISSED" }
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{kind}-{}.json", self.started_at_ms));
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+        Ok(Outcome::Ok)
+    }
+}
+
 pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
     match cmd {
         Bench::Probe { seconds } => {
@@ -110,11 +150,7 @@ pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Bench::Load(a) => {
-            let started_at_ms = crate::time_arg::now_ms();
-            let machine = stats::Machine::describe();
-            warn_if_debug(&machine);
-            let limits = probe::measure(PROBE_SECONDS)?;
-            print_limits(&limits);
+            let mut report = Report::begin()?;
             let admin = tally_node::keyfile::read_key_file(&a.admin_key)
                 .with_context(|| format!("reading {}", a.admin_key.display()))?;
             let target = load::Target {
@@ -124,7 +160,7 @@ pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
             let label = a.rate.map_or("max".to_string(), |r| format!("{r:.0}/s"));
             let first = load::run(&target, &admin, &a.plan, a.rate, &label)?;
             let rate = first.committed_per_s;
-            let mut runs = vec![first];
+            report.runs.push(first);
             for level in a.levels {
                 let offered = rate * level as f64 / 100.0;
                 let mut r = load::run(
@@ -135,74 +171,30 @@ pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
                     &format!("{level}%"),
                 )?;
                 r.label = format!("{level}%");
-                runs.push(r);
+                report.runs.push(r);
             }
-            write(
-                &a.out.out,
-                "load",
-                &Report {
-                    command: command_line(),
-                    started_at_ms,
-                    machine,
-                    limits,
-                    clusters: Vec::new(),
-                    runs,
-                    chain: None,
-                    targets: Vec::new(),
-                },
-            )?;
-            Ok(Outcome::Ok)
+            report.finish(&a.out.out, "load")
         }
         Bench::Cluster { args, out } => {
-            let started_at_ms = crate::time_arg::now_ms();
-            let machine = stats::Machine::describe();
-            warn_if_debug(&machine);
-            let limits = probe::measure(PROBE_SECONDS)?;
-            print_limits(&limits);
-            let clusters = cluster::run(&args, &limits)?;
-            print_table(&clusters, &limits);
-            let targets = targets(&clusters);
-            for t in &targets {
-                println!(
-                    "target {}: {} ({})",
-                    t.target,
-                    t.measured,
-                    if t.met { "met" } else { "MISSED" }
-                );
-            }
-            write(
-                &out.out,
-                "cluster",
-                &Report {
-                    command: command_line(),
-                    started_at_ms,
-                    machine,
-                    limits,
-                    clusters,
-                    runs: Vec::new(),
-                    chain: None,
-                    targets,
-                },
-            )?;
-            Ok(Outcome::Ok)
+            let mut report = Report::begin()?;
+            report.clusters = cluster::run(&args, &report.limits)?;
+            print_table(&report.clusters, &report.limits);
+            report.targets = targets(&report.clusters);
+            report.finish(&out.out, "cluster")
         }
         Bench::Chain { args, out } => {
-            let started_at_ms = crate::time_arg::now_ms();
-            let machine = stats::Machine::describe();
-            warn_if_debug(&machine);
-            let limits = probe::measure(PROBE_SECONDS)?;
-            print_limits(&limits);
-            let result = chain::run(&args, &limits)?;
-            let mut targets = vec![TargetCheck {
+            let mut report = Report::begin()?;
+            let result = chain::run(&args, &report.limits)?;
+            report.targets.push(TargetCheck {
                 target: "audit verify >= 80 % of the batch-verify rate on all cores".to_string(),
                 measured: format!(
                     "{:.0} entries/s, {:.1} % of {:.0}",
                     result.audit.entries_per_s,
                     result.audit.pct_of_batch_verify,
-                    limits.batch_verify_per_s
+                    report.limits.batch_verify_per_s
                 ),
                 met: result.audit.pct_of_batch_verify >= 80.0,
-            }];
+            });
             if let Some(c) = &result.catch_up {
                 let peak = c
                     .peak_rss_bytes
@@ -211,7 +203,7 @@ pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
                     .max()
                     .copied()
                     .unwrap_or(0);
-                targets.push(TargetCheck {
+                report.targets.push(TargetCheck {
                     target: "RSS <= 256 MiB per node with 1M entries committed".to_string(),
                     measured: format!(
                         "{:.0} MiB peak over 4 nodes holding {} entries",
@@ -221,29 +213,8 @@ pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
                     met: peak <= 256 * 1024 * 1024 && result.chain.entries >= 1_000_000,
                 });
             }
-            for t in &targets {
-                println!(
-                    "target {}: {} ({})",
-                    t.target,
-                    t.measured,
-                    if t.met { "met" } else { "MISSED" }
-                );
-            }
-            write(
-                &out.out,
-                "chain",
-                &Report {
-                    command: command_line(),
-                    started_at_ms,
-                    machine,
-                    limits,
-                    clusters: Vec::new(),
-                    runs: Vec::new(),
-                    chain: Some(result),
-                    targets,
-                },
-            )?;
-            Ok(Outcome::Ok)
+            report.chain = Some(result);
+            report.finish(&out.out, "chain")
         }
     }
 }
@@ -273,15 +244,6 @@ fn print_limits(l: &probe::Limits) {
         l.batch_verify_per_s,
         probe::BATCH
     );
-}
-
-fn write(dir: &Path, kind: &str, report: &Report) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{kind}-{}.json", report.started_at_ms));
-    std::fs::write(&path, serde_json::to_vec_pretty(report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("results written to {}", path.display());
-    Ok(())
 }
 
 /// The summary table of docs/performance.md, one row per size and run.
