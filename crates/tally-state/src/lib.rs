@@ -9,6 +9,7 @@ pub mod execute;
 pub mod records;
 pub mod report;
 pub mod store;
+pub mod tree;
 pub mod verify;
 
 pub use execute::{

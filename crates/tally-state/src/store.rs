@@ -2,14 +2,16 @@
 //!
 //! Every record lives under a one-byte table prefix. Keeping the state a plain ordered map makes
 //! three things simple and obviously deterministic: the per-block diff that storage writes in
-//! the same batch as the block, the state root (a Merkle tree over the sorted pairs), and
-//! reloading from disk (read the pairs back, recompute the root, compare with the head block).
+//! the same batch as the block, the state root (a sparse Merkle tree keyed by each record's
+//! key, [`crate::tree`]), and reloading from disk (read the pairs back, recompute the root,
+//! compare with the head block).
 
 use crate::records::*;
+use crate::tree::{self, Change, Tree};
 use crate::StateError;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
-use tally_types::{codec, merkle, Domain, EntryId, Genesis, Hash, Name, PublicKey, SubjectToken};
+use tally_types::{codec, EntryId, Genesis, Hash, Name, PublicKey, SubjectToken};
 
 /// Changes made by one block: a new value, or `None` for a deletion.
 pub type StateDiff = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -120,22 +122,30 @@ pub(crate) fn hex_key(k: &[u8]) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn leaf(key: &[u8], value: &[u8]) -> Hash {
-    let len = (key.len() as u32).to_le_bytes();
-    Domain::StateLeaf.hash(&[&len, key, value])
-}
-
 /// The committed ledger state after some height.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
-    leaves: BTreeMap<Vec<u8>, Hash>,
+    tree: Tree,
 }
 
 impl StateRead for State {
     fn raw(&self, key: &[u8]) -> Option<&[u8]> {
         self.kv.get(key).map(Vec::as_slice)
     }
+}
+
+/// A diff as tree changes: each key's path and new leaf, in path order.
+fn tree_changes(diff: &StateDiff) -> Vec<Change> {
+    let mut changes: Vec<Change> = diff
+        .iter()
+        .map(|(k, v)| {
+            let path = tree::path(k);
+            (path, v.as_ref().map(|v| tree::leaf_hash(&path, v)))
+        })
+        .collect();
+    changes.sort_unstable_by_key(|c| c.0);
+    changes
 }
 
 impl State {
@@ -171,69 +181,40 @@ impl State {
 
     /// Rebuilds a state from stored pairs (as read back from disk).
     pub fn from_pairs(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
-        let mut s = State::default();
-        for (k, v) in pairs {
-            s.leaves.insert(k.clone(), leaf(&k, &v));
-            s.kv.insert(k, v);
-        }
-        s
+        let kv: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
+        let mut leaves: Vec<(Hash, Hash)> = kv
+            .iter()
+            .map(|(k, v)| {
+                let path = tree::path(k);
+                (path, tree::leaf_hash(&path, v))
+            })
+            .collect();
+        leaves.sort_unstable_by_key(|l| l.0);
+        let tree = Tree::from_sorted(&leaves);
+        State { kv, tree }
     }
 
     /// Applies a block's diff.
     pub fn apply(&mut self, diff: &StateDiff) {
+        self.tree = self.tree.with(&tree_changes(diff));
         for (k, v) in diff {
             match v {
-                Some(v) => {
-                    self.leaves.insert(k.clone(), leaf(k, v));
-                    self.kv.insert(k.clone(), v.clone());
-                }
-                None => {
-                    self.leaves.remove(k);
-                    self.kv.remove(k);
-                }
-            }
+                Some(v) => self.kv.insert(k.clone(), v.clone()),
+                None => self.kv.remove(k),
+            };
         }
     }
 
-    /// The state commitment: a Merkle root over every (key, value) pair in key order.
+    /// The state commitment: the root of the sparse Merkle tree of every record
+    /// ([`crate::tree`]).
     pub fn root(&self) -> Hash {
-        let leaves: Vec<Hash> = self.leaves.values().copied().collect();
-        merkle::root_of_leaf_hashes(&leaves)
+        self.tree.root()
     }
 
     /// The state root this state would have after `diff`, without applying it: a block is
-    /// checked against its header before anything is changed.
+    /// checked against its header before anything is changed. Costs O(diff × log state).
     pub fn root_after(&self, diff: &StateDiff) -> Hash {
-        let mut leaves = Vec::with_capacity(self.leaves.len() + diff.len());
-        let mut base = self.leaves.iter().peekable();
-        let mut changes = diff.iter().peekable();
-        loop {
-            match (base.peek(), changes.peek()) {
-                (None, None) => break,
-                (Some((bk, _)), Some((ck, cv))) if bk == ck => {
-                    if let Some(v) = cv {
-                        leaves.push(leaf(ck, v));
-                    }
-                    base.next();
-                    changes.next();
-                }
-                (Some((bk, bh)), Some((ck, _))) if bk < ck => {
-                    leaves.push(**bh);
-                    base.next();
-                }
-                (Some((_, bh)), None) => {
-                    leaves.push(**bh);
-                    base.next();
-                }
-                (_, Some((ck, cv))) => {
-                    if let Some(v) = cv {
-                        leaves.push(leaf(ck, v));
-                    }
-                    changes.next();
-                }
-            }
-        }
-        merkle::root_of_leaf_hashes(&leaves)
+        self.tree.with(&tree_changes(diff)).root()
     }
 
     /// Number of records.

@@ -29,8 +29,14 @@ pub enum Domain {
     MerkleLeaf,
     /// An inner node of a Merkle tree (RFC 9162 uses 0x01).
     MerkleNode,
-    /// One key/value pair of the ledger state.
+    /// A leaf of the state tree: a record's path and its value's hash.
     StateLeaf,
+    /// A state key, hashed to the record's path in the state tree.
+    StateKey,
+    /// A state record's value, hashed into its leaf.
+    StateValue,
+    /// A branch of the state tree over its two halves.
+    StateNode,
     /// The outcome (accepted or rejected with reason) of one entry in a block.
     EntryOutcome,
     /// The genesis document.
@@ -60,6 +66,9 @@ impl Domain {
             Domain::MerkleLeaf => b"tally/v1/merkle-leaf\0",
             Domain::MerkleNode => b"tally/v1/merkle-node\0",
             Domain::StateLeaf => b"tally/v1/state-leaf\0",
+            Domain::StateKey => b"tally/v1/state-key\0",
+            Domain::StateValue => b"tally/v1/state-value\0",
+            Domain::StateNode => b"tally/v1/state-node\0",
             Domain::EntryOutcome => b"tally/v1/entry-outcome\0",
             Domain::Genesis => b"tally/v1/genesis\0",
             Domain::RecordCommitment => b"tally/v1/record-commitment\0",
@@ -86,7 +95,7 @@ impl Domain {
 mod tests {
     use super::*;
 
-    const ALL: [Domain; 15] = [
+    const ALL: [Domain; 18] = [
         Domain::EntryId,
         Domain::EntrySignature,
         Domain::BlockHeader,
@@ -94,6 +103,9 @@ mod tests {
         Domain::MerkleLeaf,
         Domain::MerkleNode,
         Domain::StateLeaf,
+        Domain::StateKey,
+        Domain::StateValue,
+        Domain::StateNode,
         Domain::EntryOutcome,
         Domain::Genesis,
         Domain::RecordCommitment,
