@@ -15,8 +15,8 @@ use tally_state::{build_block, execute_block, BlockContext, BuiltBlock, Signatur
 use tally_storage::{CommitBatch, Head, Store};
 use tally_types::{
     merkle, AgencyGenesis, Block, CommitCertificate, Domain, EntryBody, Genesis, Hash, Keypair,
-    Name, Payload, PublicKey, Role, Signature, SignedEntry, SubjectToken, TimestampMs,
-    ValidatorGenesis,
+    Name, Payload, PublicKey, Role, Signature, SignatureCheck, SignedEntry, SubjectToken,
+    TimestampMs, ValidatorGenesis,
 };
 
 fn name(s: &str) -> Name {
@@ -216,10 +216,10 @@ fn setup(n: usize) -> Setup {
     }
 }
 
-/// Batch verification as the ledger would call it: keys decompressed, weak keys refused and
-/// messages assembled as `Keypair::sign_hash` signs them, all of which `verify_hash` also does
-/// per call, so the per-signature rates compare.
-fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Result<(), SignatureError> {
+/// ed25519-dalek's batch verification, the machine's reference: keys decompressed, weak keys
+/// refused and messages assembled as `Keypair::sign_hash` signs them, all of which the ledger's
+/// checks also do per call, so the per-signature rates compare.
+fn dalek_verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Result<(), SignatureError> {
     let keys = items
         .iter()
         .map(|(k, _, _)| match VerifyingKey::from_bytes(k.as_bytes()) {
@@ -248,10 +248,30 @@ fn ed25519(c: &mut Criterion) {
         .into_iter()
         .map(|e| (e.body.author, e.id(), e.signature))
         .collect();
-    verify_batch(&signed).expect("ledger signatures verify as a batch");
+    dalek_verify_batch(&signed).expect("ledger signatures verify as a dalek batch");
+    let checks: Vec<SignatureCheck<'_>> = signed
+        .iter()
+        .map(|(key, id, signature)| SignatureCheck {
+            key,
+            domain: Domain::EntrySignature,
+            message: id.as_bytes(),
+            signature,
+        })
+        .collect();
+    assert!(
+        tally_types::verify_batch(&checks),
+        "ledger signatures verify as a batch"
+    );
+    let dalek_key = VerifyingKey::from_bytes(k.public().as_bytes()).expect("key");
+    let message = [Domain::EntrySignature.tag(), h.as_bytes()].concat();
+    let dalek_sig = ed25519_dalek::Signature::from_bytes(sig.as_bytes());
     let mut g = c.benchmark_group("ed25519");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("verify_strict (hardware limit per core)", |b| {
+    g.bench_function(
+        "verify_strict, ed25519-dalek (hardware limit per core)",
+        |b| b.iter(|| dalek_key.verify_strict(&message, &dalek_sig)),
+    );
+    g.bench_function("verify one (the ledger's rule)", |b| {
         b.iter(|| k.public().verify_hash(Domain::EntrySignature, &h, &sig))
     });
     g.bench_function("sign", |b| {
@@ -260,9 +280,14 @@ fn ed25519(c: &mut Criterion) {
     for n in [16, 64, 256] {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(
-            BenchmarkId::new("verify_batch, distinct keys", n),
+            BenchmarkId::new("verify_batch, ed25519-dalek, distinct keys", n),
             &signed[..n],
-            |b, items| b.iter(|| verify_batch(items)),
+            |b, items| b.iter(|| dalek_verify_batch(items)),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("verify_batch, the ledger's rule, distinct keys", n),
+            &checks[..n],
+            |b, items| b.iter(|| tally_types::verify_batch(items)),
         );
     }
     g.finish();

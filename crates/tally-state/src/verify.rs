@@ -21,20 +21,20 @@ use tally_types::{
 /// threads costs more than it saves.
 const PARALLEL_VERIFY_MIN: usize = 64;
 
-/// Checks entry signatures strictly on every core; `true` when all verify. Verification bounds a
-/// node's throughput, and a block's signatures are independent, so a block is checked in as
-/// many slices as the machine has cores. Which entry failed, and why, is left to a sequential
+/// Checks entry signatures in batches on every core; `true` when all are valid. Verification
+/// bounds a node's throughput, and a block's signatures are independent, so a block is checked
+/// in as many slices as the machine has cores, each slice in one batch
+/// ([`SignedEntry::verify_signatures`]). Which entry failed, and why, is left to a sequential
 /// replay with [`Signatures::Verify`], so a bad block is reported the same on every machine.
 pub fn signatures_verify<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> bool {
-    let all_verify = |slice: &[E]| slice.iter().all(|e| e.borrow().verify_signature().is_ok());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
-        return all_verify(entries);
+        return SignedEntry::verify_signatures(entries);
     }
     std::thread::scope(|s| {
         let slices: Vec<_> = entries
             .chunks(entries.len().div_ceil(threads))
-            .map(|slice| s.spawn(move || all_verify(slice)))
+            .map(|slice| s.spawn(move || SignedEntry::verify_signatures(slice)))
             .collect();
         slices.into_iter().all(|h| h.join().unwrap_or(false))
     })
@@ -298,6 +298,18 @@ impl ChainVerifier {
         block: &Block,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
+        self.verify_next_with(block, cert, Signatures::Verify)
+    }
+
+    /// [`ChainVerifier::verify_next`] for a block whose entry signatures the caller has
+    /// already found valid with [`signatures_verify`] (`AlreadyVerified`), say on another
+    /// thread while the previous block replayed. `Verify` checks them here.
+    pub fn verify_next_with(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+        signatures: Signatures,
+    ) -> Result<BlockSummary, Violation> {
         let height = block.header.height;
         let validators = self
             .state
@@ -305,7 +317,7 @@ impl ChainVerifier {
             .map_err(|e| violation(height, "state", e.to_string()))?;
         cert.verify(&block.header, &validators)
             .map_err(|e| violation(height, "certificate", e.to_string()))?;
-        let exec = check_block(&self.state, &self.tip, block, Signatures::Verify)?;
+        let exec = check_block(&self.state, &self.tip, block, signatures)?;
         let rejected = exec.rejections.iter().filter(|r| r.is_some()).count() as u64;
         self.state.apply(&exec.diff);
         self.tip = Tip {

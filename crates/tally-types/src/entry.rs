@@ -6,7 +6,7 @@
 
 use crate::codec::{self, CodecError};
 use crate::hash::{Domain, Hash};
-use crate::keys::{KeyError, Keypair, PublicKey, Signature};
+use crate::keys::{verify_batch, KeyError, Keypair, PublicKey, Signature, SignatureCheck};
 use crate::name::Name;
 use crate::time::{CivilDate, TimestampMs};
 use crate::token::{Commitment, DedupToken, SubjectToken};
@@ -528,11 +528,31 @@ impl SignedEntry {
         self.body.id()
     }
 
-    /// Checks the author's signature strictly.
+    /// Checks the author's signature (the rule is in [`crate::keys`]).
     pub fn verify_signature(&self) -> Result<(), KeyError> {
         self.body
             .author
             .verify_hash(Domain::EntrySignature, &self.id(), &self.signature)
+    }
+
+    /// Whether every entry's signature is valid, checked in one batch ([`verify_batch`]): the
+    /// same decision as [`SignedEntry::verify_signature`] on each, at about a third of the cost.
+    pub fn verify_signatures<E: std::borrow::Borrow<SignedEntry>>(entries: &[E]) -> bool {
+        let ids: Vec<EntryId> = entries.iter().map(|e| e.borrow().id()).collect();
+        let checks: Vec<SignatureCheck<'_>> = entries
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| {
+                let e = e.borrow();
+                SignatureCheck {
+                    key: &e.body.author,
+                    domain: Domain::EntrySignature,
+                    message: id.as_bytes(),
+                    signature: &e.signature,
+                }
+            })
+            .collect();
+        verify_batch(&checks)
     }
 
     /// The canonical bytes.

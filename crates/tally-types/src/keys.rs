@@ -1,9 +1,32 @@
-//! ed25519 keys and signatures. Verification is always strict (`verify_strict`): it refuses
-//! small-order keys and non-canonical signatures, so one signed message has one valid signature
-//! encoding and a malleated copy is never accepted.
+//! ed25519 keys and signatures, and the one rule every validator and auditor applies to them.
+//!
+//! A signature `(R, S)` by key `A` over message `M` is valid when
+//!
+//! - `A` and `R` are canonical encodings of curve points, neither of small order;
+//! - `S` is a canonical scalar (below the group order);
+//! - `[8]([S]B - [k]A - R)` is the identity, where `k = SHA-512(R ‖ A ‖ M)`.
+//!
+//! This is the cofactored equation of ZIP 215 with small-order points and non-canonical
+//! encodings refused. Its point is that checking many signatures at once in one random linear
+//! combination ([`verify_batch`]) accepts exactly the sets in which each signature alone is
+//! valid (but for a 2^-128 chance), so a node may check a block in a batch, another one by one,
+//! and both decide the same. The cofactorless check of `verify_strict` does not have that
+//! property: a batch can cancel a small-order component that it refuses.
+//!
+//! What the rule accepts that `verify_strict` refuses: signatures whose `R` or key carries a
+//! small-order component. Only a signer can make one, and it is valid for every node alike. No
+//! one else can turn a valid signature into another: `k` binds the exact bytes of `R`, and
+//! non-canonical encodings are refused. Nothing in tally needs a signature's bytes to be unique
+//! anyway: an entry's id excludes its signature, and a vote counts once per validator.
 
 use crate::hash::{Domain, Hash};
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha512};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
 
@@ -43,22 +66,22 @@ pub enum KeyError {
 }
 
 impl PublicKey {
-    /// Verifies `signature` over `domain || message` strictly.
+    /// Verifies `signature` over `domain || message` under the rule of this module.
     pub fn verify(
         &self,
         domain: Domain,
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), KeyError> {
-        let key = VerifyingKey::from_bytes(&self.0)
-            .map_err(|_| KeyError::InvalidPublicKey(self.short()))?;
-        if key.is_weak() {
-            return Err(KeyError::InvalidPublicKey(self.short()));
-        }
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        let parts = Parts::decode(self, domain, message, signature)?;
         VERIFICATIONS.fetch_add(1, Ordering::Relaxed);
-        key.verify_strict(&signed_message(domain, message), &sig)
-            .map_err(|_| KeyError::BadSignature(self.short()))
+        let sb_minus_ka =
+            EdwardsPoint::vartime_double_scalar_mul_basepoint(&-parts.k, &parts.a, &parts.s);
+        if (sb_minus_ka - parts.r).mul_by_cofactor().is_identity() {
+            Ok(())
+        } else {
+            Err(KeyError::BadSignature(self.short()))
+        }
     }
 
     /// Verifies a signature over a hash under a domain: the common case (entry ids, votes).
@@ -70,6 +93,142 @@ impl PublicKey {
     ) -> Result<(), KeyError> {
         self.verify(domain, hash.as_bytes(), signature)
     }
+}
+
+/// One signature of a batch: what [`PublicKey::verify`] takes.
+#[derive(Debug, Clone, Copy)]
+pub struct SignatureCheck<'a> {
+    /// The signer.
+    pub key: &'a PublicKey,
+    /// The domain the message was signed under.
+    pub domain: Domain,
+    /// The message (a hash, for entries and votes).
+    pub message: &'a [u8],
+    /// The signature.
+    pub signature: &'a Signature,
+}
+
+/// Whether every signature of `checks` is valid, checked together in one multi-scalar
+/// multiplication: about three times as fast per signature as one at a time. A `false` does
+/// not say which failed; check them one by one to find out. Agrees with [`PublicKey::verify`]
+/// on every set, but for a chance of 2^-128 per call of accepting a set holding an invalid
+/// signature.
+pub fn verify_batch(checks: &[SignatureCheck<'_>]) -> bool {
+    // An author signs many entries: each distinct key is decoded once and enters the sum once,
+    // with its signatures' weights added up.
+    let mut keys: Vec<(EdwardsPoint, Scalar)> = Vec::new();
+    let mut key_index: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut signatures: Vec<(EdwardsPoint, Scalar, Scalar, usize)> =
+        Vec::with_capacity(checks.len());
+    for c in checks {
+        let key = match key_index.get(&c.key.0) {
+            Some(&i) => i,
+            None => match point(&c.key.0) {
+                Some(a) => {
+                    keys.push((a, Scalar::ZERO));
+                    key_index.insert(c.key.0, keys.len() - 1);
+                    keys.len() - 1
+                }
+                None => return false,
+            },
+        };
+        match Parts::decode_signature(c.key, c.domain, c.message, c.signature) {
+            Ok((r, s, k)) => signatures.push((r, s, k, key)),
+            Err(_) => return false,
+        }
+    }
+    VERIFICATIONS.fetch_add(checks.len() as u64, Ordering::Relaxed);
+    // The random 128-bit weights are what stops invalid signatures from cancelling each other;
+    // they must be unpredictable to whoever wrote the signatures.
+    let mut random = vec![0u8; 16 * signatures.len()];
+    if getrandom::getrandom(&mut random).is_err() {
+        return false;
+    }
+    let mut scalars = Vec::with_capacity(1 + signatures.len() + keys.len());
+    let mut points = Vec::with_capacity(1 + signatures.len() + keys.len());
+    let mut b_coefficient = Scalar::ZERO;
+    for ((r, s, k, key), z) in signatures.iter().zip(random.chunks_exact(16)) {
+        let mut wide = [0u8; 32];
+        wide[..16].copy_from_slice(z);
+        let z = Scalar::from_bytes_mod_order(wide);
+        b_coefficient += z * s;
+        scalars.push(-z);
+        points.push(*r);
+        keys[*key].1 -= z * k;
+    }
+    scalars.push(b_coefficient);
+    points.push(ED25519_BASEPOINT_POINT);
+    for (a, coefficient) in keys {
+        scalars.push(coefficient);
+        points.push(a);
+    }
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points)
+        .mul_by_cofactor()
+        .is_identity()
+}
+
+/// A signature decoded and checked for everything but its equation.
+struct Parts {
+    a: EdwardsPoint,
+    r: EdwardsPoint,
+    s: Scalar,
+    k: Scalar,
+}
+
+impl Parts {
+    fn decode(
+        key: &PublicKey,
+        domain: Domain,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<Self, KeyError> {
+        let a = point(&key.0).ok_or_else(|| KeyError::InvalidPublicKey(key.short()))?;
+        let (r, s, k) = Self::decode_signature(key, domain, message, signature)?;
+        Ok(Parts { a, r, s, k })
+    }
+
+    /// `R`, `S` and `k`: everything but the key's point.
+    fn decode_signature(
+        key: &PublicKey,
+        domain: Domain,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(EdwardsPoint, Scalar, Scalar), KeyError> {
+        let bad = || KeyError::BadSignature(key.short());
+        let mut r_bytes = [0u8; 32];
+        r_bytes.copy_from_slice(&signature.0[..32]);
+        let r = point(&r_bytes).ok_or_else(bad)?;
+        let mut s_bytes = [0u8; 32];
+        s_bytes.copy_from_slice(&signature.0[32..]);
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or_else(bad)?;
+        let digest = Sha512::new()
+            .chain_update(r_bytes)
+            .chain_update(key.0)
+            .chain_update(domain.tag())
+            .chain_update(message)
+            .finalize();
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&digest);
+        Ok((r, s, Scalar::from_bytes_mod_order_wide(&wide)))
+    }
+}
+
+/// The point a canonical encoding names, unless it has small order.
+fn point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    if !canonical_y(bytes) {
+        return None;
+    }
+    CompressedEdwardsY(*bytes)
+        .decompress()
+        .filter(|p| !p.is_small_order())
+}
+
+/// Whether the encoded y coordinate (the sign bit of x aside) is below p = 2^255 - 19. The
+/// points whose x is zero, where a set sign bit would also be non-canonical, all have small
+/// order and are refused anyway.
+fn canonical_y(bytes: &[u8; 32]) -> bool {
+    let top = bytes[31] & 0x7f;
+    !(top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff) && bytes[0] >= 0xed)
 }
 
 fn signed_message(domain: Domain, message: &[u8]) -> Vec<u8> {
@@ -179,6 +338,138 @@ mod tests {
             .public()
             .verify_hash(Domain::EntrySignature, &h, &s)
             .is_err());
+    }
+
+    /// A key from a chosen secret scalar, and a signature by it whose `R` is `[r]B + T` for a
+    /// point `T` of order 4: valid under the cofactored equation, refused by `verify_strict`.
+    fn torsion_signature(message: &[u8]) -> (PublicKey, Signature) {
+        let a = Scalar::from_bytes_mod_order([7u8; 32]);
+        let key = PublicKey((ED25519_BASEPOINT_POINT * a).compress().to_bytes());
+        let order_4 = CompressedEdwardsY([0u8; 32])
+            .decompress()
+            .expect("y = 0 is a point");
+        assert!(order_4.is_small_order() && !order_4.is_identity());
+        let r = Scalar::from_bytes_mod_order([9u8; 32]);
+        let big_r = (ED25519_BASEPOINT_POINT * r + order_4)
+            .compress()
+            .to_bytes();
+        let digest = Sha512::new()
+            .chain_update(big_r)
+            .chain_update(key.0)
+            .chain_update(Domain::EntrySignature.tag())
+            .chain_update(message)
+            .finalize();
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&digest);
+        let k = Scalar::from_bytes_mod_order_wide(&wide);
+        let s = r + k * a;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&big_r);
+        sig[32..].copy_from_slice(s.as_bytes());
+        (key, Signature(sig))
+    }
+
+    fn check<'a>(
+        key: &'a PublicKey,
+        message: &'a [u8],
+        signature: &'a Signature,
+    ) -> SignatureCheck<'a> {
+        SignatureCheck {
+            key,
+            domain: Domain::EntrySignature,
+            message,
+            signature,
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_and_in_a_batch_decide_alike() {
+        let keys: Vec<Keypair> = (10..20).map(Keypair::from_seed_for_tests).collect();
+        let messages: Vec<[u8; 32]> = (0u8..10).map(|i| [i; 32]).collect();
+        let sigs: Vec<Signature> = keys
+            .iter()
+            .zip(&messages)
+            .map(|(k, m)| k.sign(Domain::EntrySignature, m))
+            .collect();
+        let publics: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
+        let mut checks: Vec<SignatureCheck<'_>> = publics
+            .iter()
+            .zip(&messages)
+            .zip(&sigs)
+            .map(|((k, m), s)| check(k, m, s))
+            .collect();
+        assert!(verify_batch(&checks));
+        assert!(verify_batch(&[]));
+
+        // One author, many signatures: its key enters the sum once with the weights added up,
+        // and one bad signature among them still sinks the batch.
+        let author = &keys[0];
+        let own: Vec<Signature> = messages
+            .iter()
+            .map(|m| author.sign(Domain::EntrySignature, m))
+            .collect();
+        let author_public = author.public();
+        let mut same_key: Vec<SignatureCheck<'_>> = messages
+            .iter()
+            .zip(&own)
+            .map(|(m, s)| check(&author_public, m, s))
+            .collect();
+        assert!(verify_batch(&same_key));
+        same_key.swap(2, 5);
+        same_key[2].message = &messages[2];
+        assert!(!verify_batch(&same_key));
+
+        // A signature the signer built with a small-order component in R: every node accepts
+        // it, one at a time or in a batch (the cofactorless verify_strict would not).
+        let (tkey, tsig) = torsion_signature(b"crafted");
+        assert_eq!(
+            tkey.verify(Domain::EntrySignature, b"crafted", &tsig),
+            Ok(())
+        );
+        let dalek_key = ed25519_dalek::VerifyingKey::from_bytes(&tkey.0).expect("key");
+        assert!(dalek_key
+            .verify_strict(
+                &signed_message(Domain::EntrySignature, b"crafted"),
+                &ed25519_dalek::Signature::from_bytes(&tsig.0)
+            )
+            .is_err());
+        checks.push(check(&tkey, b"crafted", &tsig));
+        assert!(verify_batch(&checks));
+
+        // One signature over another message: refused alone and sinks the batch.
+        let wrong = [0xaa; 32];
+        checks[3] = check(&publics[3], &wrong, &sigs[3]);
+        assert!(publics[3]
+            .verify(Domain::EntrySignature, &wrong, &sigs[3])
+            .is_err());
+        assert!(!verify_batch(&checks));
+    }
+
+    #[test]
+    fn small_order_r_and_non_canonical_encodings_are_refused() {
+        let k = Keypair::from_seed_for_tests(4);
+        let good = k.sign(Domain::EntrySignature, b"m");
+        // R the identity: small order.
+        let mut small_r = good;
+        small_r.0[..32].copy_from_slice(&{
+            let mut id = [0u8; 32];
+            id[0] = 1;
+            id
+        });
+        let public = k.public();
+        assert!(public
+            .verify(Domain::EntrySignature, b"m", &small_r)
+            .is_err());
+        assert!(!verify_batch(&[check(&public, b"m", &small_r)]));
+        // y = p is the non-canonical encoding of y = 0; y = p - 1 is canonical.
+        let mut p = [0xffu8; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        assert!(!canonical_y(&p));
+        p[0] = 0xec;
+        assert!(canonical_y(&p));
+        p[31] = 0xff;
+        assert!(canonical_y(&p), "the sign bit is not part of y");
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub use entry::{
 };
 pub use genesis::{AgencyGenesis, Genesis, GenesisError, ValidatorGenesis};
 pub use hash::{Domain, Hash};
-pub use keys::{verifications, KeyError, Keypair, PublicKey, Signature};
+pub use keys::{
+    verifications, verify_batch, KeyError, Keypair, PublicKey, Signature, SignatureCheck,
+};
 pub use name::{Name, NameError};
 pub use proof::{InclusionProof, ProofError, ProvenEntry, PROOF_BYTES_MAX, PROOF_VERSION};
 pub use receipt::{CheckedReceipt, HeldTokens, Receipt, ReceiptError, Withheld};
