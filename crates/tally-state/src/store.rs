@@ -11,6 +11,7 @@ use crate::tree::{self, Change, Tree};
 use crate::StateError;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use tally_types::{codec, EntryId, Genesis, Hash, Name, PublicKey, SubjectToken};
 
 /// Changes made by one block: a new value, or `None` for a deletion.
@@ -123,10 +124,23 @@ pub(crate) fn hex_key(k: &[u8]) -> String {
 }
 
 /// The committed ledger state after some height.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct State {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     tree: Tree,
+    /// The tree [`State::root_after`] last computed and the changes it was for: a block is
+    /// checked against its header and then applied, and the second needs the same tree.
+    checked: Mutex<Option<(Vec<Change>, Tree)>>,
+}
+
+impl Clone for State {
+    fn clone(&self) -> Self {
+        State {
+            kv: self.kv.clone(),
+            tree: self.tree.clone(),
+            checked: Mutex::default(),
+        }
+    }
 }
 
 impl StateRead for State {
@@ -191,12 +205,25 @@ impl State {
             .collect();
         leaves.sort_unstable_by_key(|l| l.0);
         let tree = Tree::from_sorted(&leaves);
-        State { kv, tree }
+        State {
+            kv,
+            tree,
+            checked: Mutex::default(),
+        }
     }
 
     /// Applies a block's diff.
     pub fn apply(&mut self, diff: &StateDiff) {
-        self.tree = self.tree.with(&tree_changes(diff));
+        let changes = tree_changes(diff);
+        let checked = self
+            .checked
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.tree = match checked {
+            Some((c, tree)) if c == changes => tree,
+            _ => self.tree.with(&changes),
+        };
         for (k, v) in diff {
             match v {
                 Some(v) => self.kv.insert(k.clone(), v.clone()),
@@ -214,7 +241,11 @@ impl State {
     /// The state root this state would have after `diff`, without applying it: a block is
     /// checked against its header before anything is changed. Costs O(diff × log state).
     pub fn root_after(&self, diff: &StateDiff) -> Hash {
-        self.tree.with(&tree_changes(diff)).root()
+        let changes = tree_changes(diff);
+        let tree = self.tree.with(&changes);
+        let root = tree.root();
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some((changes, tree));
+        root
     }
 
     /// Number of records.
@@ -344,9 +375,21 @@ mod tests {
         diff.insert(vec![7, 1], Some(vec![1]));
         diff.insert(vec![30], Some(vec![2]));
         diff.insert(vec![31], None);
+        // A root computed for one diff is not reused for another.
+        let mut other = s.clone();
+        let mut small = StateDiff::new();
+        small.insert(vec![3], Some(vec![4]));
+        let _ = other.root_after(&diff);
+        other.apply(&small);
+        let rebuilt = State::from_pairs(other.pairs().map(|(k, v)| (k.to_vec(), v.to_vec())));
+        assert_eq!(other.root(), rebuilt.root());
+        assert_eq!(other.raw(&[3]), Some(&[4u8][..]));
+
         let predicted = s.root_after(&diff);
         s.apply(&diff);
         assert_eq!(predicted, s.root());
+        let rebuilt = State::from_pairs(s.pairs().map(|(k, v)| (k.to_vec(), v.to_vec())));
+        assert_eq!(rebuilt.root(), s.root());
         assert_eq!(
             State::default().root_after(&StateDiff::new()),
             State::default().root()

@@ -7,9 +7,9 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
-use tally_state::{BlockSummary, ChainVerifier, State};
+use tally_state::{signatures_verify, BlockSummary, ChainVerifier, Signatures, State};
 use tally_storage::{StorageError, Store};
-use tally_types::{Block, Genesis};
+use tally_types::{Block, CommitCertificate, Genesis};
 
 /// The first rule a chain breaks. Raised as an error so replay code can use `?`; the command's
 /// edge prints it and exits 1, while every other error exits 2.
@@ -106,47 +106,51 @@ pub fn open_copy(data_dir: &Path, trusted: Option<&Path>) -> anyhow::Result<(Sto
     Ok((store, stored))
 }
 
+/// Blocks read and signature-checked ahead of the replay: bounds the memory the read-ahead
+/// holds (two blocks of at most `block.entries_max` entries each).
+const READ_AHEAD_BLOCKS: usize = 2;
+
 /// Verifies and replays every block of the copy from the verifier's tip to the copy's head,
 /// then checks the copy's head against the replay. `each` sees every block after it verified.
+///
+/// A block's entry signatures do not depend on the state, but its replay does: so another
+/// thread reads each block and checks its signatures (on all cores) while this one replays the
+/// block before it.
 pub fn replay_copy(
     store: &Store,
     verifier: &mut ChainVerifier,
     mut each: impl FnMut(&Block, &BlockSummary, &State) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let head = store.head()?;
-    for height in verifier.tip().height + 1..=head.height {
-        let block = match store.block(height) {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                return Err(Violation::new(
-                    height,
-                    "missing_block",
-                    format!("head is {} but block {height} is absent", head.height),
-                )
-                .into())
+    let from = verifier.tip().height + 1;
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let (ahead, blocks) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOCKS);
+        s.spawn(move || {
+            for height in from..=head.height {
+                let read = read_block(store, height, head.height).map(|(block, cert)| {
+                    let signatures = if signatures_verify(&block.entries) {
+                        Signatures::AlreadyVerified
+                    } else {
+                        Signatures::Verify
+                    };
+                    (block, cert, signatures)
+                });
+                let failed = read.is_err();
+                // A closed channel means the replay stopped at a violation.
+                if ahead.send(read).is_err() || failed {
+                    return;
+                }
             }
-            Err(StorageError::Corrupt(d)) => {
-                return Err(Violation::new(height, "storage", d).into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let cert = match store.certificate(height) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return Err(
-                    Violation::new(height, "certificate", "no commit certificate stored").into(),
-                )
-            }
-            Err(StorageError::Corrupt(d)) => {
-                return Err(Violation::new(height, "certificate", d).into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let summary = verifier
-            .verify_next(&block, &cert)
-            .map_err(Violation::from)?;
-        each(&block, &summary, verifier.state())?;
-    }
+        });
+        for read in blocks {
+            let (block, cert, signatures) = read?;
+            let summary = verifier
+                .verify_next_with(&block, &cert, signatures)
+                .map_err(Violation::from)?;
+            each(&block, &summary, verifier.state())?;
+        }
+        Ok(())
+    })?;
     if verifier.tip().hash != head.hash {
         return Err(Violation::new(
             head.height,
@@ -172,6 +176,37 @@ pub fn replay_copy(
         .into());
     }
     Ok(())
+}
+
+/// Block `height` and its certificate from the copy; a missing or undecodable one is a
+/// violation at that height.
+fn read_block(store: &Store, height: u64, head: u64) -> anyhow::Result<(Block, CommitCertificate)> {
+    let block = match store.block(height) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Err(Violation::new(
+                height,
+                "missing_block",
+                format!("head is {head} but block {height} is absent"),
+            )
+            .into())
+        }
+        Err(StorageError::Corrupt(d)) => return Err(Violation::new(height, "storage", d).into()),
+        Err(e) => return Err(e.into()),
+    };
+    let cert = match store.certificate(height) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(
+                Violation::new(height, "certificate", "no commit certificate stored").into(),
+            )
+        }
+        Err(StorageError::Corrupt(d)) => {
+            return Err(Violation::new(height, "certificate", d).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((block, cert))
 }
 
 /// A progress bar on stderr while a long chain is verified; nothing when stderr is not a

@@ -7,13 +7,15 @@
 //! block is built by `tally_state::build_block` and certified by three validator keys, so the
 //! audit and the catch-up check exactly what they would on a live chain.
 
-use super::load::Setup;
+use super::load::{self, Plan, RunResult, Setup, Target};
 use super::probe::Limits;
+use crate::client::NodeClient;
 use crate::cmd::devnet;
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tally_state::{build_block, State, Tip};
 use tally_storage::{CommitBatch, Store};
@@ -27,6 +29,8 @@ const BLOCK_ENTRIES: usize = 2_000;
 const STREAMS: usize = 8;
 /// The longest a catch-up may take before the benchmark gives up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// Most entries signed ahead for the load during the catch-up (about 400 bytes each).
+const CATCH_UP_LOAD_ENTRIES_MAX: usize = 300_000;
 
 /// Options of `tally bench chain`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +48,10 @@ pub struct ChainArgs {
     /// Only write the chain and audit it; do not start the devnet for the catch-up.
     #[arg(long)]
     pub no_catch_up: bool,
+    /// Entries per second offered to validators 1-3 while validator 4 catches up, so that it
+    /// chases a chain that still grows (0: the others stay at rest).
+    #[arg(long, default_value_t = 500.0)]
+    pub catch_up_load: f64,
 }
 
 /// What was measured.
@@ -88,10 +96,14 @@ pub struct Audit {
 /// The catch-up of validator 4.
 #[derive(Debug, Serialize)]
 pub struct CatchUp {
-    /// From starting the four nodes to validator 4 serving the head.
+    /// From starting validator 4 to its height reaching validator 1's.
     pub seconds: f64,
+    /// Entries it synced: the chain's, and those the others committed meanwhile.
+    pub entries: u64,
     /// Entries per second it verified, replayed and stored.
     pub entries_per_s: f64,
+    /// What the others committed while it caught up (`null` when they were at rest).
+    pub load: Option<RunResult>,
     /// Peak resident memory of each node, the chain loaded (1-3) or synced (4).
     pub peak_rss_bytes: Vec<Option<u64>>,
 }
@@ -295,46 +307,115 @@ fn audit(dir: &Path, limits: &Limits) -> anyhow::Result<Audit> {
     })
 }
 
-/// Starts the four validators and times validator 4 until it serves the chain's head.
-fn catch_up(dir: &Path, made: &ChainMade) -> anyhow::Result<CatchUp> {
+/// Starts validators 1-3, has them commit an offered load, then starts validator 4 from its
+/// genesis and times it until its height reaches validator 1's.
+fn catch_up(dir: &Path, made: &ChainMade, rate: f64) -> anyhow::Result<CatchUp> {
     let exe = std::env::current_exe()?;
     let members = devnet::members(dir)?;
-    let started = Instant::now();
-    let mut children = devnet::spawn_all(&exe, &members)?;
-    eprintln!(
-        "validators 1-3 hold {} blocks; timing validator 4's catch-up",
-        made.blocks
-    );
-    let last = members
-        .last()
+    let (last, others) = members
+        .split_last()
         .ok_or_else(|| anyhow!("the devnet has no validators"))?;
-    let client = crate::client::NodeClient::new(&format!("http://127.0.0.1:{}", last.api));
-    let result = loop {
-        let height = client
-            .get("/v1/status")
-            .ok()
-            .flatten()
-            .and_then(|s| s["height"].as_u64());
-        if height.is_some_and(|h| h >= made.blocks) {
-            break Ok(started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > CATCH_UP_TIMEOUT {
-            break Err(anyhow!(
-                "validator 4 did not catch up within {CATCH_UP_TIMEOUT:?} (at height {height:?})"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // Validator 4 starts from genesis each time, so a reused chain is a full catch-up again.
+    let synced = last.dir.join("data");
+    if synced.exists() {
+        std::fs::remove_dir_all(&synced)?;
+    }
+    let mut children = devnet::spawn_all(&exe, others)?;
+    let result = chase(dir, made, rate, &exe, last, others, &mut children);
     let rss = children
         .iter()
         .map(|(_, c)| super::stats::peak_rss_bytes(c.id()))
         .collect();
     devnet::terminate(&mut children);
-    let seconds = result?;
+    let (seconds, load) = result?;
+    let (entries, _, _) = super::cluster::disk(&synced)?;
     Ok(CatchUp {
         seconds,
-        entries_per_s: made.entries as f64 / seconds,
+        entries,
+        entries_per_s: entries as f64 / seconds,
+        load,
         peak_rss_bytes: rss,
+    })
+}
+
+/// The timed part of [`catch_up`]: returns the seconds and the load the others committed.
+fn chase(
+    dir: &Path,
+    made: &ChainMade,
+    rate: f64,
+    exe: &Path,
+    last: &devnet::Member,
+    others: &[devnet::Member],
+    children: &mut Vec<(String, std::process::Child)>,
+) -> anyhow::Result<(f64, Option<RunResult>)> {
+    let urls: Vec<String> = others
+        .iter()
+        .map(|m| format!("http://127.0.0.1:{}", m.api))
+        .collect();
+    super::cluster::ready(&urls, others.len())?;
+    let target = Target {
+        nodes: urls,
+        pids: children.iter().map(|(_, c)| c.id()).collect(),
+    };
+    let plan = Plan {
+        clients: STREAMS as u16,
+        warmup_s: 0,
+        duration_s: CATCH_UP_TIMEOUT.as_secs(),
+        entries_max: CATCH_UP_LOAD_ENTRIES_MAX,
+    };
+    let admin = tally_node::keyfile::read_key_file(&dir.join("keys/wfp-admin.key"))?;
+    let load = if rate > 0.0 {
+        Some(load::prepare(
+            &target,
+            &admin,
+            &plan,
+            Some(rate),
+            "catch-up load",
+        )?)
+    } else {
+        None
+    };
+    children.extend(devnet::spawn_all(exe, std::slice::from_ref(last))?);
+    let started = Instant::now();
+    eprintln!(
+        "validators 1-3 hold {} blocks{}; timing validator 4's catch-up",
+        made.blocks,
+        if load.is_some() {
+            format!(" and commit {rate:.0} entries/s")
+        } else {
+            String::new()
+        }
+    );
+    let leader = NodeClient::new(&target.nodes[0]);
+    let chaser = NodeClient::new(&format!("http://127.0.0.1:{}", last.api));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let driver = load.map(|l| s.spawn(|| l.drive(Some(&stop))));
+        let caught_up = loop {
+            let ahead = load::height(&leader).ok();
+            let height = load::height(&chaser).ok();
+            if let (Some(a), Some(h)) = (ahead, height) {
+                if h >= a && h >= made.blocks {
+                    break Ok(started.elapsed().as_secs_f64());
+                }
+            }
+            if started.elapsed() > CATCH_UP_TIMEOUT {
+                break Err(anyhow!(
+                    "validator 4 did not catch up within {CATCH_UP_TIMEOUT:?} \
+                     (at height {height:?}, validator 1 at {ahead:?})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        stop.store(true, Ordering::Relaxed);
+        let load = match driver {
+            Some(d) => Some(
+                d.join()
+                    .map_err(|_| anyhow!("the load generator panicked"))??,
+            ),
+            None => None,
+        };
+        Ok((caught_up?, load))
     })
 }
 
@@ -355,10 +436,16 @@ pub fn run(args: &ChainArgs, limits: &Limits) -> anyhow::Result<ChainResult> {
     let catch_up = if args.no_catch_up {
         None
     } else {
-        let c = catch_up(&args.dir, &made)?;
+        let c = catch_up(&args.dir, &made, args.catch_up_load)?;
         eprintln!(
-            "catch-up: {:.1} s, {:.0} entries/s",
-            c.seconds, c.entries_per_s
+            "catch-up: {} entries in {:.1} s, {:.0} entries/s{}",
+            c.entries,
+            c.seconds,
+            c.entries_per_s,
+            c.load.as_ref().map_or(String::new(), |l| format!(
+                ", while validators 1-3 committed {:.0} entries/s",
+                l.committed_per_s
+            ))
         );
         Some(c)
     };

@@ -59,7 +59,7 @@ pub struct ClusterResult {
     pub committed_pct_of_ceiling: f64,
 }
 
-fn ready(urls: &[String], validators: usize) -> anyhow::Result<()> {
+pub(super) fn ready(urls: &[String], validators: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     for url in urls {
         let client = crate::client::NodeClient::new(url);

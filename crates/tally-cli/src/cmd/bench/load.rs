@@ -373,6 +373,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// When a client stops sending: at the window's end, or earlier when told to.
+#[derive(Clone, Copy)]
+struct Until<'a> {
+    end: Instant,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl Until<'_> {
+    fn reached(&self) -> bool {
+        Instant::now() >= self.end || self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
 fn client_loop(
     shared: &Shared,
     node: usize,
@@ -380,7 +393,7 @@ fn client_loop(
     entries: &[Prepared],
     pace: Option<Duration>,
     start: Instant,
-    end: Instant,
+    until: Until,
 ) {
     let client = NodeClient::new(url);
     for (k, e) in entries.iter().enumerate() {
@@ -394,7 +407,7 @@ fn client_loop(
         // Latency counts from the first attempt: a retry after "later" is part of the wait.
         let mut first = None;
         loop {
-            if Instant::now() >= end {
+            if until.reached() {
                 return;
             }
             let at = *first.get_or_insert_with(Instant::now);
@@ -427,7 +440,7 @@ fn client_loop(
     }
 }
 
-fn height(client: &NodeClient) -> anyhow::Result<u64> {
+pub(super) fn height(client: &NodeClient) -> anyhow::Result<u64> {
     client
         .get("/v1/status")?
         .and_then(|s| s["height"].as_u64())
@@ -492,6 +505,29 @@ pub fn run(
     rate: Option<f64>,
     label: &str,
 ) -> anyhow::Result<RunResult> {
+    prepare(target, admin, plan, rate, label)?.drive(None)
+}
+
+/// A run whose setup is committed and whose entries are all signed: starting it costs the
+/// nodes the load alone, so it can start at a chosen moment (as a validator restarts).
+pub struct Ready<'a> {
+    target: &'a Target,
+    plan: &'a Plan,
+    rate: Option<f64>,
+    label: String,
+    setup: Setup,
+    streams: Vec<Vec<Prepared>>,
+    entry_bytes_mean: f64,
+}
+
+/// Commits a run's setup and signs its entries.
+pub fn prepare<'a>(
+    target: &'a Target,
+    admin: &Keypair,
+    plan: &'a Plan,
+    rate: Option<f64>,
+    label: &str,
+) -> anyhow::Result<Ready<'a>> {
     let clients = plan.clients as usize;
     let first = NodeClient::new(&target.nodes[0]);
     eprintln!("[{label}] setup: granting keys, opening a programme, issuing vouchers");
@@ -512,100 +548,134 @@ pub fn run(
         .map(|p| p.bytes.len() as f64)
         .sum::<f64>()
         / (per_client * clients) as f64;
-    let pace = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
-    let shared = Shared {
-        sent: Mutex::new(HashMap::new()),
-        commits: Mutex::new(Vec::new()),
-        submitted: Mutex::new(Vec::new()),
-        refused: Mutex::new(BTreeMap::new()),
-        backpressure: AtomicU64::new(0),
-        stop_watchers: AtomicBool::new(false),
-    };
-    let node_clients: Vec<NodeClient> = target.nodes.iter().map(|u| NodeClient::new(u)).collect();
-    let heads = node_clients
-        .iter()
-        .map(height)
-        .collect::<anyhow::Result<Vec<u64>>>()?;
-    let accepted_before = setup.accepted(&first)?;
-    eprintln!(
+    Ok(Ready {
+        target,
+        plan,
+        rate,
+        label: label.to_string(),
+        setup,
+        streams: prepared,
+        entry_bytes_mean,
+    })
+}
+
+impl Ready<'_> {
+    /// Offers the load until the window ends or `stop` is raised, then waits for what was sent
+    /// in the window to commit.
+    pub fn drive(self, stop: Option<&AtomicBool>) -> anyhow::Result<RunResult> {
+        let Ready {
+            target,
+            plan,
+            rate,
+            label,
+            setup,
+            streams: prepared,
+            entry_bytes_mean,
+        } = self;
+        let clients = prepared.len();
+        let per_client = prepared.first().map_or(0, Vec::len);
+        let first = NodeClient::new(&target.nodes[0]);
+        let pace = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+        let shared = Shared {
+            sent: Mutex::new(HashMap::new()),
+            commits: Mutex::new(Vec::new()),
+            submitted: Mutex::new(Vec::new()),
+            refused: Mutex::new(BTreeMap::new()),
+            backpressure: AtomicU64::new(0),
+            stop_watchers: AtomicBool::new(false),
+        };
+        let node_clients: Vec<NodeClient> =
+            target.nodes.iter().map(|u| NodeClient::new(u)).collect();
+        let heads = node_clients
+            .iter()
+            .map(height)
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        let accepted_before = setup.accepted(&first)?;
+        eprintln!(
         "[{label}] {} offered from {clients} connections to {} node(s): {} s warm-up, {} s measured",
         rate.map_or("as fast as admitted".to_string(), |r| format!("{r:.0} entries/s")),
         target.nodes.len(),
         plan.warmup_s,
         plan.duration_s
     );
-    let start = Instant::now();
-    let window_start = start + Duration::from_secs(plan.warmup_s);
-    let end = window_start + Duration::from_secs(plan.duration_s);
-    let mut ran_out = None;
-    let (w0, w1) = std::thread::scope(|s| {
-        for (i, url) in target.nodes.iter().enumerate() {
-            let (shared, seen) = (&shared, heads[i]);
-            s.spawn(move || watch(shared, i, url, seen));
-        }
-        let senders: Vec<_> = prepared
+        let start = Instant::now();
+        let window_start = start + Duration::from_secs(plan.warmup_s);
+        let end = window_start + Duration::from_secs(plan.duration_s);
+        let mut cut = None;
+        let (w0, w1) = std::thread::scope(|s| {
+            for (i, url) in target.nodes.iter().enumerate() {
+                let (shared, seen) = (&shared, heads[i]);
+                s.spawn(move || watch(shared, i, url, seen));
+            }
+            let senders: Vec<_> = prepared
+                .iter()
+                .enumerate()
+                .map(|(c, entries)| {
+                    let node = c % target.nodes.len();
+                    let (shared, url) = (&shared, &target.nodes[node]);
+                    s.spawn(move || {
+                        client_loop(shared, node, url, entries, pace, start, Until { end, stop })
+                    })
+                })
+                .collect();
+            let now = Instant::now();
+            if window_start > now {
+                std::thread::sleep(window_start - now);
+            }
+            let at_window = Sample::take(&node_clients, &target.pids);
+            for h in senders {
+                let _ = h.join();
+            }
+            if Instant::now() < end {
+                cut = Some(Instant::now());
+            }
+            let at_end = Sample::take(&node_clients, &target.pids);
+            let drained_by = Instant::now() + DRAIN;
+            while Instant::now() < drained_by
+                && lock(&shared.sent).values().any(|s| s.at >= window_start)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            shared.stop_watchers.store(true, Ordering::Relaxed);
+            (at_window, at_end)
+        });
+        let window_end = cut.unwrap_or(end);
+        let stopped = stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        let ran_out = cut.filter(|_| !stopped);
+        let window_s = window_end.duration_since(window_start).as_secs_f64();
+        let commits = shared
+            .commits
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let in_window = |t: Instant| t >= window_start && t < window_end;
+        let committed = commits.iter().filter(|c| in_window(c.committed)).count() as f64;
+        let latencies: Vec<Duration> = commits
             .iter()
-            .enumerate()
-            .map(|(c, entries)| {
-                let node = c % target.nodes.len();
-                let (shared, url) = (&shared, &target.nodes[node]);
-                s.spawn(move || client_loop(shared, node, url, entries, pace, start, end))
-            })
+            .filter(|c| in_window(c.sent))
+            .map(|c| c.committed - c.sent)
             .collect();
-        let now = Instant::now();
-        if window_start > now {
-            std::thread::sleep(window_start - now);
-        }
-        let at_window = Sample::take(&node_clients, &target.pids);
-        for h in senders {
-            let _ = h.join();
-        }
-        if Instant::now() < end {
-            ran_out = Some(Instant::now());
-        }
-        let at_end = Sample::take(&node_clients, &target.pids);
-        let drained_by = Instant::now() + DRAIN;
-        while Instant::now() < drained_by
-            && lock(&shared.sent).values().any(|s| s.at >= window_start)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        shared.stop_watchers.store(true, Ordering::Relaxed);
-        (at_window, at_end)
-    });
-    let window_end = ran_out.unwrap_or(end);
-    let window_s = window_end.duration_since(window_start).as_secs_f64();
-    let commits = shared
-        .commits
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    let in_window = |t: Instant| t >= window_start && t < window_end;
-    let committed = commits.iter().filter(|c| in_window(c.committed)).count() as f64;
-    let latencies: Vec<Duration> = commits
-        .iter()
-        .filter(|c| in_window(c.sent))
-        .map(|c| c.committed - c.sent)
-        .collect();
-    let submitted = lock(&shared.submitted)
-        .iter()
-        .filter(|t| in_window(**t))
-        .count() as f64;
-    let uncommitted = lock(&shared.sent)
-        .values()
-        .filter(|s| in_window(s.at))
-        .count() as u64;
-    let accepted_total = setup.accepted(&first)? - accepted_before;
-    let per_1k = |cpu: Option<f64>| {
-        cpu.filter(|_| committed > 0.0)
-            .map(|c| c / committed * 1000.0)
-    };
-    let verifications_per_entry_per_node = match (&w0.verifications, &w1.verifications) {
-        (Some(a), Some(b)) if committed > 0.0 => Some(
-            b.iter().zip(a).map(|(b, a)| (b - a) as f64).sum::<f64>() / a.len() as f64 / committed,
-        ),
-        _ => None,
-    };
-    let result = RunResult {
+        let submitted = lock(&shared.submitted)
+            .iter()
+            .filter(|t| in_window(**t))
+            .count() as f64;
+        let uncommitted = lock(&shared.sent)
+            .values()
+            .filter(|s| in_window(s.at))
+            .count() as u64;
+        let accepted_total = setup.accepted(&first)? - accepted_before;
+        let per_1k = |cpu: Option<f64>| {
+            cpu.filter(|_| committed > 0.0)
+                .map(|c| c / committed * 1000.0)
+        };
+        let verifications_per_entry_per_node = match (&w0.verifications, &w1.verifications) {
+            (Some(a), Some(b)) if committed > 0.0 => Some(
+                b.iter().zip(a).map(|(b, a)| (b - a) as f64).sum::<f64>()
+                    / a.len() as f64
+                    / committed,
+            ),
+            _ => None,
+        };
+        let result = RunResult {
         label: label.to_string(),
         offered_per_s: rate,
         submitted_per_s: submitted / window_s,
@@ -632,8 +702,9 @@ pub fn run(
             )
         }),
     };
-    eprintln!("[{label}] {}", stats::one_line(&result));
-    Ok(result)
+        eprintln!("[{label}] {}", stats::one_line(&result));
+        Ok(result)
+    }
 }
 
 /// Counters read at the edges of the window.
