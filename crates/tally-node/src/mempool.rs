@@ -163,6 +163,11 @@ impl Mempool {
     pub fn candidates(&self, state: &State, max: usize) -> Result<Vec<SignedEntry>, StateError> {
         let mut runs = Vec::new();
         for (author, pending) in &self.by_author {
+            // The first round takes one entry from each run in order, so runs past the first
+            // `max` could give nothing: the driver's question "is there any?" looks at one.
+            if runs.len() == max {
+                break;
+            }
             let Some(rec) = state.key_record(author)? else {
                 continue;
             };
