@@ -35,9 +35,6 @@ const PUSH_HEIGHTS_MAX: u64 = 16;
 /// Most pending entries relayed again: by an observer on each poll, by any node when a
 /// validator (re)connects.
 const RELAY_AGAIN_MAX: usize = 512;
-/// Synced blocks whose signatures are checked ahead of their replay. The blocks themselves are
-/// already in memory (one sync response, at most half of `network.response_bytes_max`).
-const SYNC_READ_AHEAD_BLOCKS: usize = 2;
 
 /// How long a restarted or new validator waits for peers' blocks before it starts voting.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
@@ -556,65 +553,29 @@ impl Driver {
         from: PublicKey,
         blocks: Vec<CertifiedBlock>,
     ) -> Result<bool, NodeError> {
-        // A block's signatures do not depend on the state, but its replay does: another
-        // thread checks each block's signatures while this one replays the block before it.
-        // Blocks this node already has (overlapping responses) are skipped below, so their
-        // signatures are not checked at all.
-        let unheld: Vec<Vec<&SignedEntry>> = {
-            let ledger = self.parts.shared.ledger()?;
-            let next = ledger.head().height + 1;
-            blocks
-                .iter()
-                .map(|b| {
-                    if b.block.header.height < next {
-                        Vec::new()
-                    } else {
-                        ledger.unheld(&b.block)
-                    }
-                })
-                .collect()
-        };
         let mut synced_to = None;
-        std::thread::scope(|s| -> Result<(), NodeError> {
-            let (ahead, checked) = std::sync::mpsc::sync_channel(SYNC_READ_AHEAD_BLOCKS);
-            let unheld = &unheld;
-            s.spawn(move || {
-                for entries in unheld {
-                    // A closed channel means the replay stopped at a refused block.
-                    if ahead.send(signatures_verify(entries)).is_err() {
-                        return;
-                    }
+        for CertifiedBlock { block, certificate } in blocks {
+            let mut ledger = self.parts.shared.ledger()?;
+            let next = ledger.head().height + 1;
+            if block.header.height < next {
+                continue;
+            }
+            if block.header.height > next {
+                break;
+            }
+            match ledger.verify_synced(&block, &certificate) {
+                Ok(exec) => {
+                    let head = ledger.commit(&block, &certificate, exec)?;
+                    self.status.synced_blocks += 1;
+                    synced_to = Some(head.height);
                 }
-            });
-            for (CertifiedBlock { block, certificate }, valid) in blocks.iter().zip(checked) {
-                let mut ledger = self.parts.shared.ledger()?;
-                let next = ledger.head().height + 1;
-                if block.header.height < next {
-                    continue;
-                }
-                if block.header.height > next {
+                Err(why) => {
+                    self.status.rejected_blocks += 1;
+                    tracing::warn!(peer = %from.short(), height = block.header.height, %why, "refused a synced block");
                     break;
                 }
-                let signatures = if valid {
-                    Signatures::AlreadyVerified
-                } else {
-                    Signatures::Verify
-                };
-                match ledger.verify_synced_with(block, certificate, signatures) {
-                    Ok(exec) => {
-                        let head = ledger.commit(block, certificate, exec)?;
-                        self.status.synced_blocks += 1;
-                        synced_to = Some(head.height);
-                    }
-                    Err(why) => {
-                        self.status.rejected_blocks += 1;
-                        tracing::warn!(peer = %from.short(), height = block.header.height, %why, "refused a synced block");
-                        break;
-                    }
-                }
             }
-            Ok(())
-        })?;
+        }
         let Some(height) = synced_to else {
             return Ok(false);
         };

@@ -295,39 +295,24 @@ impl Ledger {
         block: &Block,
         certificate: &CommitCertificate,
     ) -> Result<Execution, String> {
-        self.verify_synced_with(block, certificate, self.check_unheld(block))
-    }
-
-    /// [`Ledger::verify_synced`] for a block whose unheld entries' signatures the caller has
-    /// already checked with [`Ledger::unheld`] and `signatures_verify` (`AlreadyVerified`), or
-    /// found one bad (`Verify`, so the replay names it).
-    pub fn verify_synced_with(
-        &self,
-        block: &Block,
-        certificate: &CommitCertificate,
-        signatures: Signatures,
-    ) -> Result<Execution, String> {
         let validators = self.state.validators().map_err(|e| e.to_string())?;
         certificate
             .verify(&block.header, &validators)
             .map_err(|e| format!("certificate: {e}"))?;
-        check_block(&self.state, &self.tip, block, signatures).map_err(|v| v.to_string())
+        check_block(&self.state, &self.tip, block, self.check_unheld(block))
+            .map_err(|v| v.to_string())
     }
 
-    /// A block's entries that the mempool does not hold: those it holds, signature included,
-    /// were checked on admission, and only the others need their signatures checked.
-    pub fn unheld<'b>(&self, block: &'b Block) -> Vec<&'b SignedEntry> {
-        block
+    /// Checks, on all cores, the signatures of a block's entries that the mempool does not
+    /// hold (those it holds, signature included, were checked on admission). Says how the
+    /// block must be replayed: `Verify` when one failed, so the replay names it.
+    fn check_unheld(&self, block: &Block) -> Signatures {
+        let unheld: Vec<&SignedEntry> = block
             .entries
             .iter()
             .filter(|e| !self.mempool.holds(e))
-            .collect()
-    }
-
-    /// Checks the signatures of a block's unheld entries on all cores. Says how the block must
-    /// be replayed: `Verify` when one failed, so the replay names it.
-    fn check_unheld(&self, block: &Block) -> Signatures {
-        if signatures_verify(&self.unheld(block)) {
+            .collect();
+        if signatures_verify(&unheld) {
             Signatures::AlreadyVerified
         } else {
             Signatures::Verify
