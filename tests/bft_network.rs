@@ -146,6 +146,14 @@ impl Cluster {
         }
     }
 
+    /// Starts every node and waits until each validator votes, connected to all the others.
+    fn start_all_voting(&mut self) {
+        self.start_all();
+        for i in 1..=self.n {
+            self.wait_voting(i, (self.n - 1) as usize);
+        }
+    }
+
     /// Waits until node `i` is connected to `peers` others and voting.
     fn wait_voting(&self, i: u16, peers: usize) {
         let api = self.api(i);
@@ -306,10 +314,7 @@ fn assert_same_chain(c: &Cluster, nodes: &[u16]) -> u64 {
 #[test]
 fn four_validators_commit_one_chain_under_a_steady_stream_of_entries() {
     let mut c = Cluster::create(4);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let admin = c.admin();
     let mut ids = Vec::new();
     // 60 entries from one author, sent round robin to all four validators: each relays to
@@ -347,10 +352,7 @@ fn four_validators_commit_one_chain_under_a_steady_stream_of_entries() {
 #[test]
 fn a_validator_killed_mid_stream_catches_up_and_the_chain_stays_identical() {
     let mut c = Cluster::create(4);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let admin = Arc::new(c.admin());
     let apis: Vec<Api> = (1..=3).map(|i| c.api(i)).collect();
     let done = Arc::new(AtomicBool::new(false));
@@ -433,10 +435,7 @@ fn limits() -> tally_network::Limits {
 #[test]
 fn a_key_outside_genesis_cannot_connect_or_inject_entries() {
     let mut c = Cluster::create(4);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let stranger = Keypair::from_seed_for_tests(424_242);
     let admin = c.admin();
     let entry = grant(&admin, 0, 1);
@@ -626,10 +625,7 @@ fn run_equivocator(
 #[test]
 fn two_of_four_down_stops_commits_until_one_returns() {
     let mut c = Cluster::create(4);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let admin = c.admin();
     let first = submit_ok(&c.api(1), &grant(&admin, 0, 0));
     assert_eq!(c.api(1).wait_entry(&first, WAIT)["status"], "committed");
@@ -652,10 +648,7 @@ fn two_of_four_down_stops_commits_until_one_returns() {
 #[test]
 fn an_observer_follows_verifies_and_serves_the_chain() {
     let mut c = Cluster::with_observers(4, 1);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let observer = 5;
     c.wait_api(observer);
     let status = c.api(observer).status();
@@ -686,10 +679,7 @@ fn an_observer_follows_verifies_and_serves_the_chain() {
 #[test]
 fn the_whole_network_killed_mid_stream_restarts_and_continues_one_chain() {
     let mut c = Cluster::create(4);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let admin = c.admin();
     // Keep entries in flight so that validators are mid-round (some locked) when power goes.
     for seq in 0..40u64 {
@@ -699,10 +689,7 @@ fn the_whole_network_killed_mid_stream_restarts_and_continues_one_chain() {
     for i in 1..=4 {
         c.kill(i);
     }
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     // Entries lost from the mempools with the crash are simply not committed; the author
     // continues from what the chain says is next.
     let next = c.api(1).next_sequence(&admin.public());
@@ -722,10 +709,7 @@ fn the_whole_network_killed_mid_stream_restarts_and_continues_one_chain() {
 #[test]
 fn the_load_generator_drives_four_validators_and_each_checks_an_entry_once() {
     let mut c = Cluster::create(4);
-    c.start_all();
-    for i in 1..=4 {
-        c.wait_voting(i, 3);
-    }
+    c.start_all_voting();
     let results = c.dir.path().join("results");
     let mut args: Vec<String> = ["bench", "load", "--admin-key"]
         .iter()

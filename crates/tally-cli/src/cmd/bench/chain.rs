@@ -322,11 +322,7 @@ fn catch_up(dir: &Path, made: &ChainMade, rate: f64) -> anyhow::Result<CatchUp> 
     }
     let mut children = devnet::spawn_all(&exe, others)?;
     let result = chase(dir, made, rate, &exe, last, others, &mut children);
-    let rss = children
-        .iter()
-        .map(|(_, c)| super::stats::peak_rss_bytes(c.id()))
-        .collect();
-    devnet::terminate(&mut children);
+    let rss = super::cluster::stop_all(&mut children);
     let (seconds, load) = result?;
     let (entries, _, _) = super::cluster::disk(&synced)?;
     Ok(CatchUp {

@@ -81,6 +81,17 @@ pub(super) fn ready(urls: &[String], validators: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the nodes and returns each one's peak resident memory, read first: it is gone once
+/// the process exits.
+pub(super) fn stop_all(children: &mut [(String, Child)]) -> Vec<Option<u64>> {
+    let rss = children
+        .iter()
+        .map(|(_, c)| super::stats::peak_rss_bytes(c.id()))
+        .collect();
+    devnet::terminate(children);
+    rss
+}
+
 /// A stopped node's data directory: entries on its chain, and its bytes on disk as the node
 /// left them and after a flush and compaction.
 pub fn disk(data: &Path) -> anyhow::Result<(u64, u64, u64)> {
@@ -115,11 +126,7 @@ pub fn run(args: &ClusterArgs, limits: &Limits) -> anyhow::Result<Vec<ClusterRes
         let members = devnet::members(&dir)?;
         let mut children = devnet::spawn_all(&exe, &members)?;
         let result = measure(args, limits, &dir, &members, &children, n);
-        let rss = children
-            .iter()
-            .map(|(_, c)| super::stats::peak_rss_bytes(c.id()))
-            .collect();
-        devnet::terminate(&mut children);
+        let rss = stop_all(&mut children);
         let (runs, chain_data) = result?;
         let (chain_entries, disk_bytes, disk_bytes_compacted) = disk(&chain_data)?;
         let v = runs
