@@ -117,7 +117,7 @@ fn setup(n: usize) -> Setup {
             built.left_out.is_empty() && built.execution.rejections.iter().all(Option::is_none),
             "every setup entry is accepted"
         );
-        state.apply(&built.execution.diff);
+        state.apply(&built.execution.diff).expect("applies");
         let header = &built.block.header;
         *tip = Tip {
             chain_id: header.chain_id.clone(),

@@ -104,6 +104,12 @@ pub enum Inbound {
         /// The blocks, oldest first.
         blocks: Vec<CertifiedBlock>,
     },
+    /// A [`NetworkHandle::ask_blocks`] that will not be answered: the peer refused, timed out
+    /// or went away.
+    BlocksFailed {
+        /// Who was asked.
+        from: PublicKey,
+    },
     /// A peer connected.
     Connected(PublicKey),
     /// A peer's last connection closed.
@@ -593,7 +599,9 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                self.blocks_asked.remove(&request_id);
+                if let Some(from) = self.blocks_asked.remove(&request_id) {
+                    self.deliver(Inbound::BlocksFailed { from });
+                }
                 Counters::bump(&self.counters.send_failures);
                 tracing::debug!(error = %error, "request failed");
             }

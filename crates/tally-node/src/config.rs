@@ -26,6 +26,9 @@ pub struct NodeConfig {
     /// Consensus timeouts.
     #[serde(default)]
     pub consensus: ConsensusSection,
+    /// RocksDB's memory.
+    #[serde(default)]
+    pub storage: StorageSection,
 }
 
 /// One peer to keep a connection to.
@@ -204,6 +207,38 @@ impl Default for BlockSection {
     }
 }
 
+/// RocksDB's memory. The state's records and most of its tree live on disk and are read
+/// through the cache, so these and the mempool bound a node's memory, not its chain's length.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// Cache of data, index and filter blocks, shared by all column families, in MiB.
+    pub cache_mib: usize,
+    /// Writes held in memtables before they are flushed to disk, all column families
+    /// together, in MiB.
+    pub write_buffer_mib: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let l = tally_storage::MemoryLimits::default();
+        Self {
+            cache_mib: l.cache_bytes >> 20,
+            write_buffer_mib: l.write_buffer_bytes >> 20,
+        }
+    }
+}
+
+impl StorageSection {
+    /// The limits storage opens the data directory with.
+    pub fn limits(&self) -> tally_storage::MemoryLimits {
+        tally_storage::MemoryLimits {
+            cache_bytes: self.cache_mib << 20,
+            write_buffer_bytes: self.write_buffer_mib << 20,
+        }
+    }
+}
+
 /// A config that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -314,6 +349,20 @@ impl NodeConfig {
             1,
             60_000,
             "1 to 60000",
+        )?;
+        range(
+            "storage.cache_mib",
+            self.storage.cache_mib,
+            1,
+            1 << 20,
+            "1 to 1048576",
+        )?;
+        range(
+            "storage.write_buffer_mib",
+            self.storage.write_buffer_mib,
+            4,
+            1 << 16,
+            "4 to 65536",
         )?;
         let c = &self.consensus;
         for (field, v) in [

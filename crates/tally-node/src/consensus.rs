@@ -36,6 +36,10 @@ const PUSH_HEIGHTS_MAX: u64 = 16;
 /// validator (re)connects.
 const RELAY_AGAIN_MAX: usize = 512;
 
+/// How long a block-sync request may stay unanswered before another is sent: longer than the
+/// network's 10 s request timeout, after which it reports the failure anyway.
+const SYNC_ANSWER_WAIT: Duration = Duration::from_secs(12);
+
 /// How long a restarted or new validator waits for peers' blocks before it starts voting.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
@@ -162,6 +166,11 @@ pub struct Driver {
     last_commit: Instant,
     next_sync_peer: usize,
     last_sync_ask: Option<Instant>,
+    /// When the block-sync request now waiting for its answer was sent. One at a time: each
+    /// answer holds up to half a frame of blocks, and a node that is behind hears "the others
+    /// are ahead" from every vote, so asking again each time would stack answers that it
+    /// decodes and then mostly discards, while its peers read and send them.
+    sync_in_flight: Option<Instant>,
     voting: bool,
     start_by: Instant,
     status: ConsensusStatus,
@@ -216,6 +225,7 @@ impl Driver {
             last_commit: Instant::now(),
             next_sync_peer: 0,
             last_sync_ask: None,
+            sync_in_flight: None,
             voting: false,
             start_by: if alone {
                 Instant::now()
@@ -392,26 +402,22 @@ impl Driver {
                 Request::Blocks { .. } => {} // answered by the network task
             },
             Event::Net(Inbound::Blocks { from, blocks }) => {
+                self.sync_in_flight = None;
                 let empty = blocks.is_empty();
                 if self.apply_blocks(from, blocks)? {
                     // More may follow: keep asking the same peer until it has nothing new.
-                    let next = self.parts.shared.ledger()?.head().height + 1;
-                    if let Some(net) = &self.parts.net {
-                        net.ask_blocks(from, next);
-                    }
+                    self.ask_blocks(from)?;
                 } else if empty && !self.voting {
                     // A peer has nothing beyond our head: we are caught up.
                     self.start_voting()?;
                 }
             }
+            Event::Net(Inbound::BlocksFailed { .. }) => self.sync_in_flight = None,
             Event::Net(Inbound::Connected(peer)) => {
-                let next = self.parts.shared.ledger()?.head().height + 1;
-                if let Some(net) = &self.parts.net {
-                    if self.parts.validators.contains(&peer) {
-                        net.ask_blocks(peer, next);
-                        // A validator that was away missed the relays of what is pending.
-                        self.parts.shared.relay_pending(RELAY_AGAIN_MAX)?;
-                    }
+                if self.parts.validators.contains(&peer) {
+                    self.ask_blocks(peer)?;
+                    // A validator that was away missed the relays of what is pending.
+                    self.parts.shared.relay_pending(RELAY_AGAIN_MAX)?;
                 }
             }
             Event::Net(Inbound::Disconnected(_)) => {}
@@ -599,7 +605,8 @@ impl Driver {
         self.last_commit = Instant::now();
     }
 
-    /// Asks the next validator (round robin) for blocks after our head, at most once a tick.
+    /// Asks the next validator (round robin) for blocks after our head, at most once a tick
+    /// and only when no request is waiting for its answer.
     fn ask_sync(&mut self) {
         if self
             .last_sync_ask
@@ -607,7 +614,9 @@ impl Driver {
         {
             return;
         }
-        let Some(net) = &self.parts.net else { return };
+        if self.parts.net.is_none() {
+            return;
+        }
         let peers: Vec<PublicKey> = self
             .parts
             .validators
@@ -618,14 +627,29 @@ impl Driver {
         if peers.is_empty() {
             return;
         }
-        let next = match self.parts.shared.ledger() {
-            Ok(l) => l.head().height + 1,
-            Err(_) => return,
-        };
         let peer = peers[self.next_sync_peer % peers.len()];
-        self.next_sync_peer = self.next_sync_peer.wrapping_add(1);
+        if let Ok(true) = self.ask_blocks(peer) {
+            self.next_sync_peer = self.next_sync_peer.wrapping_add(1);
+            self.last_sync_ask = Some(Instant::now());
+        }
+    }
+
+    /// Asks a peer for the blocks after our head, unless a request is still waiting for its
+    /// answer. Says whether it asked.
+    fn ask_blocks(&mut self, peer: PublicKey) -> Result<bool, NodeError> {
+        if self
+            .sync_in_flight
+            .is_some_and(|t| t.elapsed() < SYNC_ANSWER_WAIT)
+        {
+            return Ok(false);
+        }
+        let Some(net) = &self.parts.net else {
+            return Ok(false);
+        };
+        let next = self.parts.shared.ledger()?.head().height + 1;
         net.ask_blocks(peer, next);
-        self.last_sync_ask = Some(Instant::now());
+        self.sync_in_flight = Some(Instant::now());
+        Ok(true)
     }
 
     /// Builds the proposal the core asked for once there is something to propose and the

@@ -132,7 +132,7 @@ impl Ledger {
                 config.node.data_dir.display()
             ))
         })?;
-        let store = Store::open(&config.node.data_dir)?;
+        let store = Store::open_with(&config.node.data_dir, config.storage.limits())?;
         store.init_genesis(&genesis)?;
         let head = store.head()?;
         let state = store.load_state()?;
@@ -334,7 +334,7 @@ impl Ledger {
             rejections: &exec.rejections,
             diff: &exec.diff,
         })?;
-        self.state.apply(&exec.diff);
+        self.state.apply(&exec.diff)?;
         // The header's state root was computed from this diff (`root_after`) when the block was
         // built or checked; recomputing it over the whole state costs O(state) per block, so
         // only test builds do it again.

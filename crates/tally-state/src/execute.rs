@@ -668,7 +668,7 @@ fn apply(
                     &name_part(reference),
                 ],
             );
-            if ov.raw(&sk).is_some() {
+            if ov.raw(&sk)?.is_some() {
                 return reject(
                     RejectCode::DuplicateReference,
                     format!("settlement reference {reference} already used"),

@@ -17,7 +17,7 @@ pub use execute::{
     InvalidBlock, Signatures,
 };
 pub use report::{Finding, Reconciliation, Report};
-pub use store::{State, StateDiff, StateRead};
+pub use store::{leaf_changes, Backing, Pairs, State, StateDiff, StateRead};
 pub use verify::{
     build_block, check_block, signatures_verify, BlockSummary, BuiltBlock, ChainVerifier, Tip,
     Violation,
@@ -47,10 +47,16 @@ impl Rejection {
     }
 }
 
-/// The state could not be read: a record does not decode. Never caused by an entry; it means
-/// the data directory is damaged.
+/// The state could not be read: a record does not decode, or its store failed. Never caused by
+/// an entry; it means the data directory is damaged or unreadable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
+    /// The store behind a backed state failed to read.
+    #[error("state store: {reason}")]
+    Backing {
+        /// What the store said.
+        reason: String,
+    },
     /// A stored record does not decode.
     #[error("state record {key} is corrupt: {reason}")]
     Corrupt {

@@ -3,19 +3,27 @@
 //! Every record lives under a one-byte table prefix. Keeping the state a plain ordered map makes
 //! three things simple and obviously deterministic: the per-block diff that storage writes in
 //! the same batch as the block, the state root (a sparse Merkle tree keyed by each record's
-//! key, [`crate::tree`]), and reloading from disk (read the pairs back, recompute the root,
-//! compare with the head block).
+//! key, [`crate::tree`]), and reloading from disk.
+//!
+//! The map lives in one of two places. An auditor's replay and the tests keep it in memory. A
+//! node keeps it in its RocksDB ([`Backing`]): the records and the tree's leaves are read from
+//! there, only the top of the tree stays in memory, and a node's memory does not grow with the
+//! number of records.
 
 use crate::records::*;
 use crate::tree::{self, Change, Tree};
 use crate::StateError;
 use serde::{de::DeserializeOwned, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tally_types::{codec, EntryId, Genesis, Hash, Name, PublicKey, SubjectToken};
 
 /// Changes made by one block: a new value, or `None` for a deletion.
 pub type StateDiff = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// State records, `(key, value)`, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Table prefixes. Stable: they are part of the state commitment.
 pub(crate) mod table {
@@ -53,13 +61,13 @@ pub(crate) fn name_part(n: &Name) -> Vec<u8> {
 /// Read access to state records, shared by the committed state and the executor's overlay.
 pub trait StateRead {
     /// The raw value under a key.
-    fn raw(&self, key: &[u8]) -> Option<&[u8]>;
+    fn raw(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError>;
 
     /// Decodes the record under a key.
     fn typed<T: DeserializeOwned + Serialize>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        match self.raw(key) {
+        match self.raw(key)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(bytes)
+            Some(bytes) => codec::decode(&bytes)
                 .map(Some)
                 .map_err(|e| StateError::Corrupt {
                     key: hex_key(key),
@@ -123,20 +131,60 @@ pub(crate) fn hex_key(k: &[u8]) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where a node's committed records and the leaves of its state tree are read from: its
+/// RocksDB, which storage writes in the same batch as each block. A state backed by one keeps
+/// only the top of its tree in memory.
+pub trait Backing: Send + Sync {
+    /// The committed value under a key.
+    fn record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// The committed records with keys in `from..to`, in key order.
+    fn records(&self, from: &[u8], to: &[u8]) -> Result<Pairs, StateError>;
+    /// The committed tree leaves, `(path, leaf hash)`, with paths in `from..=to`, in path order.
+    fn leaves(&self, from: &Hash, to: &Hash) -> Result<Vec<(Hash, Hash)>, StateError>;
+}
+
+#[derive(Clone)]
+enum Records {
+    Memory(BTreeMap<Vec<u8>, Vec<u8>>),
+    Backed(Arc<dyn Backing>),
+}
+
 /// The committed ledger state after some height.
-#[derive(Debug, Default)]
 pub struct State {
-    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    records: Records,
     tree: Tree,
     /// The tree [`State::root_after`] last computed and the changes it was for: a block is
     /// checked against its header and then applied, and the second needs the same tree.
     checked: Mutex<Option<(Vec<Change>, Tree)>>,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        State {
+            records: Records::Memory(BTreeMap::new()),
+            tree: Tree::default(),
+            checked: Mutex::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.records {
+            Records::Memory(kv) => {
+                write!(f, "State({} records in memory, {:?})", kv.len(), self.tree)
+            }
+            Records::Backed(_) => write!(f, "State(backed, {:?})", self.tree),
+        }
+    }
+}
+
+/// A clone of a backed state reads the same store: it is a view of the committed state, not a
+/// copy to apply blocks to.
 impl Clone for State {
     fn clone(&self) -> Self {
         State {
-            kv: self.kv.clone(),
+            records: self.records.clone(),
             tree: self.tree.clone(),
             checked: Mutex::default(),
         }
@@ -144,13 +192,17 @@ impl Clone for State {
 }
 
 impl StateRead for State {
-    fn raw(&self, key: &[u8]) -> Option<&[u8]> {
-        self.kv.get(key).map(Vec::as_slice)
+    fn raw(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
+        match &self.records {
+            Records::Memory(kv) => Ok(kv.get(key).map(|v| Cow::Borrowed(v.as_slice()))),
+            Records::Backed(b) => Ok(b.record(key)?.map(Cow::Owned)),
+        }
     }
 }
 
-/// A diff as tree changes: each key's path and new leaf, in path order.
-fn tree_changes(diff: &StateDiff) -> Vec<Change> {
+/// A diff as tree changes: each key's path and new leaf hash (`None` for a removal), in path
+/// order. Storage keeps the leaves of a backed state from these.
+pub fn leaf_changes(diff: &StateDiff) -> Vec<Change> {
     let mut changes: Vec<Change> = diff
         .iter()
         .map(|(k, v)| {
@@ -165,6 +217,14 @@ fn tree_changes(diff: &StateDiff) -> Vec<Change> {
 impl State {
     /// The state a chain starts from: the founding agencies, their admin keys, the validators.
     pub fn genesis(genesis: &Genesis) -> Self {
+        let mut s = State::default();
+        s.apply(&Self::genesis_diff(genesis))
+            .expect("a state in memory cannot fail to read");
+        s
+    }
+
+    /// The records of the genesis state, as a diff from nothing.
+    pub fn genesis_diff(genesis: &Genesis) -> StateDiff {
         let mut diff = StateDiff::new();
         for a in &genesis.agencies {
             let rec = AgencyRecord {
@@ -188,12 +248,10 @@ impl State {
             key(table::VALIDATORS, &[]),
             Some(codec::encode(&genesis.validator_keys())),
         );
-        let mut s = State::default();
-        s.apply(&diff);
-        s
+        diff
     }
 
-    /// Rebuilds a state from stored pairs (as read back from disk).
+    /// Rebuilds a state in memory from stored pairs.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
         let kv: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
         let mut leaves: Vec<(Hash, Hash)> = kv
@@ -206,15 +264,27 @@ impl State {
         leaves.sort_unstable_by_key(|l| l.0);
         let tree = Tree::from_sorted(&leaves);
         State {
-            kv,
+            records: Records::Memory(kv),
             tree,
             checked: Mutex::default(),
         }
     }
 
-    /// Applies a block's diff.
-    pub fn apply(&mut self, diff: &StateDiff) {
-        let changes = tree_changes(diff);
+    /// The state a backing holds, with the top of its tree loaded: a node's state, read from
+    /// its data directory.
+    pub fn backed(backing: Arc<dyn Backing>) -> Result<Self, StateError> {
+        Ok(State {
+            tree: Tree::load(backing.clone())?,
+            records: Records::Backed(backing),
+            checked: Mutex::default(),
+        })
+    }
+
+    /// Applies a block's diff. A backed state reads its records from the backing, so the diff
+    /// must already be written there (storage writes it with the block); only the tree
+    /// changes here.
+    pub fn apply(&mut self, diff: &StateDiff) -> Result<(), StateError> {
+        let changes = leaf_changes(diff);
         let checked = self
             .checked
             .get_mut()
@@ -222,14 +292,17 @@ impl State {
             .take();
         self.tree = match checked {
             Some((c, tree)) if c == changes => tree,
-            _ => self.tree.with(&changes),
+            _ => self.tree.with(&changes)?,
         };
-        for (k, v) in diff {
-            match v {
-                Some(v) => self.kv.insert(k.clone(), v.clone()),
-                None => self.kv.remove(k),
-            };
+        if let Records::Memory(kv) = &mut self.records {
+            for (k, v) in diff {
+                match v {
+                    Some(v) => kv.insert(k.clone(), v.clone()),
+                    None => kv.remove(k),
+                };
+            }
         }
+        Ok(())
     }
 
     /// The state commitment: the root of the sparse Merkle tree of every record
@@ -240,46 +313,44 @@ impl State {
 
     /// The state root this state would have after `diff`, without applying it: a block is
     /// checked against its header before anything is changed. Costs O(diff × log state).
-    pub fn root_after(&self, diff: &StateDiff) -> Hash {
-        let changes = tree_changes(diff);
-        let tree = self.tree.with(&changes);
+    pub fn root_after(&self, diff: &StateDiff) -> Result<Hash, StateError> {
+        let changes = leaf_changes(diff);
+        let tree = self.tree.with(&changes)?;
         let root = tree.root();
         *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some((changes, tree));
-        root
+        Ok(root)
     }
 
-    /// Number of records.
-    pub fn len(&self) -> usize {
-        self.kv.len()
+    /// The records with keys in `from..to`, in key order.
+    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Pairs, StateError> {
+        match &self.records {
+            Records::Memory(kv) => Ok(kv
+                .range(from.to_vec()..to.to_vec())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()),
+            Records::Backed(b) => b.records(from, to),
+        }
     }
 
-    /// Whether the state has no records.
-    pub fn is_empty(&self) -> bool {
-        self.kv.is_empty()
-    }
-
-    /// Every (key, value) pair in key order: what storage persists.
-    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.kv.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    /// Every (key, value) pair in key order (for tests and tools; a node's state is large).
+    pub fn pairs(&self) -> Result<Pairs, StateError> {
+        self.scan(&[], &[u8::MAX])
     }
 
     /// Every programme, in id order (for listings and audits).
     pub fn programmes(&self) -> Result<Vec<(Name, Programme)>, StateError> {
         let mut out = Vec::new();
-        for (k, v) in self
-            .kv
-            .range(vec![table::PROGRAMME]..vec![table::PROGRAMME + 1])
-        {
+        for (k, v) in self.scan(&[table::PROGRAMME], &[table::PROGRAMME + 1])? {
             let name_bytes = &k[1..k.len().saturating_sub(1)];
             let name = std::str::from_utf8(name_bytes)
                 .ok()
                 .and_then(|s| Name::new(s).ok())
                 .ok_or_else(|| StateError::Corrupt {
-                    key: hex_key(k),
+                    key: hex_key(&k),
                     reason: "bad programme key".into(),
                 })?;
-            let p = codec::decode(v).map_err(|e| StateError::Corrupt {
-                key: hex_key(k),
+            let p = codec::decode(&v).map_err(|e| StateError::Corrupt {
+                key: hex_key(&k),
                 reason: e.to_string(),
             })?;
             out.push((name, p));
@@ -290,20 +361,17 @@ impl State {
     /// Every voucher, in id order (for invariant checks and audits).
     pub fn vouchers(&self) -> Result<Vec<(EntryId, Voucher)>, StateError> {
         let mut out = Vec::new();
-        for (k, v) in self
-            .kv
-            .range(vec![table::VOUCHER]..vec![table::VOUCHER + 1])
-        {
+        for (k, v) in self.scan(&[table::VOUCHER], &[table::VOUCHER + 1])? {
             let mut id = [0u8; 32];
             if k.len() != 33 {
                 return Err(StateError::Corrupt {
-                    key: hex_key(k),
+                    key: hex_key(&k),
                     reason: "bad voucher key".into(),
                 });
             }
             id.copy_from_slice(&k[1..]);
-            let voucher = codec::decode(v).map_err(|e| StateError::Corrupt {
-                key: hex_key(k),
+            let voucher = codec::decode(&v).map_err(|e| StateError::Corrupt {
+                key: hex_key(&k),
                 reason: e.to_string(),
             })?;
             out.push((Hash(id), voucher));
@@ -322,9 +390,9 @@ pub(crate) struct Overlay<'a> {
 }
 
 impl StateRead for Overlay<'_> {
-    fn raw(&self, key: &[u8]) -> Option<&[u8]> {
+    fn raw(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
         match self.entry.get(key).or_else(|| self.block.get(key)) {
-            Some(v) => v.as_deref(),
+            Some(v) => Ok(v.as_deref().map(Cow::Borrowed)),
             None => self.base.raw(key),
         }
     }
@@ -379,19 +447,24 @@ mod tests {
         let mut other = s.clone();
         let mut small = StateDiff::new();
         small.insert(vec![3], Some(vec![4]));
-        let _ = other.root_after(&diff);
-        other.apply(&small);
-        let rebuilt = State::from_pairs(other.pairs().map(|(k, v)| (k.to_vec(), v.to_vec())));
+        let _ = other.root_after(&diff).expect("in memory");
+        other.apply(&small).expect("in memory");
+        let rebuilt = State::from_pairs(other.pairs().expect("in memory"));
         assert_eq!(other.root(), rebuilt.root());
-        assert_eq!(other.raw(&[3]), Some(&[4u8][..]));
+        assert_eq!(
+            other.raw(&[3]).expect("in memory").as_deref(),
+            Some(&[4u8][..])
+        );
 
-        let predicted = s.root_after(&diff);
-        s.apply(&diff);
+        let predicted = s.root_after(&diff).expect("in memory");
+        s.apply(&diff).expect("in memory");
         assert_eq!(predicted, s.root());
-        let rebuilt = State::from_pairs(s.pairs().map(|(k, v)| (k.to_vec(), v.to_vec())));
+        let rebuilt = State::from_pairs(s.pairs().expect("in memory"));
         assert_eq!(rebuilt.root(), s.root());
         assert_eq!(
-            State::default().root_after(&StateDiff::new()),
+            State::default()
+                .root_after(&StateDiff::new())
+                .expect("in memory"),
             State::default().root()
         );
     }

@@ -17,20 +17,36 @@
 //! A block that changes k of n records rehashes O(k log n) nodes. Nodes are shared between
 //! versions through `Arc`, so the root a block *would* produce is computed without touching
 //! the committed tree, and cloning a state does not copy its tree.
+//!
+//! A tree whose leaves are kept in a [`Backing`] (a node's RocksDB) holds only the top of
+//! itself in memory: any subtree of at most [`FOLD_MAX`] leaves is kept as its hash alone, and
+//! when a change reaches it its leaves are read back, changed and hashed again. Folding changes
+//! nothing in the hashes, only what stays in memory: about one node per five records instead
+//! of two per record.
 
+use crate::store::Backing;
+use crate::StateError;
 use std::sync::Arc;
 use tally_types::{Domain, Hash};
 
 /// Below this many changes a block's tree update runs on one thread: spawning costs more.
 const PARALLEL_CHANGES_MIN: usize = 2048;
 
+/// The most leaves a subtree may hold to be kept as its hash alone in a backed tree. Larger
+/// saves memory; smaller rehashes less when one of its leaves changes.
+pub const FOLD_MAX: usize = 16;
+
+/// A backed tree is loaded in this many slices of the path space, one range read each, so
+/// loading never holds more than a slice's leaves at once.
+const LOAD_SLICE_BITS: usize = 8;
+
 /// A record's position in the tree.
-pub(crate) fn path(key: &[u8]) -> Hash {
+pub fn path(key: &[u8]) -> Hash {
     Domain::StateKey.hash(&[key])
 }
 
 /// The leaf of a record at `path` holding `value`.
-pub(crate) fn leaf_hash(path: &Hash, value: &[u8]) -> Hash {
+pub fn leaf_hash(path: &Hash, value: &[u8]) -> Hash {
     let value_hash = Domain::StateValue.hash(&[value]);
     Domain::StateLeaf.hash(&[path.as_bytes(), value_hash.as_bytes()])
 }
@@ -40,12 +56,14 @@ fn branch_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// One change to the tree: a record's path, and its new leaf hash or `None` for a removal.
-pub(crate) type Change = (Hash, Option<Hash>);
+pub type Change = (Hash, Option<Hash>);
 
 #[derive(Debug, Clone)]
 enum Node {
     Leaf(Arc<Leaf>),
     Branch(Arc<Branch>),
+    /// A subtree of 2 to [`FOLD_MAX`] leaves, whose leaves are in the tree's backing.
+    Folded(Arc<Hash>),
 }
 
 #[derive(Debug)]
@@ -66,6 +84,7 @@ impl Node {
         match self {
             Node::Leaf(l) => l.hash,
             Node::Branch(b) => b.hash,
+            Node::Folded(h) => **h,
         }
     }
 }
@@ -84,18 +103,57 @@ fn split<T>(sorted: &[T], depth: usize, path: impl Fn(&T) -> &Hash) -> usize {
     sorted.partition_point(|t| !bit(path(t), depth))
 }
 
+/// The first and last path under the subtree at `depth` that holds `path`.
+fn span(path: &Hash, depth: usize) -> (Hash, Hash) {
+    let (mut lo, mut hi) = (*path, *path);
+    for i in depth..256 {
+        let mask = 0x80 >> (i % 8);
+        lo.0[i / 8] &= !mask;
+        hi.0[i / 8] |= mask;
+    }
+    (lo, hi)
+}
+
 /// A persistent sparse Merkle tree of leaf hashes.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Tree {
     root: Option<Node>,
+    /// Where folded subtrees' leaves are read back; `None` keeps every leaf in memory.
+    backing: Option<Arc<dyn Backing>>,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tree({}, {})",
+            self.root().short(),
+            if self.backing.is_some() {
+                "backed"
+            } else {
+                "in memory"
+            }
+        )
+    }
 }
 
 impl Tree {
-    /// A tree over `(path, leaf hash)` pairs sorted by path, with no path twice.
+    /// A tree over `(path, leaf hash)` pairs sorted by path, with no path twice, all in memory.
     pub(crate) fn from_sorted(leaves: &[(Hash, Hash)]) -> Tree {
         Tree {
-            root: build(leaves, 0),
+            root: build(leaves, 0, false),
+            backing: None,
         }
+    }
+
+    /// The tree over the leaves a backing holds, folded: read slice by slice, so memory holds
+    /// the folded tree and one slice of leaves.
+    pub(crate) fn load(backing: Arc<dyn Backing>) -> Result<Tree, StateError> {
+        let root = load_slice(&*backing, Hash::ZERO, 0)?;
+        Ok(Tree {
+            root,
+            backing: Some(backing),
+        })
     }
 
     /// The root hash: the state root.
@@ -104,27 +162,87 @@ impl Tree {
     }
 
     /// This tree with `changes` (sorted by path, no path twice) applied. Untouched subtrees are
-    /// shared with `self`, which is left as it was.
-    pub(crate) fn with(&self, changes: &[Change]) -> Tree {
-        Tree {
-            root: update(self.root.as_ref(), changes, 0),
+    /// shared with `self`, which is left as it was. A backed tree reads the leaves of each
+    /// folded subtree a change reaches; the backing must hold this tree's leaves, or already
+    /// the changed ones (a change applied twice is applied once).
+    pub(crate) fn with(&self, changes: &[Change]) -> Result<Tree, StateError> {
+        Ok(Tree {
+            root: update(self.root.as_ref(), changes, 0, self.backing.as_deref())?,
+            backing: self.backing.clone(),
+        })
+    }
+}
+
+fn load_slice(
+    backing: &dyn Backing,
+    prefix: Hash,
+    depth: usize,
+) -> Result<Option<Node>, StateError> {
+    if depth == LOAD_SLICE_BITS {
+        let (from, to) = span(&prefix, depth);
+        let leaves = backing.leaves(&from, &to)?;
+        return Ok(build(&leaves, depth, true));
+    }
+    let mut right = prefix;
+    right.0[depth / 8] |= 0x80 >> (depth % 8);
+    let left = load_slice(backing, prefix, depth + 1)?;
+    let right = load_slice(backing, right, depth + 1)?;
+    Ok(join(left, right))
+}
+
+/// `changes` laid over `leaves` (both sorted by path): the leaves of a subtree after them.
+fn merged(leaves: &[(Hash, Hash)], changes: &[Change]) -> Vec<(Hash, Hash)> {
+    let mut out = Vec::with_capacity(leaves.len() + changes.len());
+    let (mut l, mut c) = (leaves.iter().peekable(), changes.iter().peekable());
+    loop {
+        match (l.peek().copied(), c.peek().copied()) {
+            (Some(leaf), Some(change)) if leaf.0 < change.0 => {
+                out.push(*leaf);
+                l.next();
+            }
+            (Some(leaf), Some(change)) if leaf.0 == change.0 => {
+                l.next();
+            }
+            (_, Some((path, hash))) => {
+                out.extend(hash.map(|h| (*path, h)));
+                c.next();
+            }
+            (Some(leaf), None) => {
+                out.push(*leaf);
+                l.next();
+            }
+            (None, None) => return out,
         }
     }
 }
 
-fn update(node: Option<&Node>, changes: &[Change], depth: usize) -> Option<Node> {
+fn update(
+    node: Option<&Node>,
+    changes: &[Change],
+    depth: usize,
+    backing: Option<&dyn Backing>,
+) -> Result<Option<Node>, StateError> {
     if changes.is_empty() {
-        return node.cloned();
+        return Ok(node.cloned());
     }
+    let fold = backing.is_some();
     match node {
         Some(Node::Branch(b)) => {
             let at = split(changes, depth, |c| &c.0);
             let (left, right) = both(
                 changes.len() >= PARALLEL_CHANGES_MIN,
-                || update(b.children[0].as_ref(), &changes[..at], depth + 1),
-                || update(b.children[1].as_ref(), &changes[at..], depth + 1),
+                || update(b.children[0].as_ref(), &changes[..at], depth + 1, backing),
+                || update(b.children[1].as_ref(), &changes[at..], depth + 1, backing),
             );
-            join(left, right)
+            Ok(join(left?, right?))
+        }
+        Some(Node::Folded(_)) => {
+            let backing = backing.ok_or_else(|| StateError::Backing {
+                reason: "a folded subtree in a tree without a backing".into(),
+            })?;
+            let (from, to) = span(&changes[0].0, depth);
+            let leaves = backing.leaves(&from, &to)?;
+            Ok(build(&merged(&leaves, changes), depth, fold))
         }
         Some(Node::Leaf(old)) => {
             // The subtree held one record; it now holds whatever the changes leave of it.
@@ -136,35 +254,56 @@ fn update(node: Option<&Node>, changes: &[Change], depth: usize) -> Option<Node>
                 let at = at - changes[..at].iter().filter(|c| c.1.is_none()).count();
                 leaves.insert(at, (old.path, old.hash));
             }
-            build(&leaves, depth)
+            Ok(build(&leaves, depth, fold))
         }
         None => {
             let leaves: Vec<(Hash, Hash)> = changes
                 .iter()
                 .filter_map(|(p, h)| h.map(|h| (*p, h)))
                 .collect();
-            build(&leaves, depth)
+            Ok(build(&leaves, depth, fold))
         }
     }
 }
 
-fn build(leaves: &[(Hash, Hash)], depth: usize) -> Option<Node> {
+/// The subtree at `depth` over `leaves` (sorted, all under it), small subtrees folded when
+/// `fold`.
+fn build(leaves: &[(Hash, Hash)], depth: usize, fold: bool) -> Option<Node> {
     match leaves {
         [] => None,
         [(path, hash)] => Some(Node::Leaf(Arc::new(Leaf {
             path: *path,
             hash: *hash,
         }))),
+        _ if fold && leaves.len() <= FOLD_MAX => {
+            Some(Node::Folded(Arc::new(subtree_hash(leaves, depth))))
+        }
         _ => {
             // Distinct paths part before their last bit.
             debug_assert!(depth < 256, "two leaves share a path");
             let at = split(leaves, depth, |l| &l.0);
             let (left, right) = both(
                 leaves.len() >= PARALLEL_CHANGES_MIN,
-                || build(&leaves[..at], depth + 1),
-                || build(&leaves[at..], depth + 1),
+                || build(&leaves[..at], depth + 1, fold),
+                || build(&leaves[at..], depth + 1, fold),
             );
             join(left, right)
+        }
+    }
+}
+
+/// The hash of the subtree at `depth` over `leaves`, by the same rules as [`build`], without
+/// building it.
+fn subtree_hash(leaves: &[(Hash, Hash)], depth: usize) -> Hash {
+    match leaves {
+        [] => Hash::ZERO,
+        [(_, hash)] => *hash,
+        _ => {
+            let at = split(leaves, depth, |l| &l.0);
+            branch_hash(
+                &subtree_hash(&leaves[..at], depth + 1),
+                &subtree_hash(&leaves[at..], depth + 1),
+            )
         }
     }
 }
@@ -260,7 +399,7 @@ mod tests {
             }
             let changes: Vec<Change> = changes.into_iter().collect();
             let before = tree.root();
-            let next = tree.with(&changes);
+            let next = tree.with(&changes).expect("in memory");
             assert_eq!(tree.root(), before, "the old version is untouched");
             for (p, h) in &changes {
                 match h {
@@ -274,7 +413,7 @@ mod tests {
         assert!(map.len() > 100, "the walk grew a real tree: {}", map.len());
         // Removing everything gives the empty tree back.
         let all: Vec<Change> = map.keys().map(|p| (*p, None)).collect();
-        assert_eq!(tree.with(&all).root(), Hash::ZERO);
+        assert_eq!(tree.with(&all).expect("in memory").root(), Hash::ZERO);
     }
 
     #[test]
@@ -290,12 +429,106 @@ mod tests {
             v
         };
         let (first, second) = leaves.split_at(leaves.len() / 3);
-        let grown = Tree::from_sorted(first).with(
-            &second
-                .iter()
-                .map(|(p, h)| (*p, Some(*h)))
-                .collect::<Vec<_>>(),
-        );
+        let grown = Tree::from_sorted(first)
+            .with(
+                &second
+                    .iter()
+                    .map(|(p, h)| (*p, Some(*h)))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("in memory");
         assert_eq!(grown.root(), Tree::from_sorted(&leaves).root());
+    }
+
+    /// Leaves kept in a map, as a node keeps them in RocksDB.
+    #[derive(Default)]
+    struct MapBacking(std::sync::Mutex<BTreeMap<Hash, Hash>>);
+
+    impl MapBacking {
+        fn set(&self, changes: &[Change]) {
+            let mut map = self.0.lock().expect("unpoisoned");
+            for (p, h) in changes {
+                match h {
+                    Some(h) => map.insert(*p, *h),
+                    None => map.remove(p),
+                };
+            }
+        }
+    }
+
+    impl Backing for MapBacking {
+        fn record(&self, _: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+        fn records(&self, _: &[u8], _: &[u8]) -> Result<crate::Pairs, StateError> {
+            Ok(Vec::new())
+        }
+        fn leaves(&self, from: &Hash, to: &Hash) -> Result<Vec<(Hash, Hash)>, StateError> {
+            let map = self.0.lock().expect("unpoisoned");
+            Ok(map.range(*from..=*to).map(|(p, h)| (*p, *h)).collect())
+        }
+    }
+
+    fn count_nodes(node: Option<&Node>) -> usize {
+        match node {
+            None => 0,
+            Some(Node::Leaf(_)) | Some(Node::Folded(_)) => 1,
+            Some(Node::Branch(b)) => {
+                count_nodes(b.children[0].as_ref()) + count_nodes(b.children[1].as_ref()) + 1
+            }
+        }
+    }
+
+    #[test]
+    fn a_backed_tree_folds_small_subtrees_and_keeps_the_same_roots() {
+        let backing = Arc::new(MapBacking::default());
+        let mut tree = Tree::load(backing.clone()).expect("empty backing");
+        assert_eq!(tree.root(), Hash::ZERO);
+        let mut map = BTreeMap::new();
+        let mut seed = 11u64;
+        for round in 0..80u64 {
+            let mut changes = BTreeMap::new();
+            for _ in 0..(1 + round % 13) * 23 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let path = path(&(seed >> 40 & 0xfff).to_le_bytes());
+                let change = (seed >> 20 & 7 != 0).then(|| leaf_hash(&path, &seed.to_le_bytes()));
+                changes.insert(path, change);
+            }
+            let changes: Vec<Change> = changes.into_iter().collect();
+            // The root a block would give, read against the committed leaves...
+            let next = tree.with(&changes).expect("backing reads");
+            for (p, h) in &changes {
+                match h {
+                    Some(h) => map.insert(*p, *h),
+                    None => map.remove(p),
+                };
+            }
+            let full = Tree::from_sorted(&leaves_of(&map));
+            assert_eq!(next.root(), full.root(), "round {round}");
+            // ...and again once storage has written the block: applying twice is applying once.
+            backing.set(&changes);
+            let again = tree.with(&changes).expect("backing reads");
+            assert_eq!(
+                again.root(),
+                full.root(),
+                "round {round}, changes already stored"
+            );
+            tree = next;
+        }
+        assert!(map.len() > 1000, "the walk grew a real tree: {}", map.len());
+        let reloaded = Tree::load(backing.clone()).expect("backing reads");
+        assert_eq!(reloaded.root(), tree.root());
+        // The folded tree keeps far fewer nodes than there are records.
+        let nodes = count_nodes(reloaded.root.as_ref());
+        let full_nodes = count_nodes(Tree::from_sorted(&leaves_of(&map)).root.as_ref());
+        assert!(
+            nodes * 4 < full_nodes,
+            "{nodes} nodes folded, {full_nodes} in full"
+        );
+        // Removing everything gives the empty tree back.
+        let all: Vec<Change> = map.keys().map(|p| (*p, None)).collect();
+        assert_eq!(tree.with(&all).expect("backing reads").root(), Hash::ZERO);
     }
 }

@@ -126,7 +126,7 @@ pub fn build_block(
         entry_count: exec.entries.len() as u32,
         entries_root: Block::compute_entries_root(&exec.entries),
         outcomes_root: outcomes_root(&exec.outcomes),
-        state_root: state.root_after(&exec.diff),
+        state_root: state.root_after(&exec.diff)?,
         validators_hash: validators_hash(&state.validators()?),
     };
     let block = Block {
@@ -247,7 +247,9 @@ pub fn check_block(
             "replayed outcomes differ from the header's outcomes root",
         ));
     }
-    let root = state.root_after(&exec.diff);
+    let root = state
+        .root_after(&exec.diff)
+        .map_err(|e| violation(height, "state", e.to_string()))?;
     if root != h.state_root {
         return Err(violation(
             height,
@@ -319,7 +321,9 @@ impl ChainVerifier {
             .map_err(|e| violation(height, "certificate", e.to_string()))?;
         let exec = check_block(&self.state, &self.tip, block, signatures)?;
         let rejected = exec.rejections.iter().filter(|r| r.is_some()).count() as u64;
-        self.state.apply(&exec.diff);
+        self.state
+            .apply(&exec.diff)
+            .map_err(|e| violation(height, "state", e.to_string()))?;
         self.tip = Tip {
             chain_id: self.tip.chain_id.clone(),
             height,

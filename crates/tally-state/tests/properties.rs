@@ -242,7 +242,7 @@ fn close_block(
         Signatures::AlreadyVerified,
     )
     .unwrap_or_else(|e| panic!("planned block {} is valid: {e}", block.ctx.height));
-    planner_state.apply(&exec.diff);
+    planner_state.apply(&exec.diff).expect("applies");
     vouchers.retain(|(id, _)| {
         planner_state
             .voucher(id)
@@ -429,7 +429,7 @@ fn run(
             })?;
         prop_assert_eq!(&exec.entries, &block.entries);
         let before = state.clone();
-        state.apply(&exec.diff);
+        state.apply(&exec.diff).expect("applies");
         after_block(block, &before, &exec, &state)?;
         results.push(BlockResult {
             outcomes: exec.outcomes,
@@ -677,11 +677,11 @@ proptest! {
         // A state rebuilt from its stored pairs commits to the same root.
         let mut state = State::genesis(&genesis());
         for (block, result) in blocks.iter().zip(&first) {
-            state.apply(&result.diff);
+            state.apply(&result.diff).expect("applies");
             prop_assert_eq!(state.root(), result.root, "root after block {}", block.ctx.height);
         }
         let reloaded = State::from_pairs(
-            state.pairs().map(|(k, v)| (k.to_vec(), v.to_vec())),
+            state.pairs().expect("a state in memory reads"),
         );
         prop_assert_eq!(reloaded.root(), state.root());
     }

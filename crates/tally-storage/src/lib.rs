@@ -10,11 +10,13 @@
 //! state must hash to the head's state root).
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tally_state::{Rejection, State, StateDiff};
+use std::sync::Arc;
+use tally_state::{leaf_changes, Backing, Pairs, Rejection, State, StateDiff, StateError};
 use tally_types::{
     codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, InclusionProof,
     PublicKey, TimestampMs,
@@ -32,19 +34,42 @@ mod cf {
     pub const ENTRIES: &str = "entries";
     /// state key -> state value, exactly the pairs of `tally_state::State`.
     pub const STATE: &str = "state";
+    /// tree path of a state key -> its leaf hash: the state tree's leaves in path order, read
+    /// back whenever a change reaches a subtree the node keeps folded.
+    pub const LEAVES: &str = "state_leaves";
     /// What this node signed in consensus, written before a vote leaves the node.
     pub const SAFETY: &str = "safety";
     /// genesis, head.
     pub const META: &str = "meta";
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         BLOCKS,
         CERTIFICATES,
         BLOCK_INDEX,
         ENTRIES,
         STATE,
+        LEAVES,
         SAFETY,
         META,
     ];
+}
+
+/// How much memory RocksDB may use. Both are hard limits shared by every column family, so a
+/// node's memory does not grow with its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Cache of data, index and filter blocks, in bytes.
+    pub cache_bytes: usize,
+    /// Writes buffered in memtables before they are flushed, in bytes.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 32 << 20,
+            write_buffer_bytes: 32 << 20,
+        }
+    }
 }
 
 const META_GENESIS: &[u8] = b"genesis";
@@ -142,6 +167,81 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The records and tree leaves of a node's committed state, read straight from its database.
+struct StoreBacking {
+    db: Arc<DB>,
+}
+
+fn backing_error(e: impl std::fmt::Display) -> StateError {
+    StateError::Backing {
+        reason: e.to_string(),
+    }
+}
+
+fn leaf_value(bytes: &[u8]) -> std::result::Result<Hash, StateError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Hash)
+        .map_err(|_| StateError::Corrupt {
+            key: "state tree leaf".into(),
+            reason: format!("{} bytes, not 32", bytes.len()),
+        })
+}
+
+fn xor_into(acc: &mut (u64, Hash), h: &Hash) {
+    acc.0 += 1;
+    for (a, b) in acc.1 .0.iter_mut().zip(h.0) {
+        *a ^= b;
+    }
+}
+
+impl StoreBacking {
+    fn cf(&self, name: &str) -> std::result::Result<&ColumnFamily, StateError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| backing_error(format!("column family {name} missing")))
+    }
+}
+
+impl Backing for StoreBacking {
+    fn record(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, StateError> {
+        self.db
+            .get_cf(self.cf(cf::STATE)?, key)
+            .map_err(backing_error)
+    }
+
+    fn records(&self, from: &[u8], to: &[u8]) -> std::result::Result<Pairs, StateError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(cf::STATE)?,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(backing_error)?;
+            if &*k >= to {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    fn leaves(&self, from: &Hash, to: &Hash) -> std::result::Result<Vec<(Hash, Hash)>, StateError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(cf::LEAVES)?,
+            IteratorMode::From(from.as_bytes(), Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(backing_error)?;
+            if &*k > to.as_bytes().as_slice() {
+                break;
+            }
+            out.push((leaf_value(&k)?, leaf_value(&v)?));
+        }
+        Ok(out)
+    }
+}
+
 fn height_key(h: u64) -> [u8; 8] {
     h.to_be_bytes()
 }
@@ -151,14 +251,37 @@ fn decode<T: serde::de::DeserializeOwned + Serialize>(what: &str, bytes: &[u8]) 
 }
 
 impl Store {
-    /// Opens (creating if needed) a data directory for a node.
+    /// Opens (creating if needed) a data directory for a node, with the default memory limits.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, MemoryLimits::default())
+    }
+
+    /// Opens (creating if needed) a data directory for a node.
+    pub fn open_with(path: &Path, limits: MemoryLimits) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // A node's open files and memory are bounded; see docs/operator-guide.md.
+        // A node's open files and memory are bounded; see docs/operator-guide.md. Memtables of
+        // all column families together flush at the write-buffer limit, and every block a
+        // read touches, index and filter blocks included, goes through one cache. Indexes and
+        // filters are partitioned, so a read that misses the cache loads a few KiB of them,
+        // not a whole file's.
         opts.set_max_open_files(256);
+        opts.set_db_write_buffer_size(limits.write_buffer_bytes);
+        opts.set_write_buffer_size((limits.write_buffer_bytes / 4).max(1 << 20));
+        opts.set_max_write_buffer_number(2);
+        let cache = Cache::new_lru_cache(limits.cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_pin_top_level_index_and_filter(true);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
         let cfs = cf::ALL
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
@@ -175,7 +298,12 @@ impl Store {
             )));
         }
         let opts = Options::default();
-        let db = DB::open_cf_for_read_only(&opts, path, cf::ALL, false)?;
+        // A directory written before a column family existed is still readable.
+        let present = DB::list_cf(&opts, path)?;
+        let cfs = cf::ALL
+            .iter()
+            .filter(|name| present.iter().any(|p| p == *name));
+        let db = DB::open_cf_for_read_only(&opts, path, cfs, false)?;
         Ok(Self { db: db.into() })
     }
 
@@ -205,18 +333,14 @@ impl Store {
             }
             return self.head();
         }
-        let state = State::genesis(genesis);
         let head = Head {
             height: 0,
             hash: given,
-            state_root: state.root(),
+            state_root: State::genesis(genesis).root(),
             timestamp: genesis.genesis_time,
         };
         let mut batch = WriteBatch::default();
-        let state_cf = self.cf(cf::STATE)?;
-        for (k, v) in state.pairs() {
-            batch.put_cf(state_cf, k, v);
-        }
+        self.put_state_diff(&mut batch, &State::genesis_diff(genesis))?;
         let meta = self.cf(cf::META)?;
         batch.put_cf(meta, META_GENESIS, codec::encode(genesis));
         batch.put_cf(meta, META_HEAD, codec::encode(&head));
@@ -288,13 +412,7 @@ impl Store {
             };
             batch.put_cf(entries_cf, id.as_bytes(), codec::encode(&rec));
         }
-        let state_cf = self.cf(cf::STATE)?;
-        for (k, v) in c.diff {
-            match v {
-                Some(v) => batch.put_cf(state_cf, k, v),
-                None => batch.delete_cf(state_cf, k),
-            }
-        }
+        self.put_state_diff(&mut batch, c.diff)?;
         batch.put_cf(self.cf(cf::META)?, META_HEAD, codec::encode(&new_head));
         self.db.write_opt(batch, &Self::synced())?;
         Ok(new_head)
@@ -397,18 +515,51 @@ impl Store {
             .ok_or_else(|| corrupt("cannot build an audit path".into()))
     }
 
-    /// Loads the whole state and checks it hashes to the head's state root.
+    /// Adds a state diff to a batch: the records, and the tree leaves they hash to.
+    fn put_state_diff(&self, batch: &mut WriteBatch, diff: &StateDiff) -> Result<()> {
+        let state_cf = self.cf(cf::STATE)?;
+        for (k, v) in diff {
+            match v {
+                Some(v) => batch.put_cf(state_cf, k, v),
+                None => batch.delete_cf(state_cf, k),
+            }
+        }
+        let leaves_cf = self.cf(cf::LEAVES)?;
+        for (path, leaf) in leaf_changes(diff) {
+            match leaf {
+                Some(leaf) => batch.put_cf(leaves_cf, path.as_bytes(), leaf.as_bytes()),
+                None => batch.delete_cf(leaves_cf, path.as_bytes()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed state, read from this directory as the node needs it: only the top of the
+    /// state tree is held in memory. Checks, reading every record once, that the tree's leaves
+    /// are those of the records and that the tree hashes to the head's state root.
     pub fn load_state(&self) -> Result<State> {
         let head = self.head()?;
-        let mut pairs = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
+        let (records, from_records) = self.fold_records()?;
+        if records > 0
+            && self
+                .db
+                .iterator_cf(self.cf(cf::LEAVES)?, IteratorMode::Start)
+                .next()
+                .is_none()
         {
-            let (k, v) = item?;
-            pairs.push((k.into_vec(), v.into_vec()));
+            // Written before the leaves were kept: derive them once.
+            self.write_leaves()?;
         }
-        let state = State::from_pairs(pairs);
+        let (leaves, from_leaves) = self.fold_leaves()?;
+        if (records, from_records) != (leaves, from_leaves) {
+            return Err(StorageError::Corrupt(format!(
+                "the state tree's {leaves} leaves are not those of the {records} state records"
+            )));
+        }
+        let state = State::backed(Arc::new(StoreBacking {
+            db: self.db.clone(),
+        }))
+        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
         if state.root() != head.state_root {
             return Err(StorageError::Corrupt(format!(
                 "state on disk hashes to {}, head {} says {}",
@@ -418,6 +569,57 @@ impl Store {
             )));
         }
         Ok(state)
+    }
+
+    /// The number of state records and the XOR of the leaf hashes they give.
+    fn fold_records(&self) -> Result<(u64, Hash)> {
+        let mut acc = (0u64, Hash::ZERO);
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let path = tally_state::tree::path(&k);
+            xor_into(&mut acc, &tally_state::tree::leaf_hash(&path, &v));
+        }
+        Ok(acc)
+    }
+
+    /// The number of stored leaves and the XOR of their hashes.
+    fn fold_leaves(&self) -> Result<(u64, Hash)> {
+        let mut acc = (0u64, Hash::ZERO);
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf::LEAVES)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            xor_into(
+                &mut acc,
+                &leaf_value(&v).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(acc)
+    }
+
+    /// Writes the leaf of every state record, in synced batches.
+    fn write_leaves(&self) -> Result<()> {
+        let leaves_cf = self.cf(cf::LEAVES)?;
+        let mut batch = WriteBatch::default();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let path = tally_state::tree::path(&k);
+            let leaf = tally_state::tree::leaf_hash(&path, &v);
+            batch.put_cf(leaves_cf, path.as_bytes(), leaf.as_bytes());
+            if batch.len() >= 100_000 {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &Self::synced())?;
+            }
+        }
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
     }
 
     /// Persists this node's consensus safety record (synced) before anything it describes is
@@ -506,7 +708,7 @@ impl Store {
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             self.cf(cf::SAFETY)?,
-            IteratorMode::From(EVIDENCE_PREFIX, rocksdb::Direction::Forward),
+            IteratorMode::From(EVIDENCE_PREFIX, Direction::Forward),
         );
         for item in iter {
             let (k, v) = item?;
@@ -552,7 +754,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_state::{build_block, BuiltBlock, Signatures, Tip};
+    use tally_state::{build_block, BuiltBlock, Signatures, StateRead, Tip};
     use tally_types::{AgencyGenesis, EntryBody, Keypair, Name, Payload, Role, ValidatorGenesis};
 
     fn name(s: &str) -> Name {
@@ -634,7 +836,7 @@ mod tests {
                 diff: &execution.diff,
             })
             .expect("commits");
-        state.apply(&execution.diff);
+        state.apply(&execution.diff).expect("applies");
         new_head
     }
 
@@ -751,6 +953,62 @@ mod tests {
             store.safety_record().expect("read"),
             Some(b"record".to_vec())
         );
+    }
+
+    #[test]
+    fn the_state_is_read_from_disk_its_leaves_are_derived_once_and_a_changed_record_is_caught() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, admin, validator) = new_store(dir.path());
+        let mut state = store.load_state().expect("state");
+        let g = store.genesis().expect("genesis").expect("present");
+        let mut in_memory = State::genesis(&g);
+        for seq in 0..4 {
+            commit_next(&store, &mut state, &admin, &validator, seq);
+            let block = store.block(seq + 1).expect("read").expect("present");
+            let exec = tally_state::execute_block(
+                &in_memory,
+                &tally_state::BlockContext {
+                    chain_id: g.chain_id.clone(),
+                    height: block.header.height,
+                    timestamp: block.header.timestamp,
+                },
+                &block.entries,
+                Signatures::Verify,
+            )
+            .expect("replays");
+            in_memory.apply(&exec.diff).expect("applies");
+        }
+        // The node's state reads its records from disk: the same records and root as a replay.
+        assert_eq!(
+            state.pairs().expect("reads"),
+            in_memory.pairs().expect("reads")
+        );
+        assert_eq!(state.root(), in_memory.root());
+        let grantee = Keypair::from_seed_for_tests(102).public();
+        assert!(state.key_record(&grantee).expect("reads").is_some());
+        let head = store.head().expect("head");
+
+        // A directory written before the leaves were kept gets them on its next load.
+        let leaves = store.cf(cf::LEAVES).expect("cf");
+        store
+            .db
+            .delete_range_cf(leaves, &[0u8; 32][..], &[0xffu8; 33][..])
+            .expect("delete");
+        assert!(store
+            .db
+            .iterator_cf(leaves, IteratorMode::Start)
+            .next()
+            .is_none());
+        assert_eq!(store.load_state().expect("rebuilt").root(), head.state_root);
+
+        // A record changed on disk no longer matches its leaf.
+        let (k, _) = state.pairs().expect("reads").remove(0);
+        store
+            .db
+            .put_cf(store.cf(cf::STATE).expect("cf"), &k, b"tampered")
+            .expect("put");
+        let err = store.load_state().expect_err("a changed record");
+        assert!(matches!(err, StorageError::Corrupt(_)), "{err}");
     }
 
     #[test]

@@ -240,7 +240,8 @@ pub fn attest(subject_n: u64, claim: &str, expires_at: TimestampMs) -> Payload {
 pub fn snapshot(state: &State) -> BTreeMap<Vec<u8>, Vec<u8>> {
     state
         .pairs()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .expect("a state in memory reads")
+        .into_iter()
         .collect()
 }
 
@@ -443,7 +444,7 @@ impl Chain {
                 other => panic!("outcome and rejection disagree: {other:?}"),
             }
         }
-        self.state.apply(&exec.diff);
+        self.state.apply(&exec.diff).expect("applies");
         self.height += 1;
         self.advance(MINUTE);
         self.pending.clear();

@@ -228,7 +228,7 @@ fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
             rejections: &built.execution.rejections,
             diff: &built.execution.diff,
         })?;
-        state.apply(&built.execution.diff);
+        state.apply(&built.execution.diff)?;
         tip = Tip {
             chain_id: tip.chain_id.clone(),
             height: head.height,
