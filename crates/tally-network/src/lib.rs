@@ -30,8 +30,14 @@ use tally_types::{Keypair, Name, PublicKey};
 use tokio::sync::mpsc;
 pub use wire::{CertifiedBlock, Envelope, Request, Response};
 
-/// Block-sync requests served at once (each reads up to `response_bytes_max` from disk).
+/// Block-sync requests served at once (each reads up to `SYNC_ANSWER_BYTES_MAX` from disk).
 pub const SYNC_SERVES_MAX: usize = 4;
+
+/// Most bytes of blocks in one block-sync answer (or `response_bytes_max`, if smaller), beyond
+/// its first block. An answer is read, encoded, sent and decoded whole, so it takes several
+/// times its size in memory on both sides; a smaller one costs only one more round trip per
+/// few blocks.
+pub const SYNC_ANSWER_BYTES_MAX: usize = 4 << 20;
 
 /// Requests in flight per connection. With direct sends each peer has a few at a time (a
 /// tick's votes and relays); the limit caps what one peer can make a node buffer at once.
@@ -118,7 +124,8 @@ pub enum Inbound {
 
 /// Answers block-sync requests from committed storage.
 pub trait BlockSource: Send + Sync + 'static {
-    /// Committed blocks from `from_height` on, oldest first, whose encoding fits `bytes_max`.
+    /// Committed blocks from `from_height` on, oldest first, whose encoding fits `bytes_max`;
+    /// the first block always (the node's config makes every frame limit hold a full block).
     fn blocks_from(&self, from_height: u64, bytes_max: usize) -> Vec<CertifiedBlock>;
 }
 
@@ -547,7 +554,7 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
             return;
         }
         let source = self.source.clone();
-        let bytes_max = self.limits.response_bytes_max - 64;
+        let bytes_max = (self.limits.response_bytes_max - 64).min(SYNC_ANSWER_BYTES_MAX);
         self.serving.spawn_blocking(move || {
             let blocks = source.blocks_from(from_height, bytes_max);
             (channel, blocks)

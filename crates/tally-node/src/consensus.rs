@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
-use tally_state::{signatures_verify, Signatures};
+use tally_state::signatures_checked;
 use tally_storage::Store;
 use tally_types::{codec, Block, Hash, PublicKey, SignedEntry};
 
@@ -110,7 +110,7 @@ impl BlockSource for StoreSource {
             };
             let item = CertifiedBlock { block, certificate };
             let size = codec::encode(&item).len() + 16;
-            if used + size > bytes_max {
+            if used + size > bytes_max && !out.is_empty() {
                 break;
             }
             used += size;
@@ -381,11 +381,7 @@ impl Driver {
                     };
                     // Checked on all cores outside the ledger lock; if any fails, each is
                     // checked again on admission and refused with its reason.
-                    let signatures = if signatures_verify(&fresh) {
-                        Signatures::AlreadyVerified
-                    } else {
-                        Signatures::Verify
-                    };
+                    let signatures = signatures_checked(&fresh);
                     let mut admitted = false;
                     let mut ledger = self.parts.shared.ledger()?;
                     for e in fresh {

@@ -7,7 +7,7 @@ use crate::NodeError;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tally_state::{
-    build_block, check_block, signatures_verify, Execution, Rejection, Signatures, State,
+    build_block, check_block, signatures_checked, Execution, Rejection, Signatures, State,
     StateRead, Tip,
 };
 use tally_storage::{CommitBatch, EntryRecord, Head, Store};
@@ -312,11 +312,7 @@ impl Ledger {
             .iter()
             .filter(|e| !self.mempool.holds(e))
             .collect();
-        if signatures_verify(&unheld) {
-            Signatures::AlreadyVerified
-        } else {
-            Signatures::Verify
-        }
+        signatures_checked(&unheld)
     }
 
     /// Commits a decided block with its certificate, in one synced write, and prunes the

@@ -40,6 +40,17 @@ pub fn signatures_verify<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[
     })
 }
 
+/// Checks entry signatures with [`signatures_verify`] and says how to execute the entries:
+/// `AlreadyVerified` when every one is valid, `Verify` otherwise, so the execution checks each
+/// again and names the one that fails.
+pub fn signatures_checked<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> Signatures {
+    if signatures_verify(entries) {
+        Signatures::AlreadyVerified
+    } else {
+        Signatures::Verify
+    }
+}
+
 /// The chain position a new block extends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tip {
@@ -225,7 +236,7 @@ pub fn check_block(
         timestamp: h.timestamp,
     };
     let signatures = match signatures {
-        Signatures::Verify if signatures_verify(&block.entries) => Signatures::AlreadyVerified,
+        Signatures::Verify => signatures_checked(&block.entries),
         other => other,
     };
     let exec = match execute_block(state, &ctx, &block.entries, signatures) {

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
-use tally_state::{signatures_verify, BlockSummary, ChainVerifier, Signatures, State};
+use tally_state::{signatures_checked, BlockSummary, ChainVerifier, State};
 use tally_storage::{StorageError, Store};
 use tally_types::{Block, CommitCertificate, Genesis};
 
@@ -128,11 +128,7 @@ pub fn replay_copy(
         s.spawn(move || {
             for height in from..=head.height {
                 let read = read_block(store, height, head.height).map(|(block, cert)| {
-                    let signatures = if signatures_verify(&block.entries) {
-                        Signatures::AlreadyVerified
-                    } else {
-                        Signatures::Verify
-                    };
+                    let signatures = signatures_checked(&block.entries);
                     (block, cert, signatures)
                 });
                 let failed = read.is_err();
