@@ -74,6 +74,9 @@ impl Default for MemoryLimits {
 
 const META_GENESIS: &[u8] = b"genesis";
 const META_HEAD: &[u8] = b"head";
+/// Present once `state_leaves` holds the leaf of every state record: written with genesis, or
+/// after deriving the leaves of a directory written before they were kept.
+const META_LEAVES: &[u8] = b"leaves";
 const SAFETY_RECORD: &[u8] = b"record";
 const EVIDENCE_PREFIX: &[u8] = b"evidence/";
 const PENDING_BLOCK_PREFIX: &[u8] = b"pending-block/";
@@ -344,6 +347,7 @@ impl Store {
         let meta = self.cf(cf::META)?;
         batch.put_cf(meta, META_GENESIS, codec::encode(genesis));
         batch.put_cf(meta, META_HEAD, codec::encode(&head));
+        batch.put_cf(meta, META_LEAVES, []);
         self.db.write_opt(batch, &Self::synced())?;
         Ok(head)
     }
@@ -539,17 +543,11 @@ impl Store {
     /// are those of the records and that the tree hashes to the head's state root.
     pub fn load_state(&self) -> Result<State> {
         let head = self.head()?;
-        let (records, from_records) = self.fold_records()?;
-        if records > 0
-            && self
-                .db
-                .iterator_cf(self.cf(cf::LEAVES)?, IteratorMode::Start)
-                .next()
-                .is_none()
-        {
-            // Written before the leaves were kept: derive them once.
-            self.write_leaves()?;
+        if self.db.get_cf(self.cf(cf::META)?, META_LEAVES)?.is_none() {
+            // Written before the leaves were kept, or stopped while deriving them.
+            self.derive_leaves()?;
         }
+        let (records, from_records) = self.fold_records()?;
         let (leaves, from_leaves) = self.fold_leaves()?;
         if (records, from_records) != (leaves, from_leaves) {
             return Err(StorageError::Corrupt(format!(
@@ -601,10 +599,13 @@ impl Store {
         Ok(acc)
     }
 
-    /// Writes the leaf of every state record, in synced batches.
-    fn write_leaves(&self) -> Result<()> {
+    /// Writes the leaf of every state record, in synced batches, then marks the leaves whole.
+    fn derive_leaves(&self) -> Result<()> {
         let leaves_cf = self.cf(cf::LEAVES)?;
         let mut batch = WriteBatch::default();
+        // Whatever an interrupted derivation left goes first.
+        batch.delete_range_cf(leaves_cf, [0u8; 32], [0xffu8; 32]);
+        batch.delete_cf(leaves_cf, [0xffu8; 32]);
         for item in self
             .db
             .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
@@ -618,6 +619,7 @@ impl Store {
                     .write_opt(std::mem::take(&mut batch), &Self::synced())?;
             }
         }
+        batch.put_cf(self.cf(cf::META)?, META_LEAVES, []);
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }
@@ -988,18 +990,35 @@ mod tests {
         assert!(state.key_record(&grantee).expect("reads").is_some());
         let head = store.head().expect("head");
 
-        // A directory written before the leaves were kept gets them on its next load.
+        // A directory written before the leaves were kept gets them on its next load, and so
+        // does one whose derivation was cut short.
         let leaves = store.cf(cf::LEAVES).expect("cf");
+        let meta = store.cf(cf::META).expect("cf");
         store
             .db
             .delete_range_cf(leaves, &[0u8; 32][..], &[0xffu8; 33][..])
             .expect("delete");
-        assert!(store
+        store.db.delete_cf(meta, META_LEAVES).expect("delete");
+        assert_eq!(store.load_state().expect("derived").root(), head.state_root);
+        let (first, _) = store
             .db
             .iterator_cf(leaves, IteratorMode::Start)
             .next()
-            .is_none());
-        assert_eq!(store.load_state().expect("rebuilt").root(), head.state_root);
+            .expect("a leaf")
+            .expect("reads");
+        store.db.delete_cf(leaves, &first).expect("delete");
+        store.db.put_cf(leaves, [7u8; 32], [7u8; 32]).expect("put");
+        store.db.delete_cf(meta, META_LEAVES).expect("delete");
+        assert_eq!(
+            store.load_state().expect("derived again").root(),
+            head.state_root
+        );
+        // With the leaves marked whole, a missing leaf is damage, not a migration.
+        store.db.delete_cf(leaves, &first).expect("delete");
+        let err = store.load_state().expect_err("a missing leaf");
+        assert!(matches!(err, StorageError::Corrupt(_)), "{err}");
+        store.db.delete_cf(meta, META_LEAVES).expect("delete");
+        assert_eq!(store.load_state().expect("derived").root(), head.state_root);
 
         // A record changed on disk no longer matches its leaf.
         let (k, _) = state.pairs().expect("reads").remove(0);
