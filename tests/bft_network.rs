@@ -264,11 +264,28 @@ impl Cluster {
     }
 }
 
+/// Lines of each node's log printed when a test fails.
+const FAILED_LOG_LINES: usize = 60;
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The directory goes with the cluster: a failing test shows the end of every node's
+        // log of its last run, so a rare failure can be read after the fact.
+        if std::thread::panicking() {
+            for i in 1..=self.n {
+                let log = self.log(i);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(FAILED_LOG_LINES)..];
+                eprintln!(
+                    "--- node-{i}, last {} lines ---\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
         }
     }
 }

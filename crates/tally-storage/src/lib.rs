@@ -569,17 +569,26 @@ impl Store {
         Ok(state)
     }
 
-    /// The number of state records and the XOR of the leaf hashes they give.
-    fn fold_records(&self) -> Result<(u64, Hash)> {
-        let mut acc = (0u64, Hash::ZERO);
+    /// Calls `each` with the tree path and leaf hash of every stored state record.
+    fn record_leaves(&self, mut each: impl FnMut(Hash, Hash) -> Result<()>) -> Result<()> {
         for item in self
             .db
             .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
         {
             let (k, v) = item?;
             let path = tally_state::tree::path(&k);
-            xor_into(&mut acc, &tally_state::tree::leaf_hash(&path, &v));
+            each(path, tally_state::tree::leaf_hash(&path, &v))?;
         }
+        Ok(())
+    }
+
+    /// The number of state records and the XOR of the leaf hashes they give.
+    fn fold_records(&self) -> Result<(u64, Hash)> {
+        let mut acc = (0u64, Hash::ZERO);
+        self.record_leaves(|_, leaf| {
+            xor_into(&mut acc, &leaf);
+            Ok(())
+        })?;
         Ok(acc)
     }
 
@@ -606,19 +615,14 @@ impl Store {
         // Whatever an interrupted derivation left goes first.
         batch.delete_range_cf(leaves_cf, [0u8; 32], [0xffu8; 32]);
         batch.delete_cf(leaves_cf, [0xffu8; 32]);
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
-        {
-            let (k, v) = item?;
-            let path = tally_state::tree::path(&k);
-            let leaf = tally_state::tree::leaf_hash(&path, &v);
+        self.record_leaves(|path, leaf| {
             batch.put_cf(leaves_cf, path.as_bytes(), leaf.as_bytes());
             if batch.len() >= 100_000 {
                 self.db
                     .write_opt(std::mem::take(&mut batch), &Self::synced())?;
             }
-        }
+            Ok(())
+        })?;
         batch.put_cf(self.cf(cf::META)?, META_LEAVES, []);
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
