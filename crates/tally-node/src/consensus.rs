@@ -167,8 +167,8 @@ pub struct Driver {
     next_sync_peer: usize,
     last_sync_ask: Option<Instant>,
     /// When the block-sync request now waiting for its answer was sent. One at a time: each
-    /// answer holds up to half a frame of blocks, and a node that is behind hears "the others
-    /// are ahead" from every vote, so asking again each time would stack answers that it
+    /// answer holds up to 4 MiB of blocks, and a node that is behind hears "the others are
+    /// ahead" from every vote, so asking again each time would stack answers that it
     /// decodes and then mostly discards, while its peers read and send them.
     sync_in_flight: Option<Instant>,
     voting: bool,
