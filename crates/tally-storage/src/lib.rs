@@ -53,8 +53,8 @@ mod cf {
     ];
 }
 
-/// How much memory RocksDB may use. Both are hard limits shared by every column family, so a
-/// node's memory does not grow with its chain.
+/// How much memory RocksDB may use. Both are limits shared by every column family, so
+/// RocksDB's memory does not grow with the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimits {
     /// Cache of data, index and filter blocks, in bytes.
