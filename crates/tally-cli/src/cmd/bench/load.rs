@@ -591,13 +591,16 @@ impl Ready<'_> {
             .map(height)
             .collect::<anyhow::Result<Vec<u64>>>()?;
         let accepted_before = setup.accepted(&first)?;
+        let offered = rate.map_or("as fast as admitted".to_string(), |r| {
+            format!("{r:.0} entries/s")
+        });
         eprintln!(
-        "[{label}] {} offered from {clients} connections to {} node(s): {} s warm-up, {} s measured",
-        rate.map_or("as fast as admitted".to_string(), |r| format!("{r:.0} entries/s")),
-        target.nodes.len(),
-        plan.warmup_s,
-        plan.duration_s
-    );
+            "[{label}] {offered} offered from {clients} connections to {} node(s): \
+             {} s warm-up, {} s measured",
+            target.nodes.len(),
+            plan.warmup_s,
+            plan.duration_s
+        );
         let start = Instant::now();
         let window_start = start + Duration::from_secs(plan.warmup_s);
         let end = window_start + Duration::from_secs(plan.duration_s);
@@ -676,32 +679,29 @@ impl Ready<'_> {
             _ => None,
         };
         let result = RunResult {
-        label: label.to_string(),
-        offered_per_s: rate,
-        submitted_per_s: submitted / window_s,
-        committed_per_s: committed / window_s,
-        window_s,
-        latency_ms: stats::percentiles(latencies),
-        uncommitted,
-        backpressure: shared.backpressure.load(Ordering::Relaxed),
-        refused: lock(&shared.refused).clone(),
-        committed_total: commits.len() as u64,
-        accepted_total,
-        verifications_per_entry_per_node,
-        node_cpu_s_per_1k: per_1k(w1.node_cpu_s.zip(w0.node_cpu_s).map(|(b, a)| b - a)),
-        generator_cpu_s_per_1k: per_1k(
-            w1.own_cpu_s
-                .zip(w0.own_cpu_s)
-                .map(|(b, a)| b - a),
-        ),
-        entry_bytes_mean,
-        note: ran_out.map(|_| {
-            format!(
-                "used all {} pre-signed entries {window_s:.1} s into the window; raise --entries-max",
-                per_client * clients
-            )
-        }),
-    };
+            label: label.to_string(),
+            offered_per_s: rate,
+            submitted_per_s: submitted / window_s,
+            committed_per_s: committed / window_s,
+            window_s,
+            latency_ms: stats::percentiles(latencies),
+            uncommitted,
+            backpressure: shared.backpressure.load(Ordering::Relaxed),
+            refused: lock(&shared.refused).clone(),
+            committed_total: commits.len() as u64,
+            accepted_total,
+            verifications_per_entry_per_node,
+            node_cpu_s_per_1k: per_1k(w1.node_cpu_s.zip(w0.node_cpu_s).map(|(b, a)| b - a)),
+            generator_cpu_s_per_1k: per_1k(w1.own_cpu_s.zip(w0.own_cpu_s).map(|(b, a)| b - a)),
+            entry_bytes_mean,
+            note: ran_out.map(|_| {
+                format!(
+                    "used all {} pre-signed entries {window_s:.1} s into the window; \
+                 raise --entries-max",
+                    per_client * clients
+                )
+            }),
+        };
         eprintln!("[{label}] {}", stats::one_line(&result));
         Ok(result)
     }
