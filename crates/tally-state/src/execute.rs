@@ -30,7 +30,7 @@ pub struct BlockContext {
 /// Whether entry signatures still need checking. A node verifies each entry once: when its
 /// mempool admits it, or when a peer's block carries an entry the mempool does not hold, or
 /// when a copy of the chain is replayed (sync, audit). Its own proposals, and blocks whose
-/// signatures were all just checked (in parallel, by [`crate::signatures_verify`]), are
+/// signatures were all just checked (in parallel, by [`crate::signatures_checked`]), are
 /// executed with `AlreadyVerified`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signatures {

@@ -21,30 +21,26 @@ use tally_types::{
 /// threads costs more than it saves.
 const PARALLEL_VERIFY_MIN: usize = 64;
 
-/// Checks entry signatures in batches on every core; `true` when all are valid. Verification
-/// bounds a node's throughput, and a block's signatures are independent, so a block is checked
-/// in as many slices as the machine has cores, each slice in one batch
-/// ([`SignedEntry::verify_signatures`]). Which entry failed, and why, is left to a sequential
-/// replay with [`Signatures::Verify`], so a bad block is reported the same on every machine.
-pub fn signatures_verify<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> bool {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
-        return SignedEntry::verify_signatures(entries);
-    }
-    std::thread::scope(|s| {
-        let slices: Vec<_> = entries
-            .chunks(entries.len().div_ceil(threads))
-            .map(|slice| s.spawn(move || SignedEntry::verify_signatures(slice)))
-            .collect();
-        slices.into_iter().all(|h| h.join().unwrap_or(false))
-    })
-}
-
-/// Checks entry signatures with [`signatures_verify`] and says how to execute the entries:
-/// `AlreadyVerified` when every one is valid, `Verify` otherwise, so the execution checks each
-/// again and names the one that fails.
+/// Checks entry signatures in batches on every core and says how to execute the entries:
+/// `AlreadyVerified` when every one is valid, `Verify` otherwise. Verification bounds a node's
+/// throughput, and a block's signatures are independent, so a block is checked in as many
+/// slices as the machine has cores, each slice in one batch
+/// ([`SignedEntry::verify_signatures`]). Which entry failed, and why, is left to the sequential
+/// replay with `Verify`, so a bad block is reported the same on every machine.
 pub fn signatures_checked<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> Signatures {
-    if signatures_verify(entries) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let valid = if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
+        SignedEntry::verify_signatures(entries)
+    } else {
+        std::thread::scope(|s| {
+            let slices: Vec<_> = entries
+                .chunks(entries.len().div_ceil(threads))
+                .map(|slice| s.spawn(move || SignedEntry::verify_signatures(slice)))
+                .collect();
+            slices.into_iter().all(|h| h.join().unwrap_or(false))
+        })
+    };
+    if valid {
         Signatures::AlreadyVerified
     } else {
         Signatures::Verify
@@ -315,7 +311,7 @@ impl ChainVerifier {
     }
 
     /// [`ChainVerifier::verify_next`] for a block whose entry signatures the caller has
-    /// already found valid with [`signatures_verify`] (`AlreadyVerified`), say on another
+    /// already found valid with [`signatures_checked`] (`AlreadyVerified`), say on another
     /// thread while the previous block replayed. `Verify` checks them here.
     pub fn verify_next_with(
         &mut self,
