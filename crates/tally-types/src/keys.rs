@@ -201,16 +201,21 @@ impl Parts {
         let mut s_bytes = [0u8; 32];
         s_bytes.copy_from_slice(&signature.0[32..]);
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or_else(bad)?;
-        let digest = Sha512::new()
-            .chain_update(r_bytes)
-            .chain_update(key.0)
-            .chain_update(domain.tag())
-            .chain_update(message)
-            .finalize();
-        let mut wide = [0u8; 64];
-        wide.copy_from_slice(&digest);
-        Ok((r, s, Scalar::from_bytes_mod_order_wide(&wide)))
+        Ok((r, s, challenge(&r_bytes, key, domain, message)))
     }
+}
+
+/// `k = SHA-512(R ‖ A ‖ domain ‖ M)`, as a scalar.
+fn challenge(r_bytes: &[u8; 32], key: &PublicKey, domain: Domain, message: &[u8]) -> Scalar {
+    let digest = Sha512::new()
+        .chain_update(r_bytes)
+        .chain_update(key.0)
+        .chain_update(domain.tag())
+        .chain_update(message)
+        .finalize();
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&digest);
+    Scalar::from_bytes_mod_order_wide(&wide)
 }
 
 /// The point a canonical encoding names, unless it has small order.
@@ -353,15 +358,7 @@ mod tests {
         let big_r = (ED25519_BASEPOINT_POINT * r + order_4)
             .compress()
             .to_bytes();
-        let digest = Sha512::new()
-            .chain_update(big_r)
-            .chain_update(key.0)
-            .chain_update(Domain::EntrySignature.tag())
-            .chain_update(message)
-            .finalize();
-        let mut wide = [0u8; 64];
-        wide.copy_from_slice(&digest);
-        let k = Scalar::from_bytes_mod_order_wide(&wide);
+        let k = challenge(&big_r, &key, Domain::EntrySignature, message);
         let s = r + k * a;
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(&big_r);
