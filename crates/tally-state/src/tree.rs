@@ -350,6 +350,37 @@ mod tests {
         map.iter().map(|(p, h)| (*p, *h)).collect()
     }
 
+    /// `count` pseudo-random changes, sorted, to the paths of `keys_mask + 1` keys; one in
+    /// `removal_mask + 1` removes (a present path or not), the rest insert or overwrite.
+    fn random_changes(
+        seed: &mut u64,
+        count: u64,
+        keys_mask: u64,
+        removal_mask: u64,
+    ) -> Vec<Change> {
+        let mut changes = BTreeMap::new();
+        for _ in 0..count {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let path = path(&(*seed >> 40 & keys_mask).to_le_bytes());
+            let change =
+                (*seed >> 20 & removal_mask != 0).then(|| leaf_hash(&path, &seed.to_le_bytes()));
+            changes.insert(path, change);
+        }
+        changes.into_iter().collect()
+    }
+
+    /// The leaves after `changes`.
+    fn change(map: &mut BTreeMap<Hash, Hash>, changes: &[Change]) {
+        for (p, h) in changes {
+            match h {
+                Some(h) => map.insert(*p, *h),
+                None => map.remove(p),
+            };
+        }
+    }
+
     fn path_with_bits(bits: &[bool]) -> Hash {
         let mut p = [0u8; 32];
         for (i, b) in bits.iter().enumerate() {
@@ -388,25 +419,11 @@ mod tests {
         let mut tree = Tree::default();
         let mut seed = 7u64;
         for round in 0..60u64 {
-            let mut changes = BTreeMap::new();
-            for _ in 0..(1 + round % 9) * 7 {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let path = path(&(seed >> 40 & 0x1ff).to_le_bytes());
-                let change = (seed >> 20 & 3 != 0).then(|| leaf_hash(&path, &seed.to_le_bytes()));
-                changes.insert(path, change);
-            }
-            let changes: Vec<Change> = changes.into_iter().collect();
+            let changes = random_changes(&mut seed, (1 + round % 9) * 7, 0x1ff, 3);
             let before = tree.root();
             let next = tree.with(&changes).expect("in memory");
             assert_eq!(tree.root(), before, "the old version is untouched");
-            for (p, h) in &changes {
-                match h {
-                    Some(h) => map.insert(*p, *h),
-                    None => map.remove(p),
-                };
-            }
+            change(&mut map, &changes);
             assert_eq!(next.root(), Tree::from_sorted(&leaves_of(&map)).root());
             tree = next;
         }
@@ -446,13 +463,7 @@ mod tests {
 
     impl MapBacking {
         fn set(&self, changes: &[Change]) {
-            let mut map = self.0.lock().expect("unpoisoned");
-            for (p, h) in changes {
-                match h {
-                    Some(h) => map.insert(*p, *h),
-                    None => map.remove(p),
-                };
-            }
+            change(&mut self.0.lock().expect("unpoisoned"), changes);
         }
     }
 
@@ -487,24 +498,10 @@ mod tests {
         let mut map = BTreeMap::new();
         let mut seed = 11u64;
         for round in 0..80u64 {
-            let mut changes = BTreeMap::new();
-            for _ in 0..(1 + round % 13) * 23 {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let path = path(&(seed >> 40 & 0xfff).to_le_bytes());
-                let change = (seed >> 20 & 7 != 0).then(|| leaf_hash(&path, &seed.to_le_bytes()));
-                changes.insert(path, change);
-            }
-            let changes: Vec<Change> = changes.into_iter().collect();
+            let changes = random_changes(&mut seed, (1 + round % 13) * 23, 0xfff, 7);
             // The root a block would give, read against the committed leaves...
             let next = tree.with(&changes).expect("backing reads");
-            for (p, h) in &changes {
-                match h {
-                    Some(h) => map.insert(*p, *h),
-                    None => map.remove(p),
-                };
-            }
+            change(&mut map, &changes);
             let full = Tree::from_sorted(&leaves_of(&map));
             assert_eq!(next.root(), full.root(), "round {round}");
             // ...and again once storage has written the block: applying twice is applying once.
