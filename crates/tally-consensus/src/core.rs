@@ -398,6 +398,12 @@ impl Core {
         })
     }
 
+    /// Whether the core knows this height has work (the host's entries or others' messages):
+    /// until then round 0 waits without a timeout, and after it the host need not say again.
+    pub fn has_work(&self) -> bool {
+        self.has_work
+    }
+
     /// Dropped-message and evidence counts.
     pub fn counters(&self) -> &Counters {
         &self.counters

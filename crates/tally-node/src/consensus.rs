@@ -6,10 +6,10 @@
 //! chain by the blocks validators push to it and by block sync, verifies every certificate
 //! and every block, and serves the API.
 
-use crate::ledger::ProposalError;
-use crate::{NodeError, Shared};
+use crate::ledger::{now_ms, ProposalError};
+use crate::{NodeError, Relayed, Shared};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -48,7 +48,7 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 pub enum Event {
     /// Something from the network.
     Net(Inbound),
-    /// The API admitted an entry.
+    /// The API admitted an entry into an empty relay queue (or, without a network, any entry).
     Work,
     /// Stop.
     Stop,
@@ -162,6 +162,9 @@ pub struct Driver {
     pushed: HashMap<PublicKey, Instant>,
     last_relay: Instant,
     executions: HashMap<Hash, tally_state::Execution>,
+    /// Blocks kept on disk for the safety record since the last commit; `None` after a start,
+    /// when blocks kept before it may still be there.
+    kept: Option<HashSet<Hash>>,
     want_proposal: Option<(u64, u32)>,
     last_commit: Instant,
     next_sync_peer: usize,
@@ -221,6 +224,7 @@ impl Driver {
             pushed: HashMap::new(),
             last_relay: Instant::now(),
             executions: HashMap::new(),
+            kept: None,
             want_proposal: None,
             last_commit: Instant::now(),
             next_sync_peer: 0,
@@ -259,19 +263,28 @@ impl Driver {
                 next_tick = now + self.parts.tick;
                 self.on_tick()?;
             }
-            self.parts.shared.flush_relays();
+            let relayed = self.parts.shared.flush_relays();
+            if matches!(relayed, Relayed::Sent) && self.voting {
+                // The entries just relayed may have made an author's entries orderable.
+                self.signal_work()?;
+            }
             self.try_propose()?;
             self.publish_status();
             let mut wake = next_tick;
+            if let Relayed::Due(due) = relayed {
+                wake = wake.min(due);
+            }
             if let Some((&(at, _), _)) = self.timers.first_key_value() {
                 wake = wake.min(at);
             }
             if !self.voting {
                 wake = wake.min(self.start_by);
             }
-            let proposal_due = self.last_commit + self.parts.interval;
-            if self.want_proposal.is_some() && proposal_due > Instant::now() {
-                wake = wake.min(proposal_due);
+            if self.want_proposal.is_some() {
+                let due = self.proposal_due();
+                if due > Instant::now() {
+                    wake = wake.min(due);
+                }
             }
             let wait = wake.saturating_duration_since(Instant::now());
             match events.recv_timeout(wait) {
@@ -299,7 +312,11 @@ impl Driver {
         Ok(!l.mempool().candidates(l.state(), 1)?.is_empty())
     }
 
+    /// Tells the core there is work, when it does not know yet and there is.
     fn signal_work(&mut self) -> Result<(), NodeError> {
+        if self.parts.core.as_ref().is_none_or(Core::has_work) {
+            return Ok(());
+        }
         if self.has_orderable_work()? {
             self.input(Input::Work)?;
         }
@@ -388,7 +405,7 @@ impl Driver {
                         admitted |= ledger.submit(e, signatures).is_ok();
                     }
                     drop(ledger);
-                    if admitted && self.voting && self.parts.core.is_some() {
+                    if admitted && self.voting {
                         self.signal_work()?;
                     }
                 }
@@ -593,9 +610,14 @@ impl Driver {
     fn after_commit(&mut self, height: u64) {
         self.bodies.retain(|_, (b, _)| b.header.height > height);
         self.awaiting_body.retain(|_, h| *h > height);
-        if let Err(e) = self.parts.store.clear_pending_blocks() {
+        let forgotten = match self.kept.take() {
+            Some(kept) => self.parts.store.forget_pending_blocks(&kept),
+            None => self.parts.store.clear_pending_blocks(),
+        };
+        if let Err(e) = forgotten {
             tracing::warn!(error = %e, "could not clear kept proposals");
         }
+        self.kept = Some(HashSet::new());
         self.executions.clear();
         self.want_proposal = None;
         self.last_commit = Instant::now();
@@ -648,8 +670,24 @@ impl Driver {
         Ok(true)
     }
 
+    /// When the next block may be proposed: one block interval after the last block was
+    /// built, by its timestamp, so the interval paces blocks rather than adding idle time
+    /// after each commit. A proposer whose clock runs behind the last one's waits at most an
+    /// interval after the commit.
+    fn proposal_due(&self) -> Instant {
+        let after_commit = self.last_commit + self.parts.interval;
+        let Ok(ledger) = self.parts.shared.ledger() else {
+            return after_commit;
+        };
+        let built = ledger.head().timestamp.0;
+        let interval_ms = self.parts.interval.as_millis() as u64;
+        let wait_ms = built.saturating_add(interval_ms).saturating_sub(now_ms().0);
+        after_commit.min(Instant::now() + Duration::from_millis(wait_ms))
+    }
+
     /// Builds the proposal the core asked for once there is something to propose and the
-    /// block interval has passed since the last commit (so entries batch into blocks).
+    /// block interval has passed since the last block was built (so entries batch into
+    /// blocks).
     fn try_propose(&mut self) -> Result<(), NodeError> {
         let Some((height, round)) = self.want_proposal else {
             return Ok(());
@@ -661,10 +699,10 @@ impl Driver {
             self.want_proposal = None;
             return Ok(());
         }
+        let due = self.proposal_due() <= Instant::now();
         let built = {
             let mut ledger = self.parts.shared.ledger()?;
-            let due = ledger.batch_full() || self.last_commit.elapsed() >= self.parts.interval;
-            if !due && round == 0 {
+            if !due && !ledger.batch_full() && round == 0 {
                 return Ok(());
             }
             // In a later round the network is waiting on this proposer: propose even an empty
@@ -738,8 +776,14 @@ impl Driver {
                     }
                 }
                 for hash in keep {
+                    if self.kept.as_ref().is_some_and(|k| k.contains(&hash)) {
+                        continue;
+                    }
                     if let Some((block, _)) = self.bodies.get(&hash) {
                         self.parts.store.put_pending_block(block)?;
+                        if let Some(kept) = &mut self.kept {
+                            kept.insert(hash);
+                        }
                     }
                 }
                 // Durable before anything it records is sent: the store syncs this write.

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_consensus::{Core, SafetyRecord, ValidatorSet};
 use tally_network::NetworkHandle;
 use tally_state::StateRead;
@@ -59,6 +59,29 @@ pub const RELAY_BATCH_BYTES_MAX: usize = 48 * 1024;
 /// Most entries waiting for the driver to relay them.
 pub const RELAY_QUEUE_MAX: usize = 8_192;
 
+/// How long an admitted entry may wait to be relayed with the ones admitted after it. Each
+/// relay is one request to every other validator, so relaying entries one by one as they are
+/// admitted costs a stream and its frames per entry and peer; a short wait batches them, and
+/// is small beside the block interval an entry waits for anyway.
+pub const RELAY_WAIT: Duration = Duration::from_millis(10);
+
+/// Entries queued for relay, and since when the oldest has waited.
+#[derive(Default)]
+struct RelayQueue {
+    entries: Vec<tally_types::SignedEntry>,
+    since: Option<Instant>,
+}
+
+/// What [`Shared::flush_relays`] did.
+enum Relayed {
+    /// Nothing was queued.
+    Nothing,
+    /// Entries wait until then.
+    Due(Instant),
+    /// The queue went out.
+    Sent,
+}
+
 /// State shared by the API handlers and the consensus driver.
 pub struct Shared {
     ledger: Mutex<Ledger>,
@@ -69,7 +92,7 @@ pub struct Shared {
     net: Option<NetworkHandle>,
     validators: Vec<PublicKey>,
     consensus: Mutex<ConsensusStatus>,
-    relay_queue: Mutex<Vec<tally_types::SignedEntry>>,
+    relay_queue: Mutex<RelayQueue>,
 }
 
 impl Shared {
@@ -79,26 +102,42 @@ impl Shared {
     }
 
     /// Queues an entry for relay to the connected validators, so whichever validator proposes
-    /// next can include it, and wakes the driver, which sends what is queued as one batch.
+    /// next can include it, and wakes the driver when the queue was empty: it relays what is
+    /// queued as one batch after [`RELAY_WAIT`], and tells the core there is work.
     fn entry_admitted(&self, entry: &tally_types::SignedEntry) {
-        if self.net.is_some() {
-            let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
-            // Past the bound the driver is behind; the entry still goes out with the periodic
-            // relay of pending entries.
-            if queue.len() < RELAY_QUEUE_MAX {
-                queue.push(entry.clone());
+        let wake = match &self.net {
+            Some(_) => {
+                let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
+                // Past the bound the driver is behind; the entry still goes out with the
+                // periodic relay of pending entries.
+                if queue.entries.len() < RELAY_QUEUE_MAX {
+                    queue.entries.push(entry.clone());
+                }
+                queue.since.get_or_insert_with(Instant::now);
+                queue.entries.len() == 1
             }
+            None => true,
+        };
+        if wake {
+            let _ = self.events.try_send(Event::Work);
         }
-        let _ = self.events.try_send(Event::Work);
     }
 
-    /// Relays the queued entries (the driver calls this once per event it handles).
-    fn flush_relays(&self) {
-        let queued =
-            std::mem::take(&mut *self.relay_queue.lock().unwrap_or_else(|p| p.into_inner()));
-        if !queued.is_empty() {
-            self.relay(&queued);
-        }
+    /// Relays the queued entries once the oldest has waited [`RELAY_WAIT`].
+    fn flush_relays(&self) -> Relayed {
+        let queued = {
+            let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(since) = queue.since else {
+                return Relayed::Nothing;
+            };
+            if since.elapsed() < RELAY_WAIT {
+                return Relayed::Due(since + RELAY_WAIT);
+            }
+            queue.since = None;
+            std::mem::take(&mut queue.entries)
+        };
+        self.relay(&queued);
+        Relayed::Sent
     }
 
     fn relay(&self, entries: &[tally_types::SignedEntry]) {
@@ -328,7 +367,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         events: events_tx,
         net: network.as_ref().map(|n| n.handle.clone()),
         validators: validators.clone(),
-        relay_queue: Mutex::new(Vec::new()),
+        relay_queue: Mutex::new(RelayQueue::default()),
         consensus: Mutex::new(ConsensusStatus {
             role,
             height: head.height + 1,

@@ -21,6 +21,13 @@ use tally_types::{
 /// threads costs more than it saves.
 const PARALLEL_VERIFY_MIN: usize = 64;
 
+/// The cores this process may use, asked of the system once: the answer reads cgroup files,
+/// which cost more than checking a small relayed batch of signatures.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Checks entry signatures in batches on every core and says how to execute the entries:
 /// `AlreadyVerified` when every one is valid, `Verify` otherwise. Verification bounds a node's
 /// throughput, and a block's signatures are independent, so a block is checked in as many
@@ -28,7 +35,7 @@ const PARALLEL_VERIFY_MIN: usize = 64;
 /// ([`SignedEntry::verify_signatures`]). Which entry failed, and why, is left to the sequential
 /// replay with `Verify`, so a bad block is reported the same on every machine.
 pub fn signatures_checked<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> Signatures {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores();
     let valid = if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
         SignedEntry::verify_signatures(entries)
     } else {

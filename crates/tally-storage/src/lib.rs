@@ -274,6 +274,11 @@ impl Store {
         opts.set_db_write_buffer_size(limits.write_buffer_bytes);
         opts.set_write_buffer_size((limits.write_buffer_bytes / 4).max(1 << 20));
         opts.set_max_write_buffer_number(2);
+        // Most point reads ask for a key the memtable does not hold (an entry id never seen,
+        // a record last written long ago): a filter over the memtable's keys answers those
+        // without a search of its skip list.
+        opts.set_memtable_prefix_bloom_ratio(0.05);
+        opts.set_memtable_whole_key_filtering(true);
         let cache = Cache::new_lru_cache(limits.cache_bytes);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -673,7 +678,27 @@ impl Store {
         }
     }
 
-    /// Forgets kept blocks once their height is committed.
+    /// Forgets the given kept blocks once their height is committed: a node that knows what
+    /// it kept deletes those keys, where a scan would walk the tombstones of every block
+    /// forgotten since the last compaction.
+    pub fn forget_pending_blocks<'a>(
+        &self,
+        hashes: impl IntoIterator<Item = &'a Hash>,
+    ) -> Result<()> {
+        let cf = self.cf(cf::SAFETY)?;
+        let mut batch = WriteBatch::default();
+        for hash in hashes {
+            let mut key = PENDING_BLOCK_PREFIX.to_vec();
+            key.extend_from_slice(hash.as_bytes());
+            batch.delete_cf(cf, key);
+        }
+        if !batch.is_empty() {
+            self.db.write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every kept block: after a restart, once the next height is committed.
     pub fn clear_pending_blocks(&self) -> Result<()> {
         let cf = self.cf(cf::SAFETY)?;
         let mut batch = WriteBatch::default();
@@ -951,6 +976,15 @@ mod tests {
         );
         assert_eq!(store.pending_block(&Hash([1; 32])).expect("read"), None);
         assert_eq!(store.evidence().expect("read"), vec![b"proof".to_vec()]);
+        store
+            .forget_pending_blocks([&Hash([1; 32])])
+            .expect("forget");
+        assert!(store.pending_block(&block.hash()).expect("read").is_some());
+        store
+            .forget_pending_blocks([&block.hash()])
+            .expect("forget");
+        assert_eq!(store.pending_block(&block.hash()).expect("read"), None);
+        store.put_pending_block(&block).expect("keep");
         store.clear_pending_blocks().expect("clear");
         assert_eq!(store.pending_block(&block.hash()).expect("read"), None);
         // Clearing kept blocks touches neither evidence nor the safety record.

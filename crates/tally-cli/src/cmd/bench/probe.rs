@@ -68,7 +68,7 @@ fn on_all_cores(cores: usize, duration: Duration, work: impl Fn() -> u64 + Sync)
 
 /// Measures both rates for `duration` each.
 pub fn measure(duration: Duration) -> anyhow::Result<Limits> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = tally_state::cores();
     let s = signed(BATCH);
     let strict = on_all_cores(cores, duration, || {
         let mut n = 0;

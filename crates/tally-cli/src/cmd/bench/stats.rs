@@ -120,7 +120,7 @@ impl Machine {
             .unwrap_or_default();
         Self {
             cpu,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: tally_state::cores(),
             memory_bytes,
             os: format!("{} {kernel}", std::env::consts::OS),
             tally_version: env!("CARGO_PKG_VERSION"),
