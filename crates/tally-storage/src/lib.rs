@@ -81,6 +81,10 @@ const SAFETY_RECORD: &[u8] = b"record";
 const EVIDENCE_PREFIX: &[u8] = b"evidence/";
 const PENDING_BLOCK_PREFIX: &[u8] = b"pending-block/";
 
+fn pending_block_key(hash: &Hash) -> Vec<u8> {
+    [PENDING_BLOCK_PREFIX, hash.as_bytes().as_slice()].concat()
+}
+
 /// Everything that can go wrong reading or writing the data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -651,19 +655,22 @@ impl Store {
     /// commits to it leaves: after a crash the block may be decided from the safety record
     /// alone, and no peer may hold it.
     pub fn put_pending_block(&self, block: &Block) -> Result<()> {
-        let mut key = PENDING_BLOCK_PREFIX.to_vec();
-        key.extend_from_slice(block.hash().as_bytes());
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(cf::SAFETY)?, key, codec::encode(block));
+        batch.put_cf(
+            self.cf(cf::SAFETY)?,
+            pending_block_key(&block.hash()),
+            codec::encode(block),
+        );
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }
 
     /// A block kept by [`Store::put_pending_block`], checked against its hash.
     pub fn pending_block(&self, hash: &Hash) -> Result<Option<Block>> {
-        let mut key = PENDING_BLOCK_PREFIX.to_vec();
-        key.extend_from_slice(hash.as_bytes());
-        match self.db.get_cf(self.cf(cf::SAFETY)?, key)? {
+        match self
+            .db
+            .get_cf(self.cf(cf::SAFETY)?, pending_block_key(hash))?
+        {
             None => Ok(None),
             Some(bytes) => {
                 let block: Block = decode("pending block", &bytes)?;
@@ -688,9 +695,7 @@ impl Store {
         let cf = self.cf(cf::SAFETY)?;
         let mut batch = WriteBatch::default();
         for hash in hashes {
-            let mut key = PENDING_BLOCK_PREFIX.to_vec();
-            key.extend_from_slice(hash.as_bytes());
-            batch.delete_cf(cf, key);
+            batch.delete_cf(cf, pending_block_key(hash));
         }
         if !batch.is_empty() {
             self.db.write(batch)?;
