@@ -254,13 +254,7 @@ impl State {
     /// Rebuilds a state in memory from stored pairs.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
         let kv: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
-        let mut leaves: Vec<(Hash, Hash)> = kv
-            .iter()
-            .map(|(k, v)| {
-                let path = tree::path(k);
-                (path, tree::leaf_hash(&path, v))
-            })
-            .collect();
+        let mut leaves: Vec<(Hash, Hash)> = kv.iter().map(|(k, v)| tree::leaf(k, v)).collect();
         leaves.sort_unstable_by_key(|l| l.0);
         let tree = Tree::from_sorted(&leaves);
         State {

@@ -41,14 +41,20 @@ pub const FOLD_MAX: usize = 16;
 const LOAD_SLICE_BITS: usize = 8;
 
 /// A record's position in the tree.
-pub fn path(key: &[u8]) -> Hash {
+pub(crate) fn path(key: &[u8]) -> Hash {
     Domain::StateKey.hash(&[key])
 }
 
 /// The leaf of a record at `path` holding `value`.
-pub fn leaf_hash(path: &Hash, value: &[u8]) -> Hash {
+pub(crate) fn leaf_hash(path: &Hash, value: &[u8]) -> Hash {
     let value_hash = Domain::StateValue.hash(&[value]);
     Domain::StateLeaf.hash(&[path.as_bytes(), value_hash.as_bytes()])
+}
+
+/// A record as a tree leaf: its path and its leaf hash.
+pub fn leaf(key: &[u8], value: &[u8]) -> (Hash, Hash) {
+    let path = path(key);
+    (path, leaf_hash(&path, value))
 }
 
 fn branch_hash(left: &Hash, right: &Hash) -> Hash {
@@ -244,25 +250,13 @@ fn update(
             let leaves = backing.leaves(&from, &to)?;
             Ok(build(&merged(&leaves, changes), depth, fold))
         }
-        Some(Node::Leaf(old)) => {
-            // The subtree held one record; it now holds whatever the changes leave of it.
-            let mut leaves: Vec<(Hash, Hash)> = changes
-                .iter()
-                .filter_map(|(p, h)| h.map(|h| (*p, h)))
-                .collect();
-            if let Err(at) = changes.binary_search_by(|c| c.0.cmp(&old.path)) {
-                let at = at - changes[..at].iter().filter(|c| c.1.is_none()).count();
-                leaves.insert(at, (old.path, old.hash));
-            }
-            Ok(build(&leaves, depth, fold))
-        }
-        None => {
-            let leaves: Vec<(Hash, Hash)> = changes
-                .iter()
-                .filter_map(|(p, h)| h.map(|h| (*p, h)))
-                .collect();
-            Ok(build(&leaves, depth, fold))
-        }
+        // The subtree held one record, or none; it now holds whatever the changes leave.
+        Some(Node::Leaf(old)) => Ok(build(
+            &merged(&[(old.path, old.hash)], changes),
+            depth,
+            fold,
+        )),
+        None => Ok(build(&merged(&[], changes), depth, fold)),
     }
 }
 
@@ -437,10 +431,7 @@ mod tests {
     fn a_large_update_splits_across_threads_to_the_same_root() {
         let leaves: Vec<(Hash, Hash)> = {
             let mut v: Vec<_> = (0u32..3 * PARALLEL_CHANGES_MIN as u32)
-                .map(|i| {
-                    let p = path(&i.to_le_bytes());
-                    (p, leaf_hash(&p, b"v"))
-                })
+                .map(|i| leaf(&i.to_le_bytes(), b"v"))
                 .collect();
             v.sort();
             v

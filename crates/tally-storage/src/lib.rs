@@ -175,9 +175,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// The records and tree leaves of a node's committed state, read straight from its database.
-struct StoreBacking {
-    db: Arc<DB>,
-}
+struct StoreBacking(Store);
 
 fn backing_error(e: impl std::fmt::Display) -> StateError {
     StateError::Backing {
@@ -201,25 +199,18 @@ fn xor_into(acc: &mut (u64, Hash), h: &Hash) {
     }
 }
 
-impl StoreBacking {
-    fn cf(&self, name: &str) -> std::result::Result<&ColumnFamily, StateError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| backing_error(format!("column family {name} missing")))
-    }
-}
-
 impl Backing for StoreBacking {
     fn record(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, StateError> {
-        self.db
-            .get_cf(self.cf(cf::STATE)?, key)
-            .map_err(backing_error)
+        let store = &self.0;
+        let cf = store.cf(cf::STATE).map_err(backing_error)?;
+        store.db.get_cf(cf, key).map_err(backing_error)
     }
 
     fn records(&self, from: &[u8], to: &[u8]) -> std::result::Result<Pairs, StateError> {
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(cf::STATE)?,
+        let store = &self.0;
+        let iter = store.db.iterator_cf(
+            store.cf(cf::STATE).map_err(backing_error)?,
             IteratorMode::From(from, Direction::Forward),
         );
         for item in iter {
@@ -234,8 +225,9 @@ impl Backing for StoreBacking {
 
     fn leaves(&self, from: &Hash, to: &Hash) -> std::result::Result<Vec<(Hash, Hash)>, StateError> {
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(cf::LEAVES)?,
+        let store = &self.0;
+        let iter = store.db.iterator_cf(
+            store.cf(cf::LEAVES).map_err(backing_error)?,
             IteratorMode::From(from.as_bytes(), Direction::Forward),
         );
         for item in iter {
@@ -563,10 +555,8 @@ impl Store {
                 "the state tree's {leaves} leaves are not those of the {records} state records"
             )));
         }
-        let state = State::backed(Arc::new(StoreBacking {
-            db: self.db.clone(),
-        }))
-        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let state = State::backed(Arc::new(StoreBacking(self.clone())))
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
         if state.root() != head.state_root {
             return Err(StorageError::Corrupt(format!(
                 "state on disk hashes to {}, head {} says {}",
@@ -585,8 +575,8 @@ impl Store {
             .iterator_cf(self.cf(cf::STATE)?, IteratorMode::Start)
         {
             let (k, v) = item?;
-            let path = tally_state::tree::path(&k);
-            each(path, tally_state::tree::leaf_hash(&path, &v))?;
+            let (path, leaf) = tally_state::tree::leaf(&k, &v);
+            each(path, leaf)?;
         }
         Ok(())
     }
