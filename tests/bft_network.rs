@@ -31,7 +31,7 @@ struct Cluster {
     starts: Vec<u32>,
 }
 
-/// A base port whose API and peer ports for `n` nodes are all free.
+/// A base port whose API and peer ports for `n` nodes (validators and observers) are all free.
 fn free_base(n: u16) -> u16 {
     for _ in 0..50 {
         let base = free_port().saturating_sub(200).max(2000);
@@ -56,7 +56,7 @@ impl Cluster {
             .prefix("tally-bft-")
             .tempdir()
             .expect("tempdir");
-        let base = free_base(n);
+        let base = free_base(n + observers);
         let out = run_tally(&[
             "devnet",
             "--init-only",

@@ -54,6 +54,28 @@ pub enum NetworkError {
     Transport(String),
 }
 
+/// An error and its causes on one line. libp2p's transport errors print nothing of their own
+/// (an address already in use is only in their source), and an operator needs the cause.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if text.is_empty() {
+        format!("{error:?}")
+    } else {
+        text
+    }
+}
+
 /// Limits of the network layer. Each is documented in node-config/node.example.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -344,7 +366,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         .build();
     swarm
         .listen_on(multiaddr(config.listen))
-        .map_err(|e| NetworkError::Transport(e.to_string()))?;
+        .map_err(|e| NetworkError::Transport(with_sources(&e)))?;
     // The first event is the bound address (port 0 becomes a real port).
     let listen_addr = loop {
         match swarm.select_next_some().await {
@@ -354,7 +376,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
                 }
             }
             SwarmEvent::ListenerError { error, .. } => {
-                return Err(NetworkError::Transport(error.to_string()))
+                return Err(NetworkError::Transport(with_sources(&error)))
             }
             SwarmEvent::ListenerClosed { reason, .. } => {
                 return Err(NetworkError::Transport(format!(

@@ -227,3 +227,35 @@ async fn wrong_chain_and_oversized_requests_are_dropped_and_counted() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_refused_with_its_cause() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let listen = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (tx, _rx) = sync_channel::<Inbound>(LIMITS.inbound_queue_max);
+    let started = tokio::time::timeout(
+        Duration::from_secs(10),
+        tally_network::start(
+            NetworkConfig {
+                chain_id: chain("net-test"),
+                listen,
+                dial: Vec::new(),
+                allowed: Vec::new(),
+                limits: LIMITS,
+            },
+            &Keypair::from_seed_for_tests(7),
+            Arc::new(NoBlocks),
+            tx,
+        ),
+    )
+    .await
+    .expect("start answers within 10 s");
+    let Err(error) = started else {
+        panic!("a second listener on {listen} started");
+    };
+    let text = error.to_string();
+    assert!(
+        text.to_lowercase().contains("in use"),
+        "the operator sees why: {text:?}"
+    );
+}
