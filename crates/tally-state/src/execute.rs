@@ -317,11 +317,17 @@ fn require<T>(v: Option<T>, code: RejectCode, detail: impl FnOnce() -> String) -
     }
 }
 
-fn same_agency(author: &KeyRecord, owner: &Name, what: &str) -> Rule {
+/// `what` names the thing owned; it is only spelled out when the rule is broken, as every
+/// entry passes through here.
+fn same_agency(author: &KeyRecord, owner: &Name, what: impl FnOnce() -> String) -> Rule {
     if &author.agency != owner {
         return reject(
             RejectCode::ForeignAgency,
-            format!("{what} belongs to {owner}, author is of {}", author.agency),
+            format!(
+                "{} belongs to {owner}, author is of {}",
+                what(),
+                author.agency
+            ),
         );
     }
     Ok(())
@@ -468,7 +474,7 @@ fn apply(
                 RejectCode::UnknownProgramme,
                 || format!("no programme {programme}"),
             )?;
-            same_agency(author, &p.agency, &format!("programme {programme}"))?;
+            same_agency(author, &p.agency, || format!("programme {programme}"))?;
             if now < p.valid_from || now >= p.valid_until {
                 return reject(
                     RejectCode::OutsideWindow,
@@ -595,7 +601,7 @@ fn apply(
                 RejectCode::UnknownProgramme,
                 || format!("voucher's programme {} is missing", v.programme),
             )?;
-            same_agency(author, &p.agency, &format!("voucher {}", voucher.short()))?;
+            same_agency(author, &p.agency, || format!("voucher {}", voucher.short()))?;
             status_is_active(&v, voucher)?;
             let remaining = v.remaining();
             if let Payload::RevokeVoucher { reason, .. } = &entry.body.payload {
@@ -639,7 +645,7 @@ fn apply(
                 RejectCode::UnknownProgramme,
                 || format!("no programme {programme}"),
             )?;
-            same_agency(author, &p.agency, &format!("programme {programme}"))?;
+            same_agency(author, &p.agency, || format!("programme {programme}"))?;
             let ak = key(
                 table::VENDOR_ACCOUNT,
                 &[&name_part(programme), vendor.as_bytes()],
@@ -964,7 +970,7 @@ fn apply(
                 RejectCode::UnknownRecord,
                 || format!("no registry record {}", original.short()),
             )?;
-            same_agency(author, &o.agency, &format!("record {}", original.short()))?;
+            same_agency(author, &o.agency, || format!("record {}", original.short()))?;
             o.latest_amendment = Some(*id);
             o.amendment_count += 1;
             ov.put(key(table::REGISTRY_RECORD, &[original.as_bytes()]), &o);
@@ -1029,7 +1035,7 @@ fn live_voucher(
         RejectCode::UnknownProgramme,
         || format!("voucher's programme {} is missing", v.programme),
     )?;
-    same_agency(author, &p.agency, &format!("voucher {}", id.short()))?;
+    same_agency(author, &p.agency, || format!("voucher {}", id.short()))?;
     status_is_active(&v, id)?;
     if now >= v.expires_at {
         return reject(
@@ -1049,7 +1055,7 @@ fn known_attestation(ov: &Overlay<'_>, id: &EntryId, author: &KeyRecord) -> Rule
     let a = require(ov.attestation(id)?, RejectCode::UnknownAttestation, || {
         format!("no attestation {}", id.short())
     })?;
-    same_agency(author, &a.agency, &format!("attestation {}", id.short()))?;
+    same_agency(author, &a.agency, || format!("attestation {}", id.short()))?;
     Ok(a)
 }
 

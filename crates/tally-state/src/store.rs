@@ -63,11 +63,12 @@ pub trait StateRead {
     /// The raw value under a key.
     fn raw(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError>;
 
-    /// Decodes the record under a key.
-    fn typed<T: DeserializeOwned + Serialize>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+    /// Decodes the record under a key. Records are only ever written by the state machine's
+    /// own encoding, so they are decoded without the canonicity check untrusted bytes get.
+    fn typed<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         match self.raw(key)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
+            Some(bytes) => codec::decode_own(&bytes)
                 .map(Some)
                 .map_err(|e| StateError::Corrupt {
                     key: hex_key(key),
@@ -284,10 +285,10 @@ impl State {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        self.tree = match checked {
-            Some((c, tree)) if c == changes => tree,
-            _ => self.tree.with(&changes)?,
-        };
+        match checked {
+            Some((c, tree)) if c == changes => self.tree = tree,
+            _ => self.tree.change(&changes)?,
+        }
         if let Records::Memory(kv) = &mut self.records {
             for (k, v) in diff {
                 match v {
@@ -343,7 +344,7 @@ impl State {
                     key: hex_key(&k),
                     reason: "bad programme key".into(),
                 })?;
-            let p = codec::decode(&v).map_err(|e| StateError::Corrupt {
+            let p = codec::decode_own(&v).map_err(|e| StateError::Corrupt {
                 key: hex_key(&k),
                 reason: e.to_string(),
             })?;
@@ -364,7 +365,7 @@ impl State {
                 });
             }
             id.copy_from_slice(&k[1..]);
-            let voucher = codec::decode(&v).map_err(|e| StateError::Corrupt {
+            let voucher = codec::decode_own(&v).map_err(|e| StateError::Corrupt {
                 key: hex_key(&k),
                 reason: e.to_string(),
             })?;

@@ -72,14 +72,14 @@ enum Node {
     Folded(Arc<Hash>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Leaf {
     path: Hash,
     hash: Hash,
 }
 
 /// Holds at least two leaves below it, or it would have been collapsed into its one leaf.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Branch {
     hash: Hash,
     children: [Option<Node>; 2],
@@ -177,6 +177,13 @@ impl Tree {
             backing: self.backing.clone(),
         })
     }
+
+    /// [`Tree::with`] in place: a branch no other version shares is changed where it is
+    /// instead of copied, so a replay that keeps one version neither allocates nor frees the
+    /// branches each block passes through. The shape and the hashes are those `with` gives.
+    pub(crate) fn change(&mut self, changes: &[Change]) -> Result<(), StateError> {
+        update_in_place(&mut self.root, changes, 0, self.backing.as_deref())
+    }
 }
 
 fn load_slice(
@@ -258,6 +265,49 @@ fn update(
         )),
         None => Ok(build(&merged(&[], changes), depth, fold)),
     }
+}
+
+/// [`update`] in place: the same result, with every unshared branch on the way reused.
+fn update_in_place(
+    node: &mut Option<Node>,
+    changes: &[Change],
+    depth: usize,
+    backing: Option<&dyn Backing>,
+) -> Result<(), StateError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    // A record overwritten where it sits alone: most changes end so in a large tree.
+    if let (Some(Node::Leaf(leaf)), [(path, Some(hash))]) = (&mut *node, changes) {
+        if leaf.path == *path {
+            Arc::make_mut(leaf).hash = *hash;
+            return Ok(());
+        }
+    }
+    let Some(Node::Branch(shared)) = node else {
+        *node = update(node.as_ref(), changes, depth, backing)?;
+        return Ok(());
+    };
+    let branch = Arc::make_mut(shared);
+    let at = split(changes, depth, |c| &c.0);
+    let [left, right] = &mut branch.children;
+    let (left, right) = both(
+        changes.len() >= PARALLEL_CHANGES_MIN,
+        || update_in_place(left, &changes[..at], depth + 1, backing),
+        || update_in_place(right, &changes[at..], depth + 1, backing),
+    );
+    left?;
+    right?;
+    // What `join` would collapse, collapse; otherwise the branch keeps its place.
+    let [left, right] = &branch.children;
+    match (left, right) {
+        (None, None) | (Some(Node::Leaf(_)), None) | (None, Some(Node::Leaf(_))) => {
+            let [left, right] = std::mem::take(&mut branch.children);
+            *node = join(left, right);
+        }
+        _ => branch.hash = branch_hash(&hash_of(left), &hash_of(right)),
+    }
+    Ok(())
 }
 
 /// The subtree at `depth` over `leaves` (sorted, all under it), small subtrees folded when
@@ -411,6 +461,7 @@ mod tests {
         // A deterministic walk of inserts, overwrites and removals, some of absent paths.
         let mut map = BTreeMap::new();
         let mut tree = Tree::default();
+        let mut sole = Tree::default();
         let mut seed = 7u64;
         for round in 0..60u64 {
             let changes = random_changes(&mut seed, (1 + round % 9) * 7, 0x1ff, 3);
@@ -419,12 +470,24 @@ mod tests {
             assert_eq!(tree.root(), before, "the old version is untouched");
             change(&mut map, &changes);
             assert_eq!(next.root(), Tree::from_sorted(&leaves_of(&map)).root());
+            // In place, on a copy sharing every node with the old version and on one that
+            // shares none of the changed ones.
+            let mut shared = tree.clone();
+            shared.change(&changes).expect("in memory");
+            assert_eq!(shared.root(), next.root());
+            assert_eq!(tree.root(), before, "a shared node is copied, not changed");
             tree = next;
+            // And on a tree no other version ever shares, changed where it is each round.
+            sole.change(&changes).expect("in memory");
+            assert_eq!(sole.root(), tree.root(), "round {round}, sole owner");
         }
         assert!(map.len() > 100, "the walk grew a real tree: {}", map.len());
         // Removing everything gives the empty tree back.
         let all: Vec<Change> = map.keys().map(|p| (*p, None)).collect();
         assert_eq!(tree.with(&all).expect("in memory").root(), Hash::ZERO);
+        sole.change(&all).expect("in memory");
+        assert_eq!(sole.root(), Hash::ZERO);
+        assert!(sole.root.is_none());
     }
 
     #[test]
@@ -437,15 +500,12 @@ mod tests {
             v
         };
         let (first, second) = leaves.split_at(leaves.len() / 3);
-        let grown = Tree::from_sorted(first)
-            .with(
-                &second
-                    .iter()
-                    .map(|(p, h)| (*p, Some(*h)))
-                    .collect::<Vec<_>>(),
-            )
-            .expect("in memory");
+        let changes: Vec<Change> = second.iter().map(|(p, h)| (*p, Some(*h))).collect();
+        let grown = Tree::from_sorted(first).with(&changes).expect("in memory");
         assert_eq!(grown.root(), Tree::from_sorted(&leaves).root());
+        let mut in_place = Tree::from_sorted(first);
+        in_place.change(&changes).expect("in memory");
+        assert_eq!(in_place.root(), grown.root());
     }
 
     /// Leaves kept in a map, as a node keeps them in RocksDB.
@@ -495,6 +555,9 @@ mod tests {
             change(&mut map, &changes);
             let full = Tree::from_sorted(&leaves_of(&map));
             assert_eq!(next.root(), full.root(), "round {round}");
+            let mut in_place = tree.clone();
+            in_place.change(&changes).expect("backing reads");
+            assert_eq!(in_place.root(), full.root(), "round {round}, in place");
             // ...and again once storage has written the block: applying twice is applying once.
             backing.set(&changes);
             let again = tree.with(&changes).expect("backing reads");

@@ -162,6 +162,37 @@ pub fn check_block(
     block: &Block,
     signatures: Signatures,
 ) -> Result<Execution, Violation> {
+    let exec = replay_block(state, tip, block, signatures)?;
+    let root = state
+        .root_after(&exec.diff)
+        .map_err(|e| violation(block.header.height, "state", e.to_string()))?;
+    check_state_root(&block.header, root)?;
+    Ok(exec)
+}
+
+/// The state root rule: the header commits to the state the block leaves.
+fn check_state_root(header: &BlockHeader, root: Hash) -> Result<(), Violation> {
+    if root != header.state_root {
+        return Err(violation(
+            header.height,
+            "state_root",
+            format!(
+                "replay gives state root {root}, header says {}",
+                header.state_root
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every check of [`check_block`] but the state root, which needs the state after the block:
+/// a caller that owns its state can apply the execution in place and then compare.
+fn replay_block(
+    state: &State,
+    tip: &Tip,
+    block: &Block,
+    signatures: Signatures,
+) -> Result<Execution, Violation> {
     let h = &block.header;
     let height = h.height;
     if h.chain_id != tip.chain_id {
@@ -261,29 +292,22 @@ pub fn check_block(
             "replayed outcomes differ from the header's outcomes root",
         ));
     }
-    let root = state
-        .root_after(&exec.diff)
-        .map_err(|e| violation(height, "state", e.to_string()))?;
-    if root != h.state_root {
-        return Err(violation(
-            height,
-            "state_root",
-            format!(
-                "replay gives state root {root}, header says {}",
-                h.state_root
-            ),
-        ));
-    }
     Ok(exec)
 }
 
 /// Verifies a chain block by block from genesis, holding the replayed state.
+///
+/// It applies each block to its state before comparing the state root (in place, which spares
+/// a copy of the tree's path to every changed record), so a verifier that found a violation
+/// has stopped: its state may hold the block that broke the rule, and every later call returns
+/// that violation again.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     state: State,
     tip: Tip,
     entries: u64,
     rejected: u64,
+    stopped: Option<Violation>,
 }
 
 /// What verifying one block found.
@@ -305,6 +329,7 @@ impl ChainVerifier {
             tip: Tip::genesis(genesis),
             entries: 0,
             rejected: 0,
+            stopped: None,
         }
     }
 
@@ -326,6 +351,22 @@ impl ChainVerifier {
         cert: &CommitCertificate,
         signatures: Signatures,
     ) -> Result<BlockSummary, Violation> {
+        if let Some(v) = &self.stopped {
+            return Err(v.clone());
+        }
+        let checked = self.check_and_apply(block, cert, signatures);
+        if let Err(v) = &checked {
+            self.stopped = Some(v.clone());
+        }
+        checked
+    }
+
+    fn check_and_apply(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+        signatures: Signatures,
+    ) -> Result<BlockSummary, Violation> {
         let height = block.header.height;
         let validators = self
             .state
@@ -333,11 +374,12 @@ impl ChainVerifier {
             .map_err(|e| violation(height, "state", e.to_string()))?;
         cert.verify(&block.header, &validators)
             .map_err(|e| violation(height, "certificate", e.to_string()))?;
-        let exec = check_block(&self.state, &self.tip, block, signatures)?;
+        let exec = replay_block(&self.state, &self.tip, block, signatures)?;
         let rejected = exec.rejections.iter().filter(|r| r.is_some()).count() as u64;
         self.state
             .apply(&exec.diff)
             .map_err(|e| violation(height, "state", e.to_string()))?;
+        check_state_root(&block.header, self.state.root())?;
         self.tip = Tip {
             chain_id: self.tip.chain_id.clone(),
             height,
