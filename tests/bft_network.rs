@@ -31,12 +31,16 @@ struct Cluster {
     starts: Vec<u32>,
 }
 
-/// A base port whose API and peer ports for `n` nodes (validators and observers) are all free.
-fn free_base(n: u16) -> u16 {
+/// A base port whose API and peer ports are free for `n` validators (`tally devnet` puts
+/// validator i on base + i and base + 100 + i) and `observers` observers (j on base + 50 + j
+/// and base + 150 + j).
+fn free_base(n: u16, observers: u16) -> u16 {
     for _ in 0..50 {
         let base = free_port().saturating_sub(200).max(2000);
-        let ok = (1..=n)
-            .flat_map(|i| [base + i, base + 100 + i])
+        let validators = (1..=n).flat_map(|i| [base + i, base + 100 + i]);
+        let observers = (1..=observers).flat_map(|j| [base + 50 + j, base + 150 + j]);
+        let ok = validators
+            .chain(observers)
             .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
         if ok {
             return base;
@@ -56,7 +60,7 @@ impl Cluster {
             .prefix("tally-bft-")
             .tempdir()
             .expect("tempdir");
-        let base = free_base(n + observers);
+        let base = free_base(n, observers);
         let out = run_tally(&[
             "devnet",
             "--init-only",
@@ -101,7 +105,12 @@ impl Cluster {
     }
 
     fn p2p(&self, i: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.base + 100 + i))
+        let port = if i > self.n {
+            self.base + 150 + (i - self.n)
+        } else {
+            self.base + 100 + i
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     fn node_key(&self, i: u16) -> Keypair {

@@ -285,9 +285,16 @@ impl State {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        match checked {
-            Some((c, tree)) if c == changes => self.tree = tree,
-            _ => self.tree.change(&changes)?,
+        let memo = match checked {
+            Some((c, tree)) if c == changes => Some(tree),
+            _ => None,
+        };
+        match memo {
+            Some(tree) => self.tree = tree,
+            // A tree in memory cannot fail to change, so it changes in place. A backed one
+            // reads its backing and could fail halfway: it is replaced only once it changed.
+            None if matches!(self.records, Records::Memory(_)) => self.tree.change(&changes)?,
+            None => self.tree = self.tree.with(&changes)?,
         }
         if let Records::Memory(kv) = &mut self.records {
             for (k, v) in diff {

@@ -181,6 +181,8 @@ impl Tree {
     /// [`Tree::with`] in place: a branch no other version shares is changed where it is
     /// instead of copied, so a replay that keeps one version neither allocates nor frees the
     /// branches each block passes through. The shape and the hashes are those `with` gives.
+    /// A backed tree whose backing fails a read is left part-changed, its hashes stale: use
+    /// `with` where the old version must survive an error.
     pub(crate) fn change(&mut self, changes: &[Change]) -> Result<(), StateError> {
         update_in_place(&mut self.root, changes, 0, self.backing.as_deref())
     }
@@ -425,6 +427,24 @@ mod tests {
         }
     }
 
+    /// The root recomputed from the leaves up, checking that every branch holds the hash of
+    /// its children: a node changed under a version that shares it shows up here.
+    fn recomputed(node: Option<&Node>) -> Hash {
+        match node {
+            None => Hash::ZERO,
+            Some(Node::Leaf(l)) => l.hash,
+            Some(Node::Folded(h)) => **h,
+            Some(Node::Branch(b)) => {
+                let hash = branch_hash(
+                    &recomputed(b.children[0].as_ref()),
+                    &recomputed(b.children[1].as_ref()),
+                );
+                assert_eq!(hash, b.hash, "a branch's stored hash is its children's");
+                hash
+            }
+        }
+    }
+
     fn path_with_bits(bits: &[bool]) -> Hash {
         let mut p = [0u8; 32];
         for (i, b) in bits.iter().enumerate() {
@@ -475,11 +495,17 @@ mod tests {
             let mut shared = tree.clone();
             shared.change(&changes).expect("in memory");
             assert_eq!(shared.root(), next.root());
-            assert_eq!(tree.root(), before, "a shared node is copied, not changed");
+            assert_eq!(
+                recomputed(tree.root.as_ref()),
+                before,
+                "a shared node is copied, not changed"
+            );
+            assert_eq!(recomputed(shared.root.as_ref()), next.root());
             tree = next;
             // And on a tree no other version ever shares, changed where it is each round.
             sole.change(&changes).expect("in memory");
             assert_eq!(sole.root(), tree.root(), "round {round}, sole owner");
+            assert_eq!(recomputed(sole.root.as_ref()), tree.root());
         }
         assert!(map.len() > 100, "the walk grew a real tree: {}", map.len());
         // Removing everything gives the empty tree back.
@@ -545,6 +571,7 @@ mod tests {
     fn a_backed_tree_folds_small_subtrees_and_keeps_the_same_roots() {
         let backing = Arc::new(MapBacking::default());
         let mut tree = Tree::load(backing.clone()).expect("empty backing");
+        let mut sole = Tree::load(backing.clone()).expect("empty backing");
         assert_eq!(tree.root(), Hash::ZERO);
         let mut map = BTreeMap::new();
         let mut seed = 11u64;
@@ -566,6 +593,10 @@ mod tests {
                 full.root(),
                 "round {round}, changes already stored"
             );
+            // A backed tree no other version shares, changed in place, folded subtrees and all.
+            sole.change(&changes).expect("backing reads");
+            assert_eq!(sole.root(), full.root(), "round {round}, sole owner");
+            assert_eq!(recomputed(sole.root.as_ref()), full.root());
             tree = next;
         }
         assert!(map.len() > 1000, "the walk grew a real tree: {}", map.len());

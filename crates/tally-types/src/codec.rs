@@ -55,6 +55,7 @@ pub fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, CodecE
 /// Decodes bytes this ledger encoded itself, such as its own state records, refusing trailing
 /// bytes but not re-encoding to check canonicity: they were written by [`encode`], and their
 /// hashes were taken over exactly those bytes. Executing an entry reads several records.
+/// Never for bytes from the network, a file or a person: those get [`decode`].
 pub fn decode_own<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read): (T, usize) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
