@@ -7,23 +7,7 @@ mod common;
 use common::seed::*;
 use common::*;
 use tally_state::{build_block, BuiltBlock, ChainVerifier, Signatures, State, Tip};
-use tally_types::{Block, CommitCertificate, Genesis, Hash, Role, SignedEntry, TimestampMs};
-
-fn certify(block: &Block) -> CommitCertificate {
-    let h = &block.header;
-    CommitCertificate {
-        height: h.height,
-        round: 0,
-        block_hash: h.hash(),
-        signatures: vec![CommitCertificate::sign_vote(
-            &key(VALIDATOR),
-            &h.chain_id,
-            h.height,
-            0,
-            &h.hash(),
-        )],
-    }
-}
+use tally_types::{Block, Genesis, Hash, Role, SignedEntry, TimestampMs};
 
 /// Builds `blocks` on genesis, one after the other, returning each and the builder's state.
 fn chain(g: &Genesis, blocks: Vec<Vec<SignedEntry>>) -> (Vec<BuiltBlock>, State) {
@@ -77,7 +61,7 @@ fn a_certified_chain_verifies_to_the_builders_state() {
     let mut verifier = ChainVerifier::new(&g);
     for b in &built {
         let summary = verifier
-            .verify_next(&b.block, &certify(&b.block))
+            .verify_next(&b.block, &certify(&b.block.header, &[VALIDATOR]))
             .expect("a chain the state machine built verifies");
         assert_eq!(summary.outcomes, b.execution.outcomes);
     }
@@ -93,12 +77,15 @@ fn verify_tampered(tamper: impl Fn(&mut Block)) -> (ChainVerifier, Vec<BuiltBloc
     let (built, _) = two_blocks(&g);
     let mut verifier = ChainVerifier::new(&g);
     verifier
-        .verify_next(&built[0].block, &certify(&built[0].block))
+        .verify_next(
+            &built[0].block,
+            &certify(&built[0].block.header, &[VALIDATOR]),
+        )
         .expect("block 1 is sound");
     let mut bad = built[1].block.clone();
     tamper(&mut bad);
     let v = verifier
-        .verify_next(&bad, &certify(&bad))
+        .verify_next(&bad, &certify(&bad.header, &[VALIDATOR]))
         .expect_err("the tampered block is caught");
     assert_eq!(v.height, 2, "{v}");
     (verifier, built)
@@ -108,7 +95,10 @@ fn verify_tampered(tamper: impl Fn(&mut Block)) -> (ChainVerifier, Vec<BuiltBloc
 fn a_header_committing_to_another_state_is_caught_and_the_verifier_stops() {
     let (mut verifier, built) = verify_tampered(|b| b.header.state_root = Hash([7; 32]));
     let again = verifier
-        .verify_next(&built[1].block, &certify(&built[1].block))
+        .verify_next(
+            &built[1].block,
+            &certify(&built[1].block.header, &[VALIDATOR]),
+        )
         .expect_err("a verifier that found a violation goes no further");
     assert_eq!(again.rule, "state_root", "{again}");
     assert_eq!(again.height, 2);
@@ -120,7 +110,10 @@ fn a_header_committing_to_another_state_is_caught_and_the_verifier_stops() {
 fn a_header_committing_to_other_outcomes_is_caught() {
     let (mut verifier, built) = verify_tampered(|b| b.header.outcomes_root = Hash([7; 32]));
     let again = verifier
-        .verify_next(&built[1].block, &certify(&built[1].block))
+        .verify_next(
+            &built[1].block,
+            &certify(&built[1].block.header, &[VALIDATOR]),
+        )
         .expect_err("stopped");
     assert_eq!(again.rule, "outcomes_root", "{again}");
 }

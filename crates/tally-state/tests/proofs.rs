@@ -28,19 +28,6 @@ fn four_validator_genesis() -> Genesis {
     g
 }
 
-fn certify(built: &BuiltBlock, signers: &[u64]) -> CommitCertificate {
-    let h = &built.block.header;
-    CommitCertificate {
-        height: h.height,
-        round: 0,
-        block_hash: h.hash(),
-        signatures: signers
-            .iter()
-            .map(|s| CommitCertificate::sign_vote(&key(*s), &h.chain_id, h.height, 0, &h.hash()))
-            .collect(),
-    }
-}
-
 fn block_of(g: &Genesis, entries: Vec<SignedEntry>, signatures: Signatures) -> BuiltBlock {
     let state = State::genesis(g);
     build_block(
@@ -80,7 +67,7 @@ fn proof_at(built: &BuiltBlock, cert: &CommitCertificate, index: usize) -> Inclu
 fn fixture() -> (Genesis, BuiltBlock, CommitCertificate) {
     let g = four_validator_genesis();
     let built = block_of(&g, mixed_entries(), Signatures::Verify);
-    let cert = certify(&built, &VALIDATORS[..3]);
+    let cert = certify(&built.block.header, &VALIDATORS[..3]);
     (g, built, cert)
 }
 
@@ -114,7 +101,7 @@ fn every_entry_of_a_block_proves_with_its_outcome() {
 fn a_one_entry_block_proves_with_empty_paths() {
     let g = four_validator_genesis();
     let built = block_of(&g, mixed_entries()[..1].to_vec(), Signatures::Verify);
-    let cert = certify(&built, &VALIDATORS);
+    let cert = certify(&built.block.header, &VALIDATORS);
     let proof = proof_at(&built, &cert, 0);
     assert!(proof.entry_path.is_empty() && proof.outcome_path.is_empty());
     assert_eq!(check(&proof, &g), Ok(()));
@@ -160,7 +147,7 @@ fn any_changed_byte_is_refused() {
 #[test]
 fn a_certificate_by_keys_outside_the_validator_set_is_refused() {
     let (g, built, _) = fixture();
-    let forged = certify(&built, &[OUTSIDER, FRESH, FRESH2]);
+    let forged = certify(&built.block.header, &[OUTSIDER, FRESH, FRESH2]);
     let proof = proof_at(&built, &forged, 0);
     assert!(matches!(
         proof.verify(&g),
@@ -168,7 +155,7 @@ fn a_certificate_by_keys_outside_the_validator_set_is_refused() {
     ));
     assert_eq!(check(&proof, &g), Err("certificate"));
 
-    let too_few = certify(&built, &VALIDATORS[..2]);
+    let too_few = certify(&built.block.header, &VALIDATORS[..2]);
     assert!(matches!(
         proof_at(&built, &too_few, 0).verify(&g),
         Err(ProofError::Certificate(CertificateError::NoQuorum {
@@ -178,7 +165,7 @@ fn a_certificate_by_keys_outside_the_validator_set_is_refused() {
         }))
     ));
 
-    let mut other_round = certify(&built, &VALIDATORS[..3]);
+    let mut other_round = certify(&built.block.header, &VALIDATORS[..3]);
     other_round.round = 1;
     assert_eq!(
         check(&proof_at(&built, &other_round, 0), &g),
@@ -223,7 +210,7 @@ fn a_proof_for_another_chain_or_validator_set_is_refused() {
     // four-validator genesis, even with a valid certificate of its own.
     let solo = genesis();
     let built_solo = block_of(&solo, mixed_entries(), Signatures::Verify);
-    let cert_solo = certify(&built_solo, &[VALIDATOR]);
+    let cert_solo = certify(&built_solo.block.header, &[VALIDATOR]);
     let solo_proof = proof_at(&built_solo, &cert_solo, 0);
     assert_eq!(check(&solo_proof, &solo), Ok(()));
     assert_eq!(check(&solo_proof, &g), Err("validator_set"));
@@ -264,7 +251,7 @@ fn an_entry_whose_signature_fails_is_refused_even_in_a_certified_block() {
     let other: Keypair = key(WFP_ADMIN2);
     entries[0].signature = other.sign(tally_types::Domain::EntrySignature, b"something else");
     let built = block_of(&g, entries, Signatures::AlreadyVerified);
-    let cert = certify(&built, &VALIDATORS);
+    let cert = certify(&built.block.header, &VALIDATORS);
     let proof = proof_at(&built, &cert, 0);
     assert_eq!(proof.verify(&g), Err(ProofError::EntrySignature));
     assert_eq!(check(&proof_at(&built, &cert, 1), &g), Ok(()));

@@ -56,19 +56,7 @@ impl Fixture {
             Signatures::Verify,
         )
         .expect("block builds");
-        let h = &built.block.header;
-        let cert = CommitCertificate {
-            height: h.height,
-            round: 0,
-            block_hash: h.hash(),
-            signatures: vec![CommitCertificate::sign_vote(
-                &key(VALIDATOR),
-                &h.chain_id,
-                h.height,
-                0,
-                &h.hash(),
-            )],
-        };
+        let cert = certify(&built.block.header, &[VALIDATOR]);
         assert_eq!(
             built
                 .execution

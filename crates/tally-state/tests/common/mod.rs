@@ -552,3 +552,28 @@ pub fn sign_at(k: &Keypair, sequence: u64, payload: Payload) -> SignedEntry {
     }
     .sign(k)
 }
+
+/// A commit certificate for `header` in round 0, signed by the keys of `signers`.
+pub fn certify(
+    header: &tally_types::BlockHeader,
+    signers: &[u64],
+) -> tally_types::CommitCertificate {
+    let hash = header.hash();
+    tally_types::CommitCertificate {
+        height: header.height,
+        round: 0,
+        block_hash: hash,
+        signatures: signers
+            .iter()
+            .map(|s| {
+                tally_types::CommitCertificate::sign_vote(
+                    &key(*s),
+                    &header.chain_id,
+                    header.height,
+                    0,
+                    &hash,
+                )
+            })
+            .collect(),
+    }
+}
