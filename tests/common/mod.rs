@@ -495,12 +495,18 @@ impl Devnet {
             }
             match exited {
                 None => {
-                    assert!(
-                        self.log()
-                            .contains("node API listening on http://127.0.0.1:"),
-                        "node announces its API address on stderr\n{}",
-                        self.log()
-                    );
+                    // The API answers once it is bound, a moment before the node's
+                    // announcement of it reaches the log.
+                    let announced = "node API listening on http://127.0.0.1:";
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while !self.log().contains(announced) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(25));
+                    }
+                    if !self.log().contains(announced) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("node announces its API address on stderr\n{}", self.log());
+                    }
                     self.child = Some(child);
                     return;
                 }
