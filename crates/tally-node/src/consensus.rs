@@ -18,7 +18,7 @@ use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
 use tally_state::signatures_checked;
 use tally_storage::Store;
-use tally_types::{codec, Block, Hash, PublicKey, SignedEntry};
+use tally_types::{codec, Block, Hash, PublicKey, SignedEntry, TimestampMs};
 
 /// Proposed blocks held for the current and next height, at most. Each is at most one
 /// network frame. When full, the block of the oldest earlier round that is neither locked on
@@ -675,13 +675,21 @@ impl Driver {
     /// after each commit. A proposer whose clock runs behind the last one's waits at most an
     /// interval after the commit.
     fn proposal_due(&self) -> Instant {
+        match self.parts.shared.ledger() {
+            Ok(ledger) => self.proposal_due_after(ledger.head().timestamp),
+            Err(_) => self.last_commit + self.parts.interval,
+        }
+    }
+
+    /// [`Driver::proposal_due`] for a head built at `built`, for a caller already holding the
+    /// ledger.
+    fn proposal_due_after(&self, built: TimestampMs) -> Instant {
         let after_commit = self.last_commit + self.parts.interval;
-        let Ok(ledger) = self.parts.shared.ledger() else {
-            return after_commit;
-        };
-        let built = ledger.head().timestamp.0;
         let interval_ms = self.parts.interval.as_millis() as u64;
-        let wait_ms = built.saturating_add(interval_ms).saturating_sub(now_ms().0);
+        let wait_ms = built
+            .0
+            .saturating_add(interval_ms)
+            .saturating_sub(now_ms().0);
         after_commit.min(Instant::now() + Duration::from_millis(wait_ms))
     }
 
@@ -699,9 +707,9 @@ impl Driver {
             self.want_proposal = None;
             return Ok(());
         }
-        let due = self.proposal_due() <= Instant::now();
         let built = {
             let mut ledger = self.parts.shared.ledger()?;
+            let due = self.proposal_due_after(ledger.head().timestamp) <= Instant::now();
             if !due && !ledger.batch_full() && round == 0 {
                 return Ok(());
             }
