@@ -300,14 +300,12 @@ fn update_in_place(
     );
     left?;
     right?;
-    // What `join` would collapse, collapse; otherwise the branch keeps its place.
     let [left, right] = &branch.children;
-    match (left, right) {
-        (None, None) | (Some(Node::Leaf(_)), None) | (None, Some(Node::Leaf(_))) => {
-            let [left, right] = std::mem::take(&mut branch.children);
-            *node = join(left, right);
-        }
-        _ => branch.hash = branch_hash(&hash_of(left), &hash_of(right)),
+    if collapses(left, right) {
+        let [left, right] = std::mem::take(&mut branch.children);
+        *node = left.or(right);
+    } else {
+        branch.hash = branch_hash(&hash_of(left), &hash_of(right));
     }
     Ok(())
 }
@@ -356,15 +354,22 @@ fn subtree_hash(leaves: &[(Hash, Hash)], depth: usize) -> Hash {
 
 /// The subtree over two halves, collapsed to a lone leaf or to nothing where the rules say so.
 fn join(left: Option<Node>, right: Option<Node>) -> Option<Node> {
-    match (&left, &right) {
-        (None, None) => None,
-        (Some(Node::Leaf(_)), None) => left,
-        (None, Some(Node::Leaf(_))) => right,
-        _ => Some(Node::Branch(Arc::new(Branch {
-            hash: branch_hash(&hash_of(&left), &hash_of(&right)),
-            children: [left, right],
-        }))),
+    if collapses(&left, &right) {
+        return left.or(right);
     }
+    Some(Node::Branch(Arc::new(Branch {
+        hash: branch_hash(&hash_of(&left), &hash_of(&right)),
+        children: [left, right],
+    })))
+}
+
+/// Whether two halves make no branch: both empty, or one lone leaf beside an empty half (the
+/// leaf then stands for the whole subtree).
+fn collapses(left: &Option<Node>, right: &Option<Node>) -> bool {
+    matches!(
+        (left, right),
+        (None, None) | (Some(Node::Leaf(_)), None) | (None, Some(Node::Leaf(_)))
+    )
 }
 
 /// Runs both halves, on two threads when there is enough work to pay for the second.
