@@ -42,6 +42,30 @@ fn assert_refused(out: &common::HttpOut, status: u16, code: &str, what: &str) {
     );
 }
 
+/// POSTs to /v1/entries over a bare connection (headers, then each piece of the body 200 ms
+/// after the last, then `end`) and returns what the node answers, read until it closes or
+/// 10 s pass. A write that fails fails the test: the node must not cut a client off mid-body.
+fn raw_post(base: &str, header: &str, pieces: &[&[u8]], end: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the node");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let head = format!(
+        "POST /v1/entries HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+         Connection: close\r\n{header}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).expect("send the head");
+    for piece in pieces {
+        conn.write_all(piece).expect("send a piece of the body");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    conn.write_all(end).expect("send the end of the body");
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[test]
 fn bad_input_is_refused_and_harms_nothing() {
     let mut net = Devnet::start();
@@ -341,6 +365,36 @@ fn bad_input_is_refused_and_harms_nothing() {
         413,
         "body_too_large",
         "100 KiB JSON body",
+    );
+    // Nearly 1 MiB through a raw connection, in chunks with no declared length, the first
+    // 32 KiB (over the limit) a moment before the rest: a node that answered at the limit and
+    // closed would fail the later writes; this one reads it all, then answers.
+    let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+    let first = chunk.repeat(2);
+    let rest = chunk.repeat(58);
+    let answer = raw_post(
+        &net.base,
+        "Transfer-Encoding: chunked",
+        &[first.as_bytes(), rest.as_bytes()],
+        b"0\r\n\r\n",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "960 KiB chunked: {answer}"
+    );
+    assert!(
+        answer.contains("body_too_large"),
+        "960 KiB chunked: {answer}"
+    );
+    // A body that declares more than the node would drain is refused before it is sent.
+    let answer = raw_post(&net.base, "Content-Length: 4194304", &[], b"");
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "4 MiB declared: {answer}"
+    );
+    assert!(
+        answer.contains("body_too_large"),
+        "4 MiB declared: {answer}"
     );
     // Under the API limit but a signature of the wrong length: malformed, not a crash.
     let mut v: Value = serde_json::to_value(&fresh).expect("json");

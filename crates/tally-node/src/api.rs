@@ -6,15 +6,16 @@
 use crate::ledger::EntryStatus;
 use crate::ledger::SubmitError;
 use crate::Shared;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State as AxState};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as AxState};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tally_state::records::{AttestationStatus, VoucherStatus};
 use tally_state::StateRead;
 use tally_types::{
@@ -73,8 +74,17 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Json<Value>, ApiError>;
 type Ctx = AxState<Arc<Shared>>;
 
-/// The router, with the request body limit from the config.
-pub fn router(shared: Arc<Shared>, body_bytes_max: usize) -> Router {
+/// How much of a body over `api.body_bytes_max` is read and thrown away before the 413 goes
+/// out. HTTP/1.1 clients commonly send the whole body before they read the answer; cut off
+/// mid-body, they see a broken connection instead of the reason. A body that declares more
+/// is cut off at once.
+pub const DRAIN_BYTES_MAX: usize = 1024 * 1024;
+
+/// How long that draining may take, so a client that stops sending cannot hold the request.
+pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(5);
+
+/// The router; the request body limit is `Shared::body_bytes_max`.
+pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/entries", post(submit))
@@ -92,7 +102,6 @@ pub fn router(shared: Arc<Shared>, body_bytes_max: usize) -> Router {
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/blocks/{height}/raw", get(raw_block))
         .fallback(|| async { ApiError::not_found("such route; see docs/api.md") })
-        .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(shared)
 }
 
@@ -125,12 +134,12 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
     })))
 }
 
-async fn submit(
-    AxState(shared): Ctx,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match submit_inner(&shared, &headers, body) {
+async fn submit(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> Response {
+    let submitted = match read_body(&headers, body, shared.body_bytes_max).await {
+        Ok(body) => submit_inner(&shared, &headers, &body),
+        Err(e) => Err(e),
+    };
+    match submitted {
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(json!({ "id": id, "status": "pending" })),
@@ -140,31 +149,72 @@ async fn submit(
     }
 }
 
-fn submit_inner(
-    shared: &Shared,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<EntryId, ApiError> {
-    let body = body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body exceeds {} bytes", shared.body_bytes_max),
-            )
-        } else {
-            ApiError::new(rej.status(), "malformed", rej.body_text())
+/// Reads a request body of at most `max` bytes. A longer one is refused with 413 after the
+/// rest of it is drained (up to [`DRAIN_BYTES_MAX`] in all, for at most [`DRAIN_TIME_MAX`]),
+/// so that the client reads the refusal rather than a reset connection.
+async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&n| n > max as u64) {
+        if declared <= DRAIN_BYTES_MAX as u64 {
+            drain(body, 0).await;
         }
-    })?;
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("request body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
+            drain(body, buf.len() + data.len()).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and drops the rest of a body of which `seen` bytes were read, until it has read
+/// [`DRAIN_BYTES_MAX`] in all or [`DRAIN_TIME_MAX`] has passed.
+async fn drain(mut body: Body, mut seen: usize) {
+    let read = async {
+        while seen <= DRAIN_BYTES_MAX {
+            let Some(Ok(frame)) = body.frame().await else {
+                break;
+            };
+            seen += frame.data_ref().map_or(0, |d| d.len());
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME_MAX, read).await;
+}
+
+fn submit_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<EntryId, ApiError> {
     let binary = headers
-        .get(axum::http::header::CONTENT_TYPE)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
     let malformed = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "malformed", d);
     let entry = if binary {
-        SignedEntry::from_bytes(&body).map_err(|e| malformed(e.to_string()))?
+        SignedEntry::from_bytes(body).map_err(|e| malformed(e.to_string()))?
     } else {
-        let e: SignedEntry = serde_json::from_slice(&body)
+        let e: SignedEntry = serde_json::from_slice(body)
             .map_err(|e| malformed(format!("not a signed entry in JSON: {e}")))?;
         let size = e.to_bytes().len();
         if size > ENTRY_BYTES_MAX {

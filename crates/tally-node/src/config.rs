@@ -152,7 +152,8 @@ pub struct NodeSection {
 pub struct ApiSection {
     /// Address to listen on. Use 127.0.0.1 unless a reverse proxy fronts the node.
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes; larger requests get 413 `body_too_large`.
+    /// Largest request body accepted, in bytes; larger requests get 413 `body_too_large`
+    /// (after the node drains up to `api::DRAIN_BYTES_MAX` of them, so the client hears why).
     pub body_bytes_max: usize,
     /// Most rejected-entry reasons remembered for status queries (oldest forgotten first).
     pub recent_rejections_max: usize,

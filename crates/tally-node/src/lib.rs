@@ -409,7 +409,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen).await?;
     let api_addr = listener.local_addr()?;
-    let app = api::router(shared.clone(), config.api.body_bytes_max);
+    let app = api::router(shared.clone());
     let server = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
