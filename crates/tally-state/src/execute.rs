@@ -184,14 +184,27 @@ pub fn execute_block(
     entries: &[SignedEntry],
     signatures: Signatures,
 ) -> Result<Execution, ExecuteError> {
+    let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
+    execute_identified(state, ctx, entries, &ids, signatures)
+}
+
+/// [`execute_block`] with the entries' ids worked out already (`ids[i]` is `entries[i].id()`).
+pub(crate) fn execute_identified(
+    state: &State,
+    ctx: &BlockContext,
+    entries: &[SignedEntry],
+    ids: &[EntryId],
+    signatures: Signatures,
+) -> Result<Execution, ExecuteError> {
+    debug_assert_eq!(entries.len(), ids.len());
     let mut ex = Executor::new(state, ctx);
-    for (index, entry) in entries.iter().enumerate() {
-        match ex.order(entry, signatures) {
+    for (index, (entry, id)) in entries.iter().zip(ids).enumerate() {
+        match ex.order(entry, *id, signatures) {
             Ok(()) => {}
             Err(AdmitError::Rejected(rejection)) => {
                 return Err(InvalidBlock {
                     index,
-                    entry: entry.id(),
+                    entry: *id,
                     rejection,
                 }
                 .into())
@@ -213,7 +226,7 @@ pub fn execute_candidates(
     let mut ex = Executor::new(state, ctx);
     let mut left_out = Vec::new();
     for entry in candidates {
-        match ex.order(&entry, signatures) {
+        match ex.order(&entry, entry.id(), signatures) {
             Ok(()) => {}
             Err(AdmitError::Rejected(r)) => left_out.push((entry, r)),
             Err(AdmitError::State(e)) => return Err(e),
@@ -248,8 +261,13 @@ impl<'a> Executor<'a> {
         out
     }
 
-    /// Admits, orders and applies one entry.
-    fn order(&mut self, entry: &SignedEntry, signatures: Signatures) -> Result<(), AdmitError> {
+    /// Admits, orders and applies one entry, whose id is `id`.
+    fn order(
+        &mut self,
+        entry: &SignedEntry,
+        id: EntryId,
+        signatures: Signatures,
+    ) -> Result<(), AdmitError> {
         let mut author = admit(&self.ov, &self.ctx.chain_id, entry, signatures)?;
         let seq = entry.body.sequence;
         if seq != author.next_sequence {
@@ -268,7 +286,6 @@ impl<'a> Executor<'a> {
             )
             .into());
         }
-        let id = entry.id();
         let result = match entry.body.payload.required_role() {
             Some(role) if !author.roles.contains(&role) => reject(
                 RejectCode::MissingRole,

@@ -20,7 +20,7 @@ pub use report::{Finding, Reconciliation, Report};
 pub use store::{leaf_changes, Backing, Pairs, State, StateDiff, StateRead};
 pub use verify::{
     build_block, check_block, cores, signatures_checked, BlockSummary, BuiltBlock, ChainVerifier,
-    Tip, Violation,
+    CheckedBlock, Tip, Violation,
 };
 
 use serde::{Deserialize, Serialize};

@@ -7,11 +7,12 @@
 //! replay through the state machine to the same outcomes and the same state root.
 
 use crate::execute::{
-    execute_block, execute_candidates, BlockContext, ExecuteError, Execution, Signatures,
+    execute_candidates, execute_identified, BlockContext, ExecuteError, Execution, Signatures,
 };
 use crate::store::{State, StateRead};
 use crate::{Rejection, StateError};
-use tally_types::block::{outcomes_root, validators_hash};
+use tally_types::block::{entries_root_leaf, outcomes_root, validators_hash};
+use tally_types::merkle;
 use tally_types::{
     Block, BlockHeader, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, Name, PublicKey,
     SignedEntry, TimestampMs,
@@ -47,10 +48,70 @@ pub fn signatures_checked<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &
             slices.into_iter().all(|h| h.join().unwrap_or(false))
         })
     };
+    verdict(valid)
+}
+
+fn verdict(valid: bool) -> Signatures {
     if valid {
         Signatures::AlreadyVerified
     } else {
         Signatures::Verify
+    }
+}
+
+/// What a replay needs of a block's entries that the state does not change: whether their
+/// signatures hold, their ids, and the root they hash to.
+#[derive(Debug, Clone)]
+struct Found {
+    signatures: Signatures,
+    ids: Vec<EntryId>,
+    entries_root: Hash,
+}
+
+impl Found {
+    /// Works it out on this thread, the signatures in one batch.
+    fn of(entries: &[SignedEntry]) -> Self {
+        let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
+        let leaves: Vec<Hash> = entries.iter().map(entries_root_leaf).collect();
+        let valid = SignedEntry::verify_signatures_of(entries, &ids);
+        Found {
+            signatures: verdict(valid),
+            ids,
+            entries_root: merkle::root_of_leaf_hashes(&leaves),
+        }
+    }
+
+    /// The ids and root worked out here, with the signatures as the caller found them.
+    fn with_signatures(entries: &[SignedEntry], signatures: Signatures) -> Self {
+        Found {
+            signatures,
+            ids: entries.iter().map(SignedEntry::id).collect(),
+            entries_root: Block::compute_entries_root(entries),
+        }
+    }
+}
+
+/// A block read from a chain copy, with what can be checked of it before its turn: its
+/// entries' signatures, their ids and its entries root. None of it depends on the blocks
+/// before, so an auditor works it out for the next blocks on other threads, one block per
+/// thread, while [`ChainVerifier`] replays the last one.
+#[derive(Debug, Clone)]
+pub struct CheckedBlock {
+    block: Block,
+    found: Found,
+}
+
+impl CheckedBlock {
+    /// Checks what the block shows on its own, on this thread (its signatures in one batch,
+    /// which is cheaper per signature the larger it is).
+    pub fn new(block: Block) -> Self {
+        let found = Found::of(&block.entries);
+        CheckedBlock { block, found }
+    }
+
+    /// The block.
+    pub fn block(&self) -> &Block {
+        &self.block
     }
 }
 
@@ -162,7 +223,12 @@ pub fn check_block(
     block: &Block,
     signatures: Signatures,
 ) -> Result<Execution, Violation> {
-    let exec = replay_block(state, tip, block, signatures)?;
+    let signatures = match signatures {
+        Signatures::Verify => signatures_checked(&block.entries),
+        other => other,
+    };
+    let found = Found::with_signatures(&block.entries, signatures);
+    let exec = replay_block(state, tip, block, &found)?;
     let root = state
         .root_after(&exec.diff)
         .map_err(|e| violation(block.header.height, "state", e.to_string()))?;
@@ -191,7 +257,7 @@ fn replay_block(
     state: &State,
     tip: &Tip,
     block: &Block,
-    signatures: Signatures,
+    found: &Found,
 ) -> Result<Execution, Violation> {
     let h = &block.header;
     let height = h.height;
@@ -257,7 +323,7 @@ fn replay_block(
             ),
         ));
     }
-    if Block::compute_entries_root(&block.entries) != h.entries_root {
+    if found.entries_root != h.entries_root {
         return Err(violation(
             height,
             "entries_root",
@@ -269,11 +335,7 @@ fn replay_block(
         height,
         timestamp: h.timestamp,
     };
-    let signatures = match signatures {
-        Signatures::Verify => signatures_checked(&block.entries),
-        other => other,
-    };
-    let exec = match execute_block(state, &ctx, &block.entries, signatures) {
+    let exec = match execute_identified(state, &ctx, &block.entries, &found.ids, found.signatures) {
         Ok(exec) => exec,
         Err(ExecuteError::InvalidBlock(e)) => {
             return Err(Violation {
@@ -339,22 +401,29 @@ impl ChainVerifier {
         block: &Block,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
-        self.verify_next_with(block, cert, Signatures::Verify)
+        self.verify(block, &Found::of(&block.entries), cert)
     }
 
-    /// [`ChainVerifier::verify_next`] for a block whose entry signatures the caller has
-    /// already found valid with [`signatures_checked`] (`AlreadyVerified`), say on another
-    /// thread while the previous block replayed. `Verify` checks them here.
-    pub fn verify_next_with(
+    /// [`ChainVerifier::verify_next`] for a block whose own checks were made beforehand,
+    /// say on other threads while the previous block replayed.
+    pub fn verify_checked(
+        &mut self,
+        checked: &CheckedBlock,
+        cert: &CommitCertificate,
+    ) -> Result<BlockSummary, Violation> {
+        self.verify(&checked.block, &checked.found, cert)
+    }
+
+    fn verify(
         &mut self,
         block: &Block,
+        found: &Found,
         cert: &CommitCertificate,
-        signatures: Signatures,
     ) -> Result<BlockSummary, Violation> {
         if let Some(v) = &self.stopped {
             return Err(v.clone());
         }
-        let checked = self.check_and_apply(block, cert, signatures);
+        let checked = self.check_and_apply(block, found, cert);
         if let Err(v) = &checked {
             self.stopped = Some(v.clone());
         }
@@ -364,8 +433,8 @@ impl ChainVerifier {
     fn check_and_apply(
         &mut self,
         block: &Block,
+        found: &Found,
         cert: &CommitCertificate,
-        signatures: Signatures,
     ) -> Result<BlockSummary, Violation> {
         let height = block.header.height;
         let validators = self
@@ -374,7 +443,7 @@ impl ChainVerifier {
             .map_err(|e| violation(height, "state", e.to_string()))?;
         cert.verify(&block.header, &validators)
             .map_err(|e| violation(height, "certificate", e.to_string()))?;
-        let exec = replay_block(&self.state, &self.tip, block, signatures)?;
+        let exec = replay_block(&self.state, &self.tip, block, found)?;
         let rejected = exec.rejections.iter().filter(|r| r.is_some()).count() as u64;
         self.state
             .apply(&exec.diff)

@@ -539,9 +539,22 @@ impl SignedEntry {
     /// same decision as [`SignedEntry::verify_signature`] on each, at about a third of the cost.
     pub fn verify_signatures<E: std::borrow::Borrow<SignedEntry>>(entries: &[E]) -> bool {
         let ids: Vec<EntryId> = entries.iter().map(|e| e.borrow().id()).collect();
+        Self::verify_signatures_of(entries, &ids)
+    }
+
+    /// [`SignedEntry::verify_signatures`] for a caller that has the entries' ids already (a
+    /// replay needs them too). `ids[i]` must be `entries[i].id()`: an entry is checked against
+    /// the id it is given, so a wrong id fails its check.
+    pub fn verify_signatures_of<E: std::borrow::Borrow<SignedEntry>>(
+        entries: &[E],
+        ids: &[EntryId],
+    ) -> bool {
+        if entries.len() != ids.len() {
+            return false;
+        }
         let checks: Vec<SignatureCheck<'_>> = entries
             .iter()
-            .zip(&ids)
+            .zip(ids)
             .map(|(e, id)| {
                 let e = e.borrow();
                 SignatureCheck {

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
-use tally_state::{signatures_checked, BlockSummary, ChainVerifier, State};
+use tally_state::{BlockSummary, ChainVerifier, CheckedBlock, State};
 use tally_storage::{StorageError, Store};
 use tally_types::{Block, CommitCertificate, Genesis};
 
@@ -106,16 +106,18 @@ pub fn open_copy(data_dir: &Path, trusted: Option<&Path>) -> anyhow::Result<(Sto
     Ok((store, stored))
 }
 
-/// Blocks read and signature-checked ahead of the replay: bounds the memory the read-ahead
-/// holds (two blocks of at most `block.entries_max` entries each).
+/// Blocks each reader may have read and checked ahead of the replay: with one reader per core,
+/// the read-ahead holds at most cores x (this + 1) blocks of `block.entries_max` entries.
 const READ_AHEAD_BLOCKS: usize = 2;
 
 /// Verifies and replays every block of the copy from the verifier's tip to the copy's head,
 /// then checks the copy's head against the replay. `each` sees every block after it verified.
 ///
-/// A block's entry signatures do not depend on the state, but its replay does: so another
-/// thread reads each block and checks its signatures (on all cores) while this one replays the
-/// block before it.
+/// A block's entry signatures, ids and entries root do not depend on the state, but its replay
+/// does: so one reader per core reads blocks in turn (reader r of n takes every n-th height
+/// from the r-th) and checks those, each block whole on one thread, while this one replays
+/// them in order. No reader waits for another, so no core idles while the replay has work
+/// waiting.
 pub fn replay_copy(
     store: &Store,
     verifier: &mut ChainVerifier,
@@ -123,27 +125,34 @@ pub fn replay_copy(
 ) -> anyhow::Result<()> {
     let head = store.head()?;
     let from = verifier.tip().height + 1;
+    let readers = tally_state::cores() as u64;
     std::thread::scope(|s| -> anyhow::Result<()> {
-        let (ahead, blocks) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOCKS);
-        s.spawn(move || {
-            for height in from..=head.height {
-                let read = read_block(store, height, head.height).map(|(block, cert)| {
-                    let signatures = signatures_checked(&block.entries);
-                    (block, cert, signatures)
+        let inboxes: Vec<_> = (0..readers)
+            .map(|r| {
+                let (ahead, inbox) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOCKS);
+                s.spawn(move || {
+                    for height in (from + r..=head.height).step_by(readers as usize) {
+                        let read = read_block(store, height, head.height)
+                            .map(|(block, cert)| (CheckedBlock::new(block), cert));
+                        let failed = read.is_err();
+                        // A closed channel means the replay stopped at a violation.
+                        if ahead.send(read).is_err() || failed {
+                            return;
+                        }
+                    }
                 });
-                let failed = read.is_err();
-                // A closed channel means the replay stopped at a violation.
-                if ahead.send(read).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        for read in blocks {
-            let (block, cert, signatures) = read?;
+                inbox
+            })
+            .collect();
+        for height in from..=head.height {
+            let inbox = &inboxes[((height - from) % readers) as usize];
+            let (checked, cert) = inbox
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the reader of block {height} stopped"))??;
             let summary = verifier
-                .verify_next_with(&block, &cert, signatures)
+                .verify_checked(&checked, &cert)
                 .map_err(Violation::from)?;
-            each(&block, &summary, verifier.state())?;
+            each(checked.block(), &summary, verifier.state())?;
         }
         Ok(())
     })?;
@@ -303,4 +312,135 @@ pub fn verify(data_dir: &Path, genesis: Option<&Path>, json: bool) -> anyhow::Re
         })?;
         Ok(Outcome::Ok)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_state::{build_block, Signatures, Tip};
+    use tally_storage::CommitBatch;
+    use tally_types::{
+        AgencyGenesis, EntryBody, Keypair, Name, Payload, Role, TimestampMs, ValidatorGenesis,
+    };
+
+    const BLOCKS: u64 = 7;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid name")
+    }
+
+    /// A chain of [`BLOCKS`] blocks of one entry each in a new data directory, the entry of
+    /// block `tampered` (if any) with a flipped signature bit and the block certified anyway,
+    /// as a forger with the validators' keys would.
+    fn chain(dir: &Path, tampered: Option<u64>) -> Store {
+        let admin = Keypair::from_seed_for_tests(1);
+        let validator = Keypair::from_seed_for_tests(2);
+        let genesis = Genesis {
+            chain_id: name("audit-test"),
+            genesis_time: TimestampMs(1_800_000_000_000),
+            agencies: vec![AgencyGenesis {
+                id: name("wfp"),
+                admins: vec![admin.public()],
+            }],
+            validators: vec![ValidatorGenesis {
+                agency: name("wfp"),
+                key: validator.public(),
+            }],
+        };
+        let store = Store::open(dir).expect("opens");
+        store.init_genesis(&genesis).expect("genesis");
+        let mut state = State::genesis(&genesis);
+        let mut tip = Tip::genesis(&genesis);
+        for seq in 0..BLOCKS {
+            let entry = EntryBody {
+                chain_id: genesis.chain_id.clone(),
+                author: admin.public(),
+                sequence: seq,
+                payload: Payload::GrantRole {
+                    key: Keypair::from_seed_for_tests(100 + seq).public(),
+                    role: Role::Issuer,
+                },
+            }
+            .sign(&admin);
+            let built = build_block(
+                &state,
+                &tip,
+                TimestampMs(tip.timestamp.0 + 1000),
+                validator.public(),
+                [entry],
+                Signatures::Verify,
+            )
+            .expect("builds");
+            let mut block = built.block;
+            if tampered == Some(block.header.height) {
+                block.entries[0].signature.0[40] ^= 1;
+                block.header.entries_root = Block::compute_entries_root(&block.entries);
+            }
+            let h = &block.header;
+            let certificate = CommitCertificate {
+                height: h.height,
+                round: 0,
+                block_hash: h.hash(),
+                signatures: vec![CommitCertificate::sign_vote(
+                    &validator,
+                    &h.chain_id,
+                    h.height,
+                    0,
+                    &h.hash(),
+                )],
+            };
+            let head = store
+                .commit_block(&CommitBatch {
+                    block: &block,
+                    certificate: &certificate,
+                    outcomes: &built.execution.outcomes,
+                    rejections: &built.execution.rejections,
+                    diff: &built.execution.diff,
+                })
+                .expect("commits");
+            state.apply(&built.execution.diff).expect("applies");
+            tip = Tip {
+                chain_id: tip.chain_id.clone(),
+                height: head.height,
+                hash: head.hash,
+                timestamp: head.timestamp,
+            };
+        }
+        store
+    }
+
+    /// Replays the copy from genesis; returns the heights `each` saw and the outcome.
+    fn replay(store: &Store) -> (Vec<u64>, anyhow::Result<()>) {
+        let genesis = store.genesis().expect("reads").expect("has a genesis");
+        let mut verifier = ChainVerifier::new(&genesis);
+        let mut seen = Vec::new();
+        let result = replay_copy(store, &mut verifier, |block, _, _| {
+            seen.push(block.header.height);
+            Ok(())
+        });
+        (seen, result)
+    }
+
+    #[test]
+    fn blocks_read_on_several_threads_replay_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = chain(dir.path(), None);
+        let (seen, result) = replay(&store);
+        result.expect("the chain verifies");
+        assert_eq!(seen, (1..=BLOCKS).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_forged_block_is_named_at_its_height_and_nothing_after_it_is_replayed() {
+        for tampered in [1, 4, 5, BLOCKS] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = chain(dir.path(), Some(tampered));
+            let (seen, result) = replay(&store);
+            let err = result.expect_err("a forged signature is caught");
+            let v = err.downcast::<Violation>().expect("a violation");
+            assert_eq!((v.height, v.rule.as_str()), (tampered, "entry_admission"));
+            assert!(v.detail.contains("signature"), "{}", v.detail);
+            assert_eq!(seen, (1..tampered).collect::<Vec<_>>());
+        }
+    }
 }
