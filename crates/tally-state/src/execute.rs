@@ -197,7 +197,7 @@ pub(crate) fn execute_identified(
     signatures: Signatures,
 ) -> Result<Execution, ExecuteError> {
     debug_assert_eq!(entries.len(), ids.len());
-    let mut ex = Executor::new(state, ctx);
+    let mut ex = Executor::new(state, ctx, entries.len());
     for (index, (entry, id)) in entries.iter().zip(ids).enumerate() {
         match ex.order(entry, *id, signatures) {
             Ok(()) => {}
@@ -223,7 +223,8 @@ pub fn execute_candidates(
     candidates: impl IntoIterator<Item = SignedEntry>,
     signatures: Signatures,
 ) -> Result<(Execution, Vec<(SignedEntry, Rejection)>), StateError> {
-    let mut ex = Executor::new(state, ctx);
+    let candidates = candidates.into_iter();
+    let mut ex = Executor::new(state, ctx, candidates.size_hint().0);
     let mut left_out = Vec::new();
     for entry in candidates {
         match ex.order(&entry, entry.id(), signatures) {
@@ -242,14 +243,15 @@ struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
-    fn new(state: &'a State, ctx: &'a BlockContext) -> Self {
+    /// An executor for about `entries` entries: its output is sized once, not grown.
+    fn new(state: &'a State, ctx: &'a BlockContext, entries: usize) -> Self {
         Self {
             ov: Overlay::new(state),
             ctx,
             out: Execution {
-                entries: Vec::new(),
-                outcomes: Vec::new(),
-                rejections: Vec::new(),
+                entries: Vec::with_capacity(entries),
+                outcomes: Vec::with_capacity(entries),
+                rejections: Vec::with_capacity(entries),
                 diff: StateDiff::new(),
             },
         }
