@@ -196,7 +196,7 @@ pub(crate) fn execute_identified(
     ids: &[EntryId],
     signatures: Signatures,
 ) -> Result<Execution, ExecuteError> {
-    debug_assert_eq!(entries.len(), ids.len());
+    assert_eq!(entries.len(), ids.len(), "one id per entry");
     let mut ex = Executor::new(state, ctx, entries.len());
     for (index, (entry, id)) in entries.iter().zip(ids).enumerate() {
         match ex.order(entry, *id, signatures) {

@@ -11,8 +11,7 @@ use crate::execute::{
 };
 use crate::store::{State, StateRead};
 use crate::{Rejection, StateError};
-use tally_types::block::{entries_root_leaf, outcomes_root, validators_hash};
-use tally_types::merkle;
+use tally_types::block::{outcomes_root, validators_hash};
 use tally_types::{
     Block, BlockHeader, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, Name, PublicKey,
     SignedEntry, TimestampMs,
@@ -72,23 +71,34 @@ impl Found {
     /// Works it out on this thread, the signatures in one batch.
     fn of(entries: &[SignedEntry]) -> Self {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
-        let leaves: Vec<Hash> = entries.iter().map(entries_root_leaf).collect();
         let valid = SignedEntry::verify_signatures_of(entries, &ids);
         Found {
             signatures: verdict(valid),
             ids,
-            entries_root: merkle::root_of_leaf_hashes(&leaves),
+            entries_root: Block::compute_entries_root(entries),
         }
     }
 
-    /// The ids and root worked out here, with the signatures as the caller found them.
+    /// The ids and root worked out here, with the signatures as the caller says (`Verify`:
+    /// checked here, on every core).
     fn with_signatures(entries: &[SignedEntry], signatures: Signatures) -> Self {
+        let signatures = match signatures {
+            Signatures::Verify => signatures_checked(entries),
+            other => other,
+        };
         Found {
             signatures,
             ids: entries.iter().map(SignedEntry::id).collect(),
             entries_root: Block::compute_entries_root(entries),
         }
     }
+}
+
+/// What a replay is given of a block's entries: worked out already (a [`CheckedBlock`]), or
+/// to work out once the cheaper checks of the header have passed.
+enum Findings<'a> {
+    Ready(&'a Found),
+    Later(Signatures),
 }
 
 /// A block read from a chain copy, with what can be checked of it before its turn: its
@@ -223,12 +233,7 @@ pub fn check_block(
     block: &Block,
     signatures: Signatures,
 ) -> Result<Execution, Violation> {
-    let signatures = match signatures {
-        Signatures::Verify => signatures_checked(&block.entries),
-        other => other,
-    };
-    let found = Found::with_signatures(&block.entries, signatures);
-    let exec = replay_block(state, tip, block, &found)?;
+    let exec = replay_block(state, tip, block, Findings::Later(signatures))?;
     let root = state
         .root_after(&exec.diff)
         .map_err(|e| violation(block.header.height, "state", e.to_string()))?;
@@ -257,7 +262,7 @@ fn replay_block(
     state: &State,
     tip: &Tip,
     block: &Block,
-    found: &Found,
+    findings: Findings<'_>,
 ) -> Result<Execution, Violation> {
     let h = &block.header;
     let height = h.height;
@@ -323,6 +328,14 @@ fn replay_block(
             ),
         ));
     }
+    let worked_out;
+    let found = match findings {
+        Findings::Ready(found) => found,
+        Findings::Later(signatures) => {
+            worked_out = Found::with_signatures(&block.entries, signatures);
+            &worked_out
+        }
+    };
     if found.entries_root != h.entries_root {
         return Err(violation(
             height,
@@ -401,7 +414,7 @@ impl ChainVerifier {
         block: &Block,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
-        self.verify(block, &Found::of(&block.entries), cert)
+        self.verify(block, Findings::Later(Signatures::Verify), cert)
     }
 
     /// [`ChainVerifier::verify_next`] for a block whose own checks were made beforehand,
@@ -411,19 +424,19 @@ impl ChainVerifier {
         checked: &CheckedBlock,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
-        self.verify(&checked.block, &checked.found, cert)
+        self.verify(&checked.block, Findings::Ready(&checked.found), cert)
     }
 
     fn verify(
         &mut self,
         block: &Block,
-        found: &Found,
+        findings: Findings<'_>,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
         if let Some(v) = &self.stopped {
             return Err(v.clone());
         }
-        let checked = self.check_and_apply(block, found, cert);
+        let checked = self.check_and_apply(block, findings, cert);
         if let Err(v) = &checked {
             self.stopped = Some(v.clone());
         }
@@ -433,7 +446,7 @@ impl ChainVerifier {
     fn check_and_apply(
         &mut self,
         block: &Block,
-        found: &Found,
+        findings: Findings<'_>,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
         let height = block.header.height;
@@ -443,7 +456,7 @@ impl ChainVerifier {
             .map_err(|e| violation(height, "state", e.to_string()))?;
         cert.verify(&block.header, &validators)
             .map_err(|e| violation(height, "certificate", e.to_string()))?;
-        let exec = replay_block(&self.state, &self.tip, block, found)?;
+        let exec = replay_block(&self.state, &self.tip, block, findings)?;
         let rejected = exec.rejections.iter().filter(|r| r.is_some()).count() as u64;
         self.state
             .apply(&exec.diff)

@@ -543,8 +543,9 @@ impl SignedEntry {
     }
 
     /// [`SignedEntry::verify_signatures`] for a caller that has the entries' ids already (a
-    /// replay needs them too). `ids[i]` must be `entries[i].id()`: an entry is checked against
-    /// the id it is given, so a wrong id fails its check.
+    /// replay needs them too). Each signature is checked over the id it is given, not over the
+    /// entry's body: the caller vouches that `ids[i]` is `entries[i].id()`, or an entry whose
+    /// body was changed under another entry's signature would pass.
     pub fn verify_signatures_of<E: std::borrow::Borrow<SignedEntry>>(
         entries: &[E],
         ids: &[EntryId],

@@ -106,9 +106,12 @@ pub fn open_copy(data_dir: &Path, trusted: Option<&Path>) -> anyhow::Result<(Sto
     Ok((store, stored))
 }
 
-/// Blocks each reader may have read and checked ahead of the replay: with one reader per core,
-/// the read-ahead holds at most cores x (this + 1) blocks of `block.entries_max` entries.
-const READ_AHEAD_BLOCKS: usize = 2;
+/// Blocks each reader may have queued for the replay; it holds one more while it checks it.
+const READ_AHEAD_BLOCKS: usize = 1;
+
+/// The most block readers, whatever the cores: with [`READ_AHEAD_BLOCKS`], the read-ahead
+/// holds at most 2 x 8 blocks of up to `block.entries_max` entries.
+const READERS_MAX: usize = 8;
 
 /// Verifies and replays every block of the copy from the verifier's tip to the copy's head,
 /// then checks the copy's head against the replay. `each` sees every block after it verified.
@@ -121,11 +124,22 @@ const READ_AHEAD_BLOCKS: usize = 2;
 pub fn replay_copy(
     store: &Store,
     verifier: &mut ChainVerifier,
+    each: impl FnMut(&Block, &BlockSummary, &State) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let readers = tally_state::cores().min(READERS_MAX);
+    replay_with_readers(store, verifier, readers, each)
+}
+
+/// [`replay_copy`] with `readers` block readers (at least one).
+fn replay_with_readers(
+    store: &Store,
+    verifier: &mut ChainVerifier,
+    readers: usize,
     mut each: impl FnMut(&Block, &BlockSummary, &State) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let head = store.head()?;
     let from = verifier.tip().height + 1;
-    let readers = tally_state::cores() as u64;
+    let readers = readers.max(1) as u64;
     std::thread::scope(|s| -> anyhow::Result<()> {
         let inboxes: Vec<_> = (0..readers)
             .map(|r| {
@@ -409,25 +423,42 @@ mod tests {
         store
     }
 
-    /// Replays the copy from genesis; returns the heights `each` saw and the outcome.
-    fn replay(store: &Store) -> (Vec<u64>, anyhow::Result<()>) {
-        let genesis = store.genesis().expect("reads").expect("has a genesis");
-        let mut verifier = ChainVerifier::new(&genesis);
+    /// Replays the copy with `readers` readers, from where `verifier` stands; returns the
+    /// heights `each` saw and the outcome.
+    fn replay(
+        store: &Store,
+        verifier: &mut ChainVerifier,
+        readers: usize,
+    ) -> (Vec<u64>, anyhow::Result<()>) {
         let mut seen = Vec::new();
-        let result = replay_copy(store, &mut verifier, |block, _, _| {
+        let result = replay_with_readers(store, verifier, readers, |block, _, _| {
             seen.push(block.header.height);
             Ok(())
         });
         (seen, result)
     }
 
+    fn from_genesis(store: &Store) -> ChainVerifier {
+        ChainVerifier::new(&store.genesis().expect("reads").expect("has a genesis"))
+    }
+
+    /// One reader, as many as blocks but one, and more readers than blocks.
+    const READERS: [usize; 4] = [1, 2, 3, BLOCKS as usize + 3];
+
     #[test]
     fn blocks_read_on_several_threads_replay_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = chain(dir.path(), None);
-        let (seen, result) = replay(&store);
-        result.expect("the chain verifies");
-        assert_eq!(seen, (1..=BLOCKS).collect::<Vec<_>>());
+        for readers in READERS {
+            let mut verifier = from_genesis(&store);
+            let (seen, result) = replay(&store, &mut verifier, readers);
+            result.unwrap_or_else(|e| panic!("{readers} readers: {e}"));
+            assert_eq!(seen, (1..=BLOCKS).collect::<Vec<_>>(), "{readers} readers");
+            // Again from the head: nothing to read, and the head still matches.
+            let (seen, result) = replay(&store, &mut verifier, readers);
+            result.unwrap_or_else(|e| panic!("{readers} readers, from the head: {e}"));
+            assert!(seen.is_empty(), "{readers} readers: {seen:?}");
+        }
     }
 
     #[test]
@@ -435,12 +466,15 @@ mod tests {
         for tampered in [1, 4, 5, BLOCKS] {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = chain(dir.path(), Some(tampered));
-            let (seen, result) = replay(&store);
-            let err = result.expect_err("a forged signature is caught");
-            let v = err.downcast::<Violation>().expect("a violation");
-            assert_eq!((v.height, v.rule.as_str()), (tampered, "entry_admission"));
-            assert!(v.detail.contains("signature"), "{}", v.detail);
-            assert_eq!(seen, (1..tampered).collect::<Vec<_>>());
+            for readers in READERS {
+                let (seen, result) = replay(&store, &mut from_genesis(&store), readers);
+                let err = result.expect_err("a forged signature is caught");
+                let v = err.downcast::<Violation>().expect("a violation");
+                let at = (v.height, v.rule.as_str());
+                assert_eq!(at, (tampered, "entry_admission"), "{readers} readers");
+                assert!(v.detail.contains("signature"), "{}", v.detail);
+                assert_eq!(seen, (1..tampered).collect::<Vec<_>>(), "{readers} readers");
+            }
         }
     }
 }
