@@ -386,8 +386,15 @@ fn bad_input_is_refused_and_harms_nothing() {
         answer.contains("body_too_large"),
         "960 KiB chunked: {answer}"
     );
-    // A body that declares more than the node would drain is refused before it is sent.
+    // A body that declares more than the node would drain is refused before it is sent, at
+    // once (not after the drain's 5 s).
+    let asked = std::time::Instant::now();
     let answer = raw_post(&net.base, "Content-Length: 4194304", &[], b"");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(
         answer.starts_with("HTTP/1.1 413"),
         "4 MiB declared: {answer}"
@@ -395,6 +402,20 @@ fn bad_input_is_refused_and_harms_nothing() {
     assert!(
         answer.contains("body_too_large"),
         "4 MiB declared: {answer}"
+    );
+    // At the limit (api.body_bytes_max, 16384 by default) the body is read and refused as
+    // no entry; one byte more is too large.
+    assert_refused(
+        &api.post("application/octet-stream", &[0u8; 16384]),
+        400,
+        "malformed",
+        "a body at the limit",
+    );
+    assert_refused(
+        &api.post("application/octet-stream", &[0u8; 16385]),
+        413,
+        "body_too_large",
+        "a body one byte over the limit",
     );
     // Under the API limit but a signature of the wrong length: malformed, not a crash.
     let mut v: Value = serde_json::to_value(&fresh).expect("json");

@@ -6,7 +6,7 @@
 use crate::ledger::EntryStatus;
 use crate::ledger::SubmitError;
 use crate::Shared;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -151,7 +151,8 @@ async fn submit(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> Respons
 
 /// Reads a request body of at most `max` bytes. A longer one is refused with 413 after the
 /// rest of it is drained (up to [`DRAIN_BYTES_MAX`] in all, for at most [`DRAIN_TIME_MAX`]),
-/// so that the client reads the refusal rather than a reset connection.
+/// so that the client reads the refusal rather than a reset connection. A client that asked
+/// to hear first (`Expect: 100-continue`) is refused before it sends anything.
 async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -160,17 +161,19 @@ async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<By
             format!("request body exceeds {max} bytes"),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(declared) = declared.filter(|&n| n > max as u64) {
-        if declared <= DRAIN_BYTES_MAX as u64 {
+    // The length the connection's framing promises (a Content-Length beside chunked
+    // encoding is not one), at least what is sent.
+    let declared = body.size_hint().lower();
+    if declared > max as u64 {
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if declared <= DRAIN_BYTES_MAX as u64 && !waits {
             drain(body, 0).await;
         }
         return Err(too_large());
     }
-    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut buf = Vec::with_capacity(declared as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::new(
