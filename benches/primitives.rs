@@ -14,9 +14,8 @@ use std::io::Write;
 use tally_state::{build_block, execute_block, BlockContext, BuiltBlock, Signatures, State, Tip};
 use tally_storage::{CommitBatch, Head, Store};
 use tally_types::{
-    merkle, AgencyGenesis, Block, CommitCertificate, Domain, EntryBody, Genesis, Hash, Keypair,
-    Name, Payload, PublicKey, Role, Signature, SignatureCheck, SignedEntry, SubjectToken,
-    TimestampMs, ValidatorGenesis,
+    merkle, Block, CommitCertificate, Domain, EntryBody, Genesis, Hash, Keypair, Name, Payload,
+    PublicKey, Role, Signature, SignatureCheck, SignedEntry, SubjectToken, TimestampMs,
 };
 
 fn name(s: &str) -> Name {
@@ -88,18 +87,7 @@ fn setup(n: usize) -> Setup {
     let redeemers: Vec<Keypair> = (0..n as u64)
         .map(|i| Keypair::from_seed_for_tests(1000 + i))
         .collect();
-    let genesis = Genesis {
-        chain_id: name("bench"),
-        genesis_time: TimestampMs(1_800_000_000_000),
-        agencies: vec![AgencyGenesis {
-            id: name("wfp"),
-            admins: vec![admin.public()],
-        }],
-        validators: vec![ValidatorGenesis {
-            agency: name("wfp"),
-            key: validator.public(),
-        }],
-    };
+    let genesis = Genesis::one_agency_for_tests("bench", admin.public(), validator.public());
     let mut state = State::genesis(&genesis);
     let mut tip = Tip::genesis(&genesis);
     let mut prefix = Vec::new();

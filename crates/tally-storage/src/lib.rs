@@ -781,25 +781,10 @@ impl Store {
 mod tests {
     use super::*;
     use tally_state::{build_block, BuiltBlock, Signatures, StateRead, Tip};
-    use tally_types::{AgencyGenesis, EntryBody, Keypair, Name, Payload, Role, ValidatorGenesis};
-
-    fn name(s: &str) -> Name {
-        Name::new(s).expect("valid name")
-    }
+    use tally_types::{EntryBody, Keypair, Payload, Role};
 
     fn genesis(admin: &Keypair, validator: &Keypair) -> Genesis {
-        Genesis {
-            chain_id: name("store-test"),
-            genesis_time: TimestampMs(1_800_000_000_000),
-            agencies: vec![AgencyGenesis {
-                id: name("wfp"),
-                admins: vec![admin.public()],
-            }],
-            validators: vec![ValidatorGenesis {
-                agency: name("wfp"),
-                key: validator.public(),
-            }],
-        }
+        Genesis::one_agency_for_tests("store-test", admin.public(), validator.public())
     }
 
     /// Builds and commits one block granting a role, as a node would.

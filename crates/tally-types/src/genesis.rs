@@ -57,6 +57,24 @@ pub enum GenesisError {
 }
 
 impl Genesis {
+    /// One agency, `wfp`, with one admin key and one validator, at a fixed time: the smallest
+    /// chain, for tests and benchmarks; never for real use.
+    pub fn one_agency_for_tests(chain_id: &str, admin: PublicKey, validator: PublicKey) -> Self {
+        let wfp = Name::new("wfp").expect("a valid name");
+        Genesis {
+            chain_id: Name::new(chain_id).expect("a valid chain id"),
+            genesis_time: TimestampMs(1_800_000_000_000),
+            agencies: vec![AgencyGenesis {
+                id: wfp.clone(),
+                admins: vec![admin],
+            }],
+            validators: vec![ValidatorGenesis {
+                agency: wfp,
+                key: validator,
+            }],
+        }
+    }
+
     /// The hash that block 1 links to.
     pub fn hash(&self) -> Hash {
         Domain::Genesis.hash(&[&codec::encode(self)])

@@ -333,15 +333,9 @@ mod tests {
     use super::*;
     use tally_state::{build_block, Signatures, Tip};
     use tally_storage::CommitBatch;
-    use tally_types::{
-        AgencyGenesis, EntryBody, Keypair, Name, Payload, Role, TimestampMs, ValidatorGenesis,
-    };
+    use tally_types::{EntryBody, Keypair, Payload, Role, TimestampMs};
 
     const BLOCKS: u64 = 7;
-
-    fn name(s: &str) -> Name {
-        Name::new(s).expect("valid name")
-    }
 
     /// A chain of [`BLOCKS`] blocks of one entry each in a new data directory, the entry of
     /// block `tampered` (if any) with a flipped signature bit and the block certified anyway,
@@ -349,18 +343,8 @@ mod tests {
     fn chain(dir: &Path, tampered: Option<u64>) -> Store {
         let admin = Keypair::from_seed_for_tests(1);
         let validator = Keypair::from_seed_for_tests(2);
-        let genesis = Genesis {
-            chain_id: name("audit-test"),
-            genesis_time: TimestampMs(1_800_000_000_000),
-            agencies: vec![AgencyGenesis {
-                id: name("wfp"),
-                admins: vec![admin.public()],
-            }],
-            validators: vec![ValidatorGenesis {
-                agency: name("wfp"),
-                key: validator.public(),
-            }],
-        };
+        let genesis =
+            Genesis::one_agency_for_tests("audit-test", admin.public(), validator.public());
         let store = Store::open(dir).expect("opens");
         store.init_genesis(&genesis).expect("genesis");
         let mut state = State::genesis(&genesis);
