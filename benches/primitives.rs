@@ -63,19 +63,7 @@ struct Setup {
 
 /// The single validator's certificate for `block`.
 fn certify(validator: &Keypair, block: &Block) -> CommitCertificate {
-    let (h, hash) = (&block.header, block.hash());
-    CommitCertificate {
-        height: h.height,
-        round: 0,
-        block_hash: hash,
-        signatures: vec![CommitCertificate::sign_vote(
-            validator,
-            &h.chain_id,
-            h.height,
-            0,
-            &hash,
-        )],
-    }
+    CommitCertificate::signed_by(&block.header, 0, [validator])
 }
 
 /// A chain where one voucher per redeemer key is issued, then a block of `n` redemptions.

@@ -825,19 +825,7 @@ mod tests {
             Signatures::Verify,
         )
         .expect("builds");
-        let vote = CommitCertificate::sign_vote(
-            validator,
-            &g.chain_id,
-            block.header.height,
-            0,
-            &block.hash(),
-        );
-        let cert = CommitCertificate {
-            height: block.header.height,
-            round: 0,
-            block_hash: block.hash(),
-            signatures: vec![vote],
-        };
+        let cert = CommitCertificate::signed_by(&block.header, 0, [validator]);
         let new_head = store
             .commit_block(&CommitBatch {
                 block: &block,

@@ -558,22 +558,6 @@ pub fn certify(
     header: &tally_types::BlockHeader,
     signers: &[u64],
 ) -> tally_types::CommitCertificate {
-    let hash = header.hash();
-    tally_types::CommitCertificate {
-        height: header.height,
-        round: 0,
-        block_hash: hash,
-        signatures: signers
-            .iter()
-            .map(|s| {
-                tally_types::CommitCertificate::sign_vote(
-                    &key(*s),
-                    &header.chain_id,
-                    header.height,
-                    0,
-                    &hash,
-                )
-            })
-            .collect(),
-    }
+    let keys: Vec<Keypair> = signers.iter().map(|s| key(*s)).collect();
+    tally_types::CommitCertificate::signed_by(header, 0, &keys)
 }

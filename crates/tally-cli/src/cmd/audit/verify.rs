@@ -374,19 +374,7 @@ mod tests {
                 block.entries[0].signature.0[40] ^= 1;
                 block.header.entries_root = Block::compute_entries_root(&block.entries);
             }
-            let h = &block.header;
-            let certificate = CommitCertificate {
-                height: h.height,
-                round: 0,
-                block_hash: h.hash(),
-                signatures: vec![CommitCertificate::sign_vote(
-                    &validator,
-                    &h.chain_id,
-                    h.height,
-                    0,
-                    &h.hash(),
-                )],
-            };
+            let certificate = CommitCertificate::signed_by(&block.header, 0, [&validator]);
             let head = store
                 .commit_block(&CommitBatch {
                     block: &block,

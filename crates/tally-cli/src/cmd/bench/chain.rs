@@ -217,16 +217,11 @@ fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
         {
             bail!("generated entry {id} was rejected: {outcome:?}");
         }
-        let h = &built.block.header;
-        let certificate = CommitCertificate {
-            height: h.height,
-            round: 0,
-            block_hash: h.hash(),
-            signatures: keys[..tally_types::block::quorum(VALIDATORS)]
-                .iter()
-                .map(|k| CommitCertificate::sign_vote(k, &h.chain_id, h.height, 0, &h.hash()))
-                .collect(),
-        };
+        let certificate = CommitCertificate::signed_by(
+            &built.block.header,
+            0,
+            &keys[..tally_types::block::quorum(VALIDATORS)],
+        );
         let head = store.commit_block(&CommitBatch {
             block: &built.block,
             certificate: &certificate,
