@@ -597,3 +597,181 @@ fn bad_input_is_refused_and_harms_nothing() {
     assert_eq!(audit["entries"], 7 + ordered_missing_role, "{audit}");
     assert_eq!(audit["rejected_entries"], ordered_missing_role, "{audit}");
 }
+
+/// POSTs a batch to /v1/entries/batch; panics on transport failure.
+fn post_batch(api: &common::Api, content_type: &str, body: &[u8]) -> common::HttpOut {
+    api.try_post_to("/v1/entries/batch", content_type, body)
+        .unwrap_or_else(|e| panic!("POST /v1/entries/batch: {e}"))
+}
+
+/// The status of each result of a batch: `pending`, or the refusal's code.
+fn batch_answers(out: &common::HttpOut) -> Vec<String> {
+    assert_eq!(out.status, 200, "{}", out.json);
+    out.json["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {}", out.json))
+        .iter()
+        .map(|r| match r["status"].as_str() {
+            Some("pending") => "pending".to_string(),
+            Some("refused") => r["error"]["code"].as_str().expect("a code").to_string(),
+            _ => panic!("unexpected result {r}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_is_admitted_entry_by_entry_and_refused_whole_only_when_unreadable() {
+    let mut net = Devnet::start();
+    let api = net.api();
+    net.grant("issuer", "issuer");
+    net.create_programme("food-2026", 100000);
+    let issuer = net.keypair("issuer");
+    let seq = api.next_sequence(&issuer.public());
+    let entry = |n: u64, subject: u8| sign(&issuer, CHAIN_ID, seq + n, issue_payload(subject, 10));
+    let committed = entry(0, 1);
+    assert_eq!(api.submit_bytes(&committed).status, 202);
+    assert_eq!(
+        api.wait_entry(&committed.id().to_hex(), WAIT)["status"],
+        "committed"
+    );
+    let status = api.status();
+    let max = status["limits"]["batch_entries_max"]
+        .as_u64()
+        .expect("the node says how many entries a batch may hold") as usize;
+    assert_eq!(max, 256, "the default: {status}");
+
+    // One author's next three sequence numbers in one batch, with refusals between them: each
+    // entry is judged on its own, in the order sent, and answered in that order.
+    let mut forged = entry(2, 3);
+    forged.signature.0[5] ^= 1;
+    let other_chain = sign(&issuer, "other-chain", seq + 2, issue_payload(4, 10));
+    let good = [entry(1, 2), entry(2, 5), entry(3, 6)];
+    let batch = [
+        good[0].clone(),
+        forged.clone(),
+        committed.clone(),
+        other_chain.clone(),
+        good[1].clone(),
+        good[1].clone(),
+        good[2].clone(),
+    ];
+    let out = post_batch(
+        &api,
+        "application/octet-stream",
+        &tally_types::encode_entries(&batch),
+    );
+    assert_eq!(
+        batch_answers(&out),
+        [
+            "pending",
+            "bad_signature",
+            "duplicate_entry",
+            "wrong_chain",
+            "pending",
+            "duplicate_entry",
+            "pending"
+        ],
+        "{}",
+        out.json
+    );
+    for (r, e) in out.json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .zip(&batch)
+    {
+        assert_eq!(r["id"], e.id().to_hex().as_str(), "{r}");
+    }
+    for e in &good {
+        let rec = api.wait_entry(&e.id().to_hex(), WAIT);
+        assert_eq!(rec["status"], "committed", "{rec}");
+    }
+    // A refusal in a batch is remembered as one on its own would be.
+    let st = api
+        .get(&format!("/v1/entries/{}", other_chain.id()))
+        .expect("refusal remembered");
+    assert_eq!(st["reason"]["code"], "wrong_chain", "{st}");
+
+    // As JSON too; and an empty batch is a batch of none.
+    let next = [entry(4, 7), entry(5, 8)];
+    let out = post_batch(
+        &api,
+        "application/json",
+        &serde_json::to_vec(&next).expect("JSON"),
+    );
+    assert_eq!(batch_answers(&out), ["pending", "pending"], "{}", out.json);
+    assert!(batch_answers(&post_batch(&api, "application/octet-stream", b"")).is_empty());
+    assert!(batch_answers(&post_batch(&api, "application/json", b"[]")).is_empty());
+    for e in &next {
+        assert_eq!(
+            api.wait_entry(&e.id().to_hex(), WAIT)["status"],
+            "committed"
+        );
+    }
+
+    // Unreadable batches are refused whole: the good entry before the fault is not admitted.
+    let fresh = entry(6, 9);
+    let framed = tally_types::encode_entries(&[fresh.clone(), entry(7, 10)]);
+    let mut bad_length = framed.clone();
+    let second = 4 + fresh.to_bytes().len();
+    bad_length[second..second + 4].copy_from_slice(&5000u32.to_le_bytes());
+    let mut bad_byte = framed.clone();
+    bad_byte[second + 4 + 8 + CHAIN_ID.len() + 32 + 8] = 0xee;
+    for (body, fault, what) in [
+        (framed[..framed.len() - 1].to_vec(), "entry 1", "cut short"),
+        (bad_length, "entry 1", "a frame over the entry limit"),
+        (bad_byte, "entry 1", "an unknown payload variant"),
+        (framed[..3].to_vec(), "entry 0", "three bytes"),
+    ] {
+        let out = post_batch(&api, "application/octet-stream", &body);
+        assert_refused(&out, 400, "malformed", what);
+        let detail = out.json["error"]["detail"].as_str().expect("detail");
+        assert!(detail.starts_with(fault), "{what}: {detail}");
+    }
+    for (body, what) in [
+        (&b"{\"not\": \"an array\"}"[..], "a JSON object"),
+        (&b"[1, 2]"[..], "an array of numbers"),
+        (&b"[{"[..], "broken JSON"),
+    ] {
+        assert_refused(
+            &post_batch(&api, "application/json", body),
+            400,
+            "malformed",
+            what,
+        );
+    }
+    // One entry more than the node takes in a batch.
+    let many: Vec<_> = (0..=max as u64).map(|n| entry(6 + n, 11)).collect();
+    assert_refused(
+        &post_batch(
+            &api,
+            "application/octet-stream",
+            &tally_types::encode_entries(&many),
+        ),
+        413,
+        "body_too_large",
+        "257 entries",
+    );
+    assert_refused(
+        &post_batch(
+            &api,
+            "application/json",
+            &serde_json::to_vec(&many).expect("JSON"),
+        ),
+        413,
+        "body_too_large",
+        "257 entries as JSON",
+    );
+    assert_eq!(
+        api.get(&format!("/v1/entries/{}", fresh.id())),
+        None,
+        "nothing of a refused batch was admitted"
+    );
+    assert_eq!(api.status()["mempool_entries"], 0);
+    assert!(net.node_alive(), "node survived\n{}", net.log());
+    assert_eq!(net.stop_node(), 0, "clean shutdown\n{}", net.log());
+    let audit = net.audit_ok();
+    // The grant, the programme, and the six issues admitted one by one or in batches.
+    assert_eq!(audit["entries"], 8, "{audit}");
+    assert_eq!(audit["rejected_entries"], 0, "{audit}");
+}

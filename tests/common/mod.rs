@@ -271,11 +271,21 @@ impl Api {
         self.status()["height"].as_u64().expect("height")
     }
 
-    /// POSTs raw bytes with a content type.
+    /// POSTs raw bytes with a content type to `/v1/entries`.
     pub fn try_post(&self, content_type: &str, body: &[u8]) -> Result<HttpOut, String> {
+        self.try_post_to("/v1/entries", content_type, body)
+    }
+
+    /// POSTs raw bytes with a content type to a path.
+    pub fn try_post_to(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<HttpOut, String> {
         http_result(
             self.agent
-                .post(&format!("{}/v1/entries", self.base))
+                .post(&format!("{}{path}", self.base))
                 .set("content-type", content_type)
                 .send_bytes(body),
         )

@@ -85,6 +85,17 @@ impl NodeClient {
         Ok(Name::new(id)?)
     }
 
+    /// The most entries the node takes in one `POST /v1/entries/batch`.
+    pub fn batch_entries_max(&self) -> anyhow::Result<usize> {
+        let s = self
+            .get("/v1/status")?
+            .ok_or_else(|| anyhow!("node has no /v1/status"))?;
+        s["limits"]["batch_entries_max"]
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| anyhow!("status without limits.batch_entries_max"))
+    }
+
     /// The next free sequence number of a key, counting its pending entries. `None` when the
     /// key is not registered.
     pub fn next_sequence(&self, key: &PublicKey) -> anyhow::Result<Option<u64>> {
@@ -122,6 +133,59 @@ impl NodeClient {
             }
             Err(e) => Err(anyhow!("cannot reach node at {}: {e}", self.base)),
         }
+    }
+
+    /// Submits entries in one request (`POST /v1/entries/batch`, framed as
+    /// [`tally_types::encode_entries`] writes them): what the node said of each, in order. A
+    /// refusal of the whole request (a body too large, one that does not decode) is an error.
+    pub fn submit_batch(&self, entries: &[SignedEntry]) -> anyhow::Result<Vec<Submitted>> {
+        self.submit_batch_encoded(&tally_types::encode_entries(entries), entries.len())
+    }
+
+    /// [`NodeClient::submit_batch`] of `count` entries framed ahead of time.
+    pub fn submit_batch_encoded(
+        &self,
+        body: &[u8],
+        count: usize,
+    ) -> anyhow::Result<Vec<Submitted>> {
+        let url = format!("{}/v1/entries/batch", self.base);
+        let res = self
+            .agent
+            .post(&url)
+            .set("content-type", "application/octet-stream")
+            .send_bytes(body);
+        let answer: Value = match res {
+            Ok(r) => r
+                .into_json()
+                .with_context(|| format!("reading the answer of {url}"))?,
+            Err(ureq::Error::Status(code, r)) => {
+                return Err(anyhow!("{url}: HTTP {code}: {}", error_text(r)))
+            }
+            Err(e) => return Err(anyhow!("cannot reach node at {}: {e}", self.base)),
+        };
+        let results = answer["results"]
+            .as_array()
+            .filter(|r| r.len() == count)
+            .ok_or_else(|| anyhow!("{url}: not one result per entry: {answer}"))?;
+        results
+            .iter()
+            .map(|r| {
+                let id: EntryId = r["id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| anyhow!("{url}: a result without an entry id: {r}"))?;
+                Ok(match r["status"].as_str() {
+                    Some("pending") => Submitted::Pending(id),
+                    _ => Submitted::Refused {
+                        code: r["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+                        detail: r["error"]["detail"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    },
+                })
+            })
+            .collect()
     }
 
     /// The inclusion proof of an entry in a committed block; `None` when the node has none

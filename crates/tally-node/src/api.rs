@@ -4,7 +4,6 @@
 //! stable codes of docs/entries.md, so the CLI and field apps can act on them.
 
 use crate::ledger::EntryStatus;
-use crate::ledger::SubmitError;
 use crate::Shared;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, State as AxState};
@@ -19,7 +18,8 @@ use std::time::Duration;
 use tally_state::records::{AttestationStatus, VoucherStatus};
 use tally_state::StateRead;
 use tally_types::{
-    EntryId, EntryOutcome, Name, PublicKey, SignedEntry, SubjectToken, ENTRY_BYTES_MAX,
+    decode_entries, EntriesFormatError, EntryId, EntryOutcome, Name, PublicKey, SignedEntry,
+    SubjectToken, ENTRY_BYTES_MAX,
 };
 
 /// An API error: an HTTP status, a stable code and a message for a person.
@@ -74,20 +74,22 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Json<Value>, ApiError>;
 type Ctx = AxState<Arc<Shared>>;
 
-/// How much of a body over `api.body_bytes_max` is read and thrown away before the 413 goes
-/// out. HTTP/1.1 clients commonly send the whole body before they read the answer; cut off
-/// mid-body, they see a broken connection instead of the reason. A body that declares more
-/// is cut off at once.
+/// How far past its limit (`api.body_bytes_max`, `api.batch_bytes_max`) a body is read and
+/// thrown away before the 413 goes out. HTTP/1.1 clients commonly send the whole body before
+/// they read the answer; cut off mid-body, they see a broken connection instead of the reason.
+/// A body that declares more is cut off at once.
 pub const DRAIN_BYTES_MAX: usize = 1024 * 1024;
 
 /// How long that draining may take, so a client that stops sending cannot hold the request.
 pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(5);
 
-/// The router; the request body limit is `Shared::body_bytes_max`.
+/// The router; the request body limits are `api.body_bytes_max` and, for batches,
+/// `api.batch_bytes_max`.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/entries", post(submit))
+        .route("/v1/entries/batch", post(submit_batch))
         .route("/v1/entries/{id}", get(entry))
         .route("/v1/entries/{id}/proof", get(proof))
         .route("/v1/keys/{key}", get(key))
@@ -125,6 +127,11 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
         "mempool_entries": l.mempool().len(),
         "validators": l.state().validators()?,
         "node_key": shared.node_key,
+        "limits": {
+            "body_bytes_max": shared.api.body_bytes_max,
+            "batch_entries_max": shared.api.batch_entries_max,
+            "batch_bytes_max": shared.api.batch_bytes_max,
+        },
         "signature_verifications": tally_types::verifications(),
         "consensus": shared.consensus_status(),
         "network": shared.network_status().map(|(peers, dropped)| json!({
@@ -135,11 +142,27 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
 }
 
 async fn submit(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> Response {
-    let submitted = match read_body(&headers, body, shared.body_bytes_max).await {
-        Ok(body) => submit_inner(&shared, &headers, &body),
-        Err(e) => Err(e),
+    let submitted = async {
+        let body = read_body(&headers, body, shared.api.body_bytes_max).await?;
+        let entry = if binary(&headers) {
+            SignedEntry::from_bytes(&body).map_err(|e| malformed(e.to_string()))?
+        } else {
+            let e: SignedEntry = serde_json::from_slice(&body)
+                .map_err(|e| malformed(format!("not a signed entry in JSON: {e}")))?;
+            within_limit(&e)?;
+            e
+        };
+        match shared.submit(vec![entry])?.pop() {
+            Some((id, Ok(()))) => Ok(id),
+            Some((_, Err(r))) => Err(refusal(r)),
+            None => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an entry went unanswered",
+            )),
+        }
     };
-    match submitted {
+    match submitted.await {
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(json!({ "id": id, "status": "pending" })),
@@ -149,8 +172,91 @@ async fn submit(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> Respons
     }
 }
 
+/// Many entries in one request, for a gateway or a device syncing its outbox: one round trip,
+/// and one batch check of their signatures. Each entry is admitted or refused on its own, in
+/// the order sent, and answered in that order; a body that does not decode, or holds more than
+/// `api.batch_entries_max` entries, admits none.
+async fn submit_batch(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> ApiResult {
+    let body = read_body(&headers, body, shared.api.batch_bytes_max).await?;
+    let max = shared.api.batch_entries_max;
+    let too_many = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("more than {max} entries in one batch"),
+        )
+    };
+    let entries = if binary(&headers) {
+        decode_entries(&body, max).map_err(|e| match e {
+            EntriesFormatError::TooMany(_) => too_many(),
+            e => malformed(e.to_string()),
+        })?
+    } else {
+        let entries: Vec<SignedEntry> = serde_json::from_slice(&body)
+            .map_err(|e| malformed(format!("not a JSON array of signed entries: {e}")))?;
+        if entries.len() > max {
+            return Err(too_many());
+        }
+        for (i, e) in entries.iter().enumerate() {
+            within_limit(e).map_err(|e| malformed(format!("entry {i}: {}", e.detail)))?;
+        }
+        entries
+    };
+    let submitting = shared.clone();
+    let results = tokio::task::spawn_blocking(move || submitting.submit(entries))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|(id, result)| match result {
+            Ok(()) => json!({ "id": id, "status": "pending" }),
+            Err(r) => json!({
+                "id": id,
+                "status": "refused",
+                "error": { "code": r.code.as_str(), "detail": r.detail },
+            }),
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
+}
+
+fn binary(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"))
+}
+
+fn malformed(detail: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", detail)
+}
+
+/// An entry that came as JSON must still fit [`ENTRY_BYTES_MAX`] once encoded.
+fn within_limit(e: &SignedEntry) -> Result<(), ApiError> {
+    let size = e.to_bytes().len();
+    if size > ENTRY_BYTES_MAX {
+        return Err(malformed(format!(
+            "entry encodes to {size} bytes; the limit is {ENTRY_BYTES_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer to a refused submission: the rejection's code, under the HTTP status a client
+/// acts on (503: try later; 409: already there; 422: never valid as sent).
+fn refusal(r: tally_state::Rejection) -> ApiError {
+    let status = match r.code {
+        tally_types::RejectCode::MempoolFull => StatusCode::SERVICE_UNAVAILABLE,
+        tally_types::RejectCode::DuplicateEntry => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, r.code.as_str(), r.detail)
+}
+
 /// Reads a request body of at most `max` bytes. A longer one is refused with 413 after the
-/// rest of it is drained (up to [`DRAIN_BYTES_MAX`] in all, for at most [`DRAIN_TIME_MAX`]),
+/// rest of it is drained (up to [`DRAIN_BYTES_MAX`] past `max`, for at most [`DRAIN_TIME_MAX`]),
 /// so that the client reads the refusal rather than a reset connection. A client that asked
 /// to hear first (`Expect: 100-continue`) is refused before it sends anything.
 async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<Bytes, ApiError> {
@@ -168,8 +274,8 @@ async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<By
         let waits = headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if declared <= DRAIN_BYTES_MAX as u64 && !waits {
-            drain(body, 0).await;
+        if declared <= (max + DRAIN_BYTES_MAX) as u64 && !waits {
+            drain(body, 0, max + DRAIN_BYTES_MAX).await;
         }
         return Err(too_large());
     }
@@ -186,7 +292,7 @@ async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<By
             continue;
         };
         if buf.len() + data.len() > max {
-            drain(body, buf.len() + data.len()).await;
+            drain(body, buf.len() + data.len(), max + DRAIN_BYTES_MAX).await;
             return Err(too_large());
         }
         buf.extend_from_slice(&data);
@@ -195,10 +301,10 @@ async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<By
 }
 
 /// Reads and drops the rest of a body of which `seen` bytes were read, until it has read
-/// [`DRAIN_BYTES_MAX`] in all or [`DRAIN_TIME_MAX`] has passed.
-async fn drain(mut body: Body, mut seen: usize) {
+/// `until` bytes in all or [`DRAIN_TIME_MAX`] has passed.
+async fn drain(mut body: Body, mut seen: usize, until: usize) {
     let read = async {
-        while seen <= DRAIN_BYTES_MAX {
+        while seen <= until {
             let Some(Ok(frame)) = body.frame().await else {
                 break;
             };
@@ -206,45 +312,6 @@ async fn drain(mut body: Body, mut seen: usize) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIME_MAX, read).await;
-}
-
-fn submit_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<EntryId, ApiError> {
-    let binary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/octet-stream"));
-    let malformed = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "malformed", d);
-    let entry = if binary {
-        SignedEntry::from_bytes(body).map_err(|e| malformed(e.to_string()))?
-    } else {
-        let e: SignedEntry = serde_json::from_slice(body)
-            .map_err(|e| malformed(format!("not a signed entry in JSON: {e}")))?;
-        let size = e.to_bytes().len();
-        if size > ENTRY_BYTES_MAX {
-            return Err(malformed(format!(
-                "entry encodes to {size} bytes; the limit is {ENTRY_BYTES_MAX}"
-            )));
-        }
-        e
-    };
-    let signatures = crate::ledger::verified(&entry);
-    let mut l = shared.ledger()?;
-    match l.submit(entry.clone(), signatures) {
-        Ok(id) => {
-            drop(l);
-            shared.entry_admitted(&entry);
-            Ok(id)
-        }
-        Err(SubmitError::Rejected(r)) => {
-            let status = match r.code {
-                tally_types::RejectCode::MempoolFull => StatusCode::SERVICE_UNAVAILABLE,
-                tally_types::RejectCode::DuplicateEntry => StatusCode::CONFLICT,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Err(ApiError::new(status, r.code.as_str(), r.detail))
-        }
-        Err(SubmitError::Node(e)) => Err(e.into()),
-    }
 }
 
 async fn entry(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {

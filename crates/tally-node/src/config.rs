@@ -155,6 +155,12 @@ pub struct ApiSection {
     /// Largest request body accepted, in bytes; larger requests get 413 `body_too_large`
     /// (after the node drains up to `api::DRAIN_BYTES_MAX` of them, so the client hears why).
     pub body_bytes_max: usize,
+    /// Most entries in one `POST /v1/entries/batch`; more get 413 `body_too_large`. Each is
+    /// admitted or refused on its own; the batch's signatures are checked together, off the
+    /// ledger lock.
+    pub batch_entries_max: usize,
+    /// Largest body of `POST /v1/entries/batch`, in bytes (drained as `body_bytes_max` is).
+    pub batch_bytes_max: usize,
     /// Most rejected-entry reasons remembered for status queries (oldest forgotten first).
     pub recent_rejections_max: usize,
 }
@@ -164,6 +170,8 @@ impl Default for ApiSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             body_bytes_max: 16 * 1024,
+            batch_entries_max: 256,
+            batch_bytes_max: 1024 * 1024,
             recent_rejections_max: 10_000,
         }
     }
@@ -316,6 +324,20 @@ impl NodeConfig {
             4096,
             1 << 20,
             "4096 to 1048576",
+        )?;
+        range(
+            "api.batch_entries_max",
+            self.api.batch_entries_max,
+            1,
+            10_000,
+            "1 to 10000",
+        )?;
+        range(
+            "api.batch_bytes_max",
+            self.api.batch_bytes_max,
+            4096,
+            16 << 20,
+            "4096 to 16777216",
         )?;
         range(
             "api.recent_rejections_max",

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
-use tally_state::signatures_checked;
+use tally_state::signatures_checked_of;
 use tally_storage::Store;
-use tally_types::{codec, Block, Hash, PublicKey, SignedEntry, TimestampMs};
+use tally_types::{codec, Block, EntryId, Hash, PublicKey, SignedEntry, TimestampMs};
 
 /// Proposed blocks held for the current and next height, at most. Each is at most one
 /// network frame. When full, the block of the oldest earlier round that is neither locked on
@@ -385,24 +385,28 @@ impl Driver {
                 }
                 Request::Entries(entries) => {
                     // Relays repeat (every pending entry is relayed again now and then): one
-                    // already held costs a lookup, not a signature check.
-                    let fresh: Vec<SignedEntry> = {
+                    // already pending costs a lookup, not a signature check. No more are
+                    // checked than the mempool has room for; the rest would be refused, and
+                    // a proposal that carries one has it checked then.
+                    let (fresh, ids): (Vec<SignedEntry>, Vec<EntryId>) = {
                         let ledger = self.parts.shared.ledger()?;
-                        let mut fresh = Vec::new();
-                        for e in entries {
-                            if !ledger.knows(&e.id())? {
-                                fresh.push(e);
-                            }
-                        }
-                        fresh
+                        entries
+                            .into_iter()
+                            .map(|e| {
+                                let id = e.id();
+                                (e, id)
+                            })
+                            .filter(|(_, id)| !ledger.mempool().contains(id))
+                            .take(ledger.room())
+                            .unzip()
                     };
                     // Checked on all cores outside the ledger lock; if any fails, each is
                     // checked again on admission and refused with its reason.
-                    let signatures = signatures_checked(&fresh);
+                    let signatures = signatures_checked_of(&fresh, &ids);
                     let mut admitted = false;
                     let mut ledger = self.parts.shared.ledger()?;
-                    for e in fresh {
-                        admitted |= ledger.submit(e, signatures).is_ok();
+                    for (e, id) in fresh.into_iter().zip(ids) {
+                        admitted |= ledger.submit_identified(e, id, signatures).is_ok();
                     }
                     drop(ledger);
                     if admitted && self.voting {

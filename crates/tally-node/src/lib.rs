@@ -16,7 +16,7 @@ pub mod mempool;
 
 use crate::config::NodeConfig;
 use crate::consensus::{ConsensusStatus, Driver, DriverParts, Event, Role, StoreSource};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, SubmitError};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tally_consensus::{Core, SafetyRecord, ValidatorSet};
 use tally_network::NetworkHandle;
-use tally_state::StateRead;
-use tally_types::{codec, Genesis, Keypair, PublicKey};
+use tally_state::{Rejection, StateRead};
+use tally_types::{codec, EntryId, Genesis, Keypair, PublicKey, SignedEntry};
 use tokio_util::sync::CancellationToken;
 
 /// Everything that stops a node.
@@ -68,7 +68,7 @@ pub const RELAY_WAIT: Duration = Duration::from_millis(10);
 /// Entries queued for relay, and since when the oldest has waited.
 #[derive(Default)]
 struct RelayQueue {
-    entries: Vec<tally_types::SignedEntry>,
+    entries: Vec<SignedEntry>,
     since: Option<Instant>,
 }
 
@@ -87,12 +87,13 @@ pub struct Shared {
     ledger: Mutex<Ledger>,
     stop: AtomicBool,
     node_key: PublicKey,
-    body_bytes_max: usize,
+    api: config::ApiSection,
     events: SyncSender<Event>,
     net: Option<NetworkHandle>,
     validators: Vec<PublicKey>,
     consensus: Mutex<ConsensusStatus>,
     relay_queue: Mutex<RelayQueue>,
+    occupancy: mempool::Occupancy,
 }
 
 impl Shared {
@@ -101,20 +102,72 @@ impl Shared {
         self.ledger.lock().map_err(|_| NodeError::Halted)
     }
 
-    /// Queues an entry for relay to the connected validators, so whichever validator proposes
-    /// next can include it, and wakes the driver when the queue was empty: it relays what is
-    /// queued as one batch after [`RELAY_WAIT`], and tells the core there is work.
-    fn entry_admitted(&self, entry: &tally_types::SignedEntry) {
+    /// Admits entries submitted to the API, in order, and queues those admitted for relay.
+    /// Their signatures are checked before the ledger lock is taken, so submissions on many
+    /// connections are checked in parallel; many at once, in one batch
+    /// ([`ledger::verified_all`]). Entries past the mempool's room are refused `mempool_full`
+    /// unchecked: a full node spends nothing on what it cannot hold. Each entry is admitted or
+    /// refused on its own, with its id.
+    fn submit(
+        &self,
+        mut entries: Vec<SignedEntry>,
+    ) -> Result<Vec<(EntryId, Result<(), Rejection>)>, NodeError> {
+        let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
+        entries.truncate(self.occupancy.room());
+        let checked = match entries.len() {
+            0 => Vec::new(),
+            1 => entries
+                .into_iter()
+                .map(|e| {
+                    let signatures = ledger::verified(&e);
+                    (e, signatures)
+                })
+                .collect(),
+            _ => ledger::verified_all(entries, &ids),
+        };
+        let mut results = Vec::with_capacity(ids.len());
+        let mut admitted = Vec::with_capacity(checked.len());
+        {
+            let mut ledger = self.ledger()?;
+            for ((entry, signatures), id) in checked.into_iter().zip(&ids) {
+                match ledger.submit_identified(entry.clone(), *id, signatures) {
+                    Ok(_) => {
+                        admitted.push(entry);
+                        results.push((*id, Ok(())));
+                    }
+                    Err(SubmitError::Rejected(r)) => results.push((*id, Err(r))),
+                    Err(SubmitError::Node(e)) => return Err(e),
+                }
+            }
+        }
+        self.entries_admitted(admitted);
+        let full = self.occupancy.full();
+        results.extend(
+            ids[results.len()..]
+                .iter()
+                .map(|id| (*id, Err(full.clone()))),
+        );
+        Ok(results)
+    }
+
+    /// Queues admitted entries for relay to the connected validators, so whichever validator
+    /// proposes next can include them, and wakes the driver when the queue was empty: it
+    /// relays what is queued as one batch after [`RELAY_WAIT`], and tells the core there is
+    /// work.
+    fn entries_admitted(&self, entries: Vec<SignedEntry>) {
+        if entries.is_empty() {
+            return;
+        }
         let wake = match &self.net {
             Some(_) => {
                 let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
-                // Past the bound the driver is behind; the entry still goes out with the
+                let was_empty = queue.entries.is_empty();
+                // Past the bound the driver is behind; the entries still go out with the
                 // periodic relay of pending entries.
-                if queue.entries.len() < RELAY_QUEUE_MAX {
-                    queue.entries.push(entry.clone());
-                }
+                let room = RELAY_QUEUE_MAX.saturating_sub(queue.entries.len());
+                queue.entries.extend(entries.into_iter().take(room));
                 queue.since.get_or_insert_with(Instant::now);
-                queue.entries.len() == 1
+                was_empty
             }
             None => true,
         };
@@ -140,7 +193,7 @@ impl Shared {
         Relayed::Sent
     }
 
-    fn relay(&self, entries: &[tally_types::SignedEntry]) {
+    fn relay(&self, entries: &[SignedEntry]) {
         let Some(net) = &self.net else { return };
         let connected = net.connected();
         let to: Vec<&PublicKey> = self
@@ -360,10 +413,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     tracing::info!(chain = %genesis.chain_id, height = head.height, head = %head.hash.short(), key = %me.short(), ?role, validators = validators.len(), "opened ledger");
     let shared = Arc::new(Shared {
+        occupancy: ledger.mempool().occupancy(),
         ledger: Mutex::new(ledger),
         stop: AtomicBool::new(false),
         node_key: me,
-        body_bytes_max: config.api.body_bytes_max,
+        api: config.api.clone(),
         events: events_tx,
         net: network.as_ref().map(|n| n.handle.clone()),
         validators: validators.clone(),

@@ -9,6 +9,8 @@
 
 use crate::config::MempoolSection;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tally_state::{admit, AdmitError, Rejection, Signatures, State, StateError, StateRead};
 use tally_types::{EntryId, Name, PublicKey, RejectCode, SignedEntry};
 
@@ -18,6 +20,33 @@ pub struct Mempool {
     limits: MempoolSection,
     by_author: BTreeMap<PublicKey, BTreeMap<u64, SignedEntry>>,
     ids: HashSet<EntryId>,
+    held: Occupancy,
+}
+
+/// How full a mempool is, readable without the ledger lock, so the API can refuse what a full
+/// mempool cannot take before it spends a signature check on it.
+#[derive(Debug, Clone)]
+pub struct Occupancy {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Occupancy {
+    /// How many more entries the mempool can hold, as of its last change.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.held.load(Ordering::Relaxed))
+    }
+
+    /// The refusal of an entry for want of room.
+    pub fn full(&self) -> Rejection {
+        Rejection::new(
+            RejectCode::MempoolFull,
+            format!(
+                "the node holds {} pending entries, its limit; retry later",
+                self.max
+            ),
+        )
+    }
 }
 
 /// Why an entry was not admitted.
@@ -44,9 +73,13 @@ impl Mempool {
     /// An empty pool with the configured limits.
     pub fn new(limits: MempoolSection) -> Self {
         Self {
-            limits,
             by_author: BTreeMap::new(),
             ids: HashSet::new(),
+            held: Occupancy {
+                held: Arc::default(),
+                max: limits.entries_max,
+            },
+            limits,
         }
     }
 
@@ -58,6 +91,21 @@ impl Mempool {
     /// Whether no entries are held.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// How many more entries it can hold.
+    pub fn room(&self) -> usize {
+        self.limits.entries_max.saturating_sub(self.ids.len())
+    }
+
+    /// A handle on how full it is, for readers that do not hold the ledger lock.
+    pub fn occupancy(&self) -> Occupancy {
+        self.held.clone()
+    }
+
+    /// Keeps [`Occupancy`] in step after a change of the entries held.
+    fn changed(&self) {
+        self.held.held.store(self.ids.len(), Ordering::Relaxed);
     }
 
     /// Whether an entry is pending.
@@ -97,6 +145,19 @@ impl Mempool {
         signatures: Signatures,
     ) -> Result<EntryId, InsertError> {
         let id = entry.id();
+        self.insert_identified(state, chain_id, entry, id, signatures)
+    }
+
+    /// [`Mempool::insert`] for a caller that has the entry's id already; the caller vouches
+    /// that `id` is `entry.id()`.
+    pub fn insert_identified(
+        &mut self,
+        state: &State,
+        chain_id: &Name,
+        entry: SignedEntry,
+        id: EntryId,
+        signatures: Signatures,
+    ) -> Result<EntryId, InsertError> {
         if self.ids.contains(&id) {
             return Err(Rejection::new(
                 RejectCode::DuplicateEntry,
@@ -139,20 +200,14 @@ impl Mempool {
             .into());
         }
         if self.ids.len() >= self.limits.entries_max {
-            return Err(Rejection::new(
-                RejectCode::MempoolFull,
-                format!(
-                    "the node holds {} pending entries, its limit; retry later",
-                    self.limits.entries_max
-                ),
-            )
-            .into());
+            return Err(self.held.full().into());
         }
         self.by_author
             .entry(entry.body.author)
             .or_default()
             .insert(seq, entry);
         self.ids.insert(id);
+        self.changed();
         Ok(id)
     }
 
@@ -203,6 +258,7 @@ impl Mempool {
             }
         }
         self.ids.remove(&entry.id());
+        self.changed();
     }
 
     /// After a commit: drops every pending entry of these authors whose sequence number is now
@@ -234,6 +290,7 @@ impl Mempool {
                 self.by_author.insert(author, keep);
             }
         }
+        self.changed();
         Ok(dropped)
     }
 }

@@ -19,8 +19,8 @@ pub use execute::{
 pub use report::{Finding, Reconciliation, Report};
 pub use store::{leaf_changes, Backing, Pairs, State, StateDiff, StateRead};
 pub use verify::{
-    build_block, check_block, cores, signatures_checked, BlockSummary, BuiltBlock, ChainVerifier,
-    CheckedBlock, Tip, Violation,
+    build_block, check_block, cores, signatures_checked, signatures_checked_of, BlockSummary,
+    BuiltBlock, ChainVerifier, CheckedBlock, Tip, Violation,
 };
 
 use serde::{Deserialize, Serialize};

@@ -35,19 +35,31 @@ pub fn cores() -> usize {
 /// ([`SignedEntry::verify_signatures`]). Which entry failed, and why, is left to the sequential
 /// replay with `Verify`, so a bad block is reported the same on every machine.
 pub fn signatures_checked<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> Signatures {
+    let ids: Vec<EntryId> = entries.iter().map(|e| e.borrow().id()).collect();
+    signatures_checked_of(entries, &ids)
+}
+
+/// [`signatures_checked`] for a caller that has the entries' ids already; it vouches that
+/// `ids[i]` is `entries[i].id()` ([`SignedEntry::verify_signatures_of`]).
+pub fn signatures_checked_of<E: std::borrow::Borrow<SignedEntry> + Sync>(
+    entries: &[E],
+    ids: &[EntryId],
+) -> Signatures {
     let threads = cores();
     let valid = if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
-        SignedEntry::verify_signatures(entries)
+        SignedEntry::verify_signatures_of(entries, ids)
     } else {
+        let slice = entries.len().div_ceil(threads);
         std::thread::scope(|s| {
             let slices: Vec<_> = entries
-                .chunks(entries.len().div_ceil(threads))
-                .map(|slice| s.spawn(move || SignedEntry::verify_signatures(slice)))
+                .chunks(slice)
+                .zip(ids.chunks(slice))
+                .map(|(e, i)| s.spawn(move || SignedEntry::verify_signatures_of(e, i)))
                 .collect();
             slices.into_iter().all(|h| h.join().unwrap_or(false))
         })
     };
-    verdict(valid)
+    verdict(valid && entries.len() == ids.len())
 }
 
 fn verdict(valid: bool) -> Signatures {

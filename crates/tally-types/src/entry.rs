@@ -583,6 +583,68 @@ impl SignedEntry {
     }
 }
 
+/// Entries sent together in one request (`POST /v1/entries/batch`): each as a 4-byte
+/// little-endian length and then its canonical bytes, one after the other. A gateway or a field
+/// device syncing its outbox sends many entries in one round trip, and the node checks their
+/// signatures in one batch. The framing is explicit so a client in any language can write it
+/// without a bincode implementation.
+pub fn encode_entries<E: std::borrow::Borrow<SignedEntry>>(entries: &[E]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 256);
+    for e in entries {
+        let bytes = e.borrow().to_bytes();
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// Why framed entries ([`encode_entries`]) were refused. Every variant names the frame, counted
+/// from 0, so a client can find the entry at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntriesFormatError {
+    /// More entries than the reader allows.
+    #[error("more than {0} entries")]
+    TooMany(usize),
+    /// The bytes end inside a frame's length or its entry.
+    #[error("entry {0}: the bytes end inside its frame")]
+    Truncated(usize),
+    /// A frame's entry does not decode.
+    #[error("entry {0}: {1}")]
+    Entry(usize, EntryFormatError),
+}
+
+/// Reads framed entries ([`encode_entries`]), at most `max` of them. A frame that claims more
+/// than [`ENTRY_BYTES_MAX`] is refused before it is read.
+pub fn decode_entries(
+    mut bytes: &[u8],
+    max: usize,
+) -> Result<Vec<SignedEntry>, EntriesFormatError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let index = out.len();
+        if index == max {
+            return Err(EntriesFormatError::TooMany(max));
+        }
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or(EntriesFormatError::Truncated(index))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > ENTRY_BYTES_MAX {
+            return Err(EntriesFormatError::Entry(
+                index,
+                EntryFormatError::TooLarge(len),
+            ));
+        }
+        if rest.len() < len {
+            return Err(EntriesFormatError::Truncated(index));
+        }
+        let (entry, rest) = rest.split_at(len);
+        out.push(SignedEntry::from_bytes(entry).map_err(|e| EntriesFormatError::Entry(index, e))?);
+        bytes = rest;
+    }
+    Ok(out)
+}
+
 /// The message the new key signs in a key rotation.
 pub fn key_rotation_message(chain_id: &Name, old_key: &PublicKey) -> Vec<u8> {
     codec::encode(&(chain_id, old_key))
@@ -621,6 +683,45 @@ mod tests {
             "the id does not cover the signature"
         );
         assert!(other_sig.verify_signature().is_err());
+    }
+
+    #[test]
+    fn framed_entries_round_trip_and_name_the_frame_at_fault() {
+        let entries: Vec<SignedEntry> = (0..5).map(|i| sample(i).1).collect();
+        let bytes = encode_entries(&entries);
+        assert_eq!(decode_entries(&bytes, 5), Ok(entries.clone()));
+        assert_eq!(decode_entries(&[], 5), Ok(Vec::new()));
+        assert_eq!(
+            decode_entries(&bytes, 4),
+            Err(EntriesFormatError::TooMany(4))
+        );
+        // Cut anywhere inside the third frame: the third is named.
+        let third = bytes.len() / 5 * 2;
+        for cut in [third + 1, third + 4, third + 10] {
+            assert_eq!(
+                decode_entries(&bytes[..cut], 5),
+                Err(EntriesFormatError::Truncated(2))
+            );
+        }
+        // A frame that claims more than an entry may hold is refused before it is read.
+        let mut huge = bytes[..third].to_vec();
+        huge.extend_from_slice(&(ENTRY_BYTES_MAX as u32 + 1).to_le_bytes());
+        assert_eq!(
+            decode_entries(&huge, 5),
+            Err(EntriesFormatError::Entry(
+                2,
+                EntryFormatError::TooLarge(ENTRY_BYTES_MAX + 1)
+            ))
+        );
+        // A frame one byte short of its entry leaves a byte that cannot start a frame.
+        let mut short = bytes[..third].to_vec();
+        let len = entries[2].to_bytes().len();
+        short.extend_from_slice(&(len as u32 - 1).to_le_bytes());
+        short.extend_from_slice(&entries[2].to_bytes());
+        assert!(matches!(
+            decode_entries(&short, 5),
+            Err(EntriesFormatError::Entry(2, EntryFormatError::Malformed(_)))
+        ));
     }
 
     #[test]

@@ -15,8 +15,9 @@ use tally_types::{Payload, PublicKey, Receipt, SignedEntry};
 /// How many missing sequence numbers `status` lists.
 const MISSING_SHOWN_MAX: usize = 100;
 
-/// How many entries are in flight at once during a sync: well inside the node's look-ahead of
-/// 256 sequence numbers per author (`mempool.per_author_max`).
+/// How many entries are in flight at once during a sync, sent in one request: well inside the
+/// node's look-ahead of 256 sequence numbers per author (`mempool.per_author_max`). Fewer when
+/// the node takes fewer in one request (`api.batch_entries_max`).
 const SYNC_WINDOW: usize = 128;
 
 /// Which outbox: the key it belongs to and where it lives.
@@ -260,31 +261,24 @@ fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome
     let key = key_of(args)?;
     let mut lines = Vec::new();
     let mut stopped = None;
-    for window in c.pending().chunks(SYNC_WINDOW) {
+    let window_len = client.batch_entries_max()?.clamp(1, SYNC_WINDOW);
+    for window in c.pending().chunks(window_len) {
         let mut sent = Vec::new();
-        for entry in window {
-            let id = entry.id();
-            // A sync cut short may have sent it already.
-            if let Some(v) = client.get(&format!("/v1/entries/{id}"))? {
-                if let Some(s) = settlement_of(&v) {
-                    lines.push(settle(&client, &outbox, entry.clone(), s)?);
-                    continue;
-                }
-                if v["status"] == "pending" {
-                    sent.push(entry.clone());
-                    continue;
-                }
-            }
-            match client.submit(entry)? {
+        // The window in one request. An entry a sync cut short sent already is answered
+        // `duplicate_entry` and followed like the others.
+        let answers = client.submit_batch(window)?;
+        for (entry, answer) in window.iter().zip(answers) {
+            match answer {
                 Submitted::Pending(_) => sent.push(entry.clone()),
                 Submitted::Refused { code, .. } if code == "duplicate_entry" => {
                     sent.push(entry.clone())
                 }
                 Submitted::Refused { code, detail } if RETRY_CODES.contains(&code.as_str()) => {
-                    stopped = Some(format!(
+                    // It stays waiting in the outbox; those of the window the node took are
+                    // followed to their blocks.
+                    stopped.get_or_insert(format!(
                         "the node could not take more now ({code}: {detail}); run sync again"
                     ));
-                    break;
                 }
                 Submitted::Refused { code, detail } => {
                     let s = Settlement::Rejected {

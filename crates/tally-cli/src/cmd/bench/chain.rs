@@ -364,6 +364,8 @@ fn chase(
         warmup_s: 0,
         duration_s: CATCH_UP_TIMEOUT.as_secs(),
         entries_max: CATCH_UP_LOAD_ENTRIES_MAX,
+        // Field devices, one entry per request, as in the runs before batches existed.
+        batch: 1,
     };
     let admin = tally_node::keyfile::read_key_file(&dir.join("keys/wfp-admin.key"))?;
     let load = if rate > 0.0 {

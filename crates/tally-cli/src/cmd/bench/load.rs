@@ -10,7 +10,7 @@ use super::stats::{self, Percentiles};
 use crate::client::{NodeClient, Settled, Submitted};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -46,6 +46,11 @@ pub struct Plan {
     /// each). A run at full speed that uses them up ends its window early and says so.
     #[arg(long, default_value_t = 600_000)]
     pub entries_max: usize,
+    /// Most entries in one request (1 to 10,000; at most the nodes' `api.batch_entries_max`):
+    /// 1 sends each entry on its own (`POST /v1/entries`, as a field device does); more sends
+    /// `POST /v1/entries/batch` with what is due or waiting, as a gateway or an outbox sync does.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub batch: u16,
 }
 
 /// What one run measured.
@@ -386,56 +391,103 @@ impl Until<'_> {
     }
 }
 
+/// One client connection: sends its entries in order, at most `plan.batch` per request,
+/// until the window ends or they run out. Paced, each request carries the entries due by then,
+/// and an entry's latency counts from its due time, so a connection that falls behind its
+/// schedule shows in the figures; at full speed, whatever the batch holds, from the first
+/// attempt. Entries told "later" go first in the next request, with their first time kept:
+/// the wait is part of their latency.
 fn client_loop(
     shared: &Shared,
     node: usize,
     url: &str,
     entries: &[Prepared],
     pace: Option<Duration>,
+    batch: usize,
     start: Instant,
     until: Until,
 ) {
     let client = NodeClient::new(url);
-    for (k, e) in entries.iter().enumerate() {
-        if let Some(interval) = pace {
-            let due = start + interval * k as u32;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+    let mut next = 0;
+    let mut later: VecDeque<(usize, Instant)> = VecDeque::new();
+    while !until.reached() {
+        let mut picked: Vec<(usize, Instant)> = Vec::with_capacity(batch);
+        while picked.len() < batch {
+            let Some(k) = later.pop_front() else { break };
+            picked.push(k);
+        }
+        let now = Instant::now();
+        while picked.len() < batch && next < entries.len() {
+            let at = match pace {
+                Some(interval) => start + interval * next as u32,
+                None => now,
+            };
+            if at > now {
+                break;
+            }
+            picked.push((next, at));
+            next += 1;
+        }
+        if picked.is_empty() {
+            let Some(interval) = pace.filter(|_| next < entries.len()) else {
+                return;
+            };
+            let due = (start + interval * next as u32).min(until.end);
+            std::thread::sleep(due.saturating_duration_since(now));
+            continue;
+        }
+        {
+            let mut sent = lock(&shared.sent);
+            for &(k, at) in &picked {
+                sent.insert(entries[k].id, Sent { node, at });
             }
         }
-        // Latency counts from the first attempt: a retry after "later" is part of the wait.
-        let mut first = None;
-        loop {
-            if until.reached() {
-                return;
+        let answers = if batch == 1 {
+            let e = &entries[picked[0].0];
+            client.submit_encoded(e.id, &e.bytes).map(|a| vec![a])
+        } else {
+            let mut body = Vec::with_capacity(
+                picked
+                    .iter()
+                    .map(|&(k, _)| entries[k].bytes.len() + 4)
+                    .sum(),
+            );
+            for &(k, _) in &picked {
+                body.extend_from_slice(&(entries[k].bytes.len() as u32).to_le_bytes());
+                body.extend_from_slice(&entries[k].bytes);
             }
-            let at = *first.get_or_insert_with(Instant::now);
-            lock(&shared.sent).insert(e.id, Sent { node, at });
-            match client.submit_encoded(e.id, &e.bytes) {
-                Ok(Submitted::Pending(_)) => {
-                    lock(&shared.submitted).push(at);
-                    break;
-                }
-                Ok(Submitted::Refused { code, .. }) if retry_later(&code) => {
-                    lock(&shared.sent).remove(&e.id);
-                    shared.backpressure.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Ok(Submitted::Refused { code, .. }) => {
-                    lock(&shared.sent).remove(&e.id);
-                    *lock(&shared.refused).entry(code).or_default() += 1;
-                    break;
-                }
-                Err(_) => {
-                    lock(&shared.sent).remove(&e.id);
-                    *lock(&shared.refused)
-                        .entry("unreachable".to_string())
-                        .or_default() += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                    break;
+            client.submit_batch_encoded(&body, picked.len())
+        };
+        let Ok(answers) = answers else {
+            let mut sent = lock(&shared.sent);
+            for &(k, _) in &picked {
+                sent.remove(&entries[k].id);
+            }
+            *lock(&shared.refused)
+                .entry("unreachable".to_string())
+                .or_default() += picked.len() as u64;
+            drop(sent);
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let mut wait = false;
+        for ((k, at), answer) in picked.into_iter().zip(answers) {
+            match answer {
+                Submitted::Pending(_) => lock(&shared.submitted).push(at),
+                Submitted::Refused { code, .. } => {
+                    lock(&shared.sent).remove(&entries[k].id);
+                    if retry_later(&code) {
+                        shared.backpressure.fetch_add(1, Ordering::Relaxed);
+                        later.push_back((k, at));
+                        wait = true;
+                    } else {
+                        *lock(&shared.refused).entry(code).or_default() += 1;
+                    }
                 }
             }
+        }
+        if wait {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -618,7 +670,16 @@ impl Ready<'_> {
                     let node = c % target.nodes.len();
                     let (shared, url) = (&shared, &target.nodes[node]);
                     s.spawn(move || {
-                        client_loop(shared, node, url, entries, pace, start, Until { end, stop })
+                        client_loop(
+                            shared,
+                            node,
+                            url,
+                            entries,
+                            pace,
+                            plan.batch as usize,
+                            start,
+                            Until { end, stop },
+                        )
                     })
                 })
                 .collect();
