@@ -82,6 +82,9 @@ enum Relayed {
     Sent,
 }
 
+/// What the node answered of one submitted entry: admitted, or refused with a reason.
+type Answer = (EntryId, Result<(), Rejection>);
+
 /// State shared by the API handlers and the consensus driver.
 pub struct Shared {
     ledger: Mutex<Ledger>,
@@ -108,10 +111,7 @@ impl Shared {
     /// ([`ledger::verified_all`]). Entries past the mempool's room are refused `mempool_full`
     /// unchecked: a full node spends nothing on what it cannot hold. Each entry is admitted or
     /// refused on its own, with its id.
-    fn submit(
-        &self,
-        mut entries: Vec<SignedEntry>,
-    ) -> Result<Vec<(EntryId, Result<(), Rejection>)>, NodeError> {
+    fn submit(&self, mut entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
         entries.truncate(self.occupancy.room());
         let checked = match entries.len() {

@@ -391,6 +391,14 @@ impl Until<'_> {
     }
 }
 
+/// When a connection's entries are due and how many go in one request.
+#[derive(Clone, Copy)]
+struct Schedule {
+    pace: Option<Duration>,
+    batch: usize,
+    start: Instant,
+}
+
 /// One client connection: sends its entries in order, at most `plan.batch` per request,
 /// until the window ends or they run out. Paced, each request carries the entries due by then,
 /// and an entry's latency counts from its due time, so a connection that falls behind its
@@ -402,11 +410,10 @@ fn client_loop(
     node: usize,
     url: &str,
     entries: &[Prepared],
-    pace: Option<Duration>,
-    batch: usize,
-    start: Instant,
+    schedule: Schedule,
     until: Until,
 ) {
+    let Schedule { pace, batch, start } = schedule;
     let client = NodeClient::new(url);
     let mut next = 0;
     let mut later: VecDeque<(usize, Instant)> = VecDeque::new();
@@ -675,9 +682,11 @@ impl Ready<'_> {
                             node,
                             url,
                             entries,
-                            pace,
-                            plan.batch as usize,
-                            start,
+                            Schedule {
+                                pace,
+                                batch: plan.batch as usize,
+                                start,
+                            },
                             Until { end, stop },
                         )
                     })
