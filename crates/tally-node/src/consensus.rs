@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
-use tally_state::signatures_checked_of;
 use tally_storage::Store;
 use tally_types::{codec, Block, EntryId, Hash, PublicKey, SignedEntry, TimestampMs};
 
@@ -400,12 +399,12 @@ impl Driver {
                             .take(ledger.room())
                             .unzip()
                     };
-                    // Checked on all cores outside the ledger lock; if any fails, each is
-                    // checked again on admission and refused with its reason.
-                    let signatures = signatures_checked_of(&fresh, &ids);
+                    // Checked on all cores outside the ledger lock; a bad one is checked
+                    // again on admission and refused with its reason.
+                    let checked = crate::ledger::verified_all(fresh, &ids);
                     let mut admitted = false;
                     let mut ledger = self.parts.shared.ledger()?;
-                    for (e, id) in fresh.into_iter().zip(ids) {
+                    for ((e, signatures), id) in checked.into_iter().zip(ids) {
                         admitted |= ledger.submit_identified(e, id, signatures).is_ok();
                     }
                     drop(ledger);

@@ -112,12 +112,17 @@ pub fn verified(entry: &SignedEntry) -> Signatures {
     }
 }
 
-/// [`verified`] for entries submitted together, with their ids: one batch check on all
-/// cores; when it fails, each entry on its own, so that only the bad ones are checked again
-/// under the ledger lock.
+/// [`verified`] for entries that arrive together (a batch submission, a relay), with their
+/// ids: one batch check on all cores; when it fails, each entry on its own, so that only the
+/// bad ones are checked again under the ledger lock.
 pub fn verified_all(entries: Vec<SignedEntry>, ids: &[EntryId]) -> Vec<(SignedEntry, Signatures)> {
     let ids = &ids[..entries.len().min(ids.len())];
-    match signatures_checked_of(&entries, ids) {
+    // One entry is checked on its own: a batch of one costs more.
+    let together = match entries.len() {
+        1 => Signatures::Verify,
+        _ => signatures_checked_of(&entries, ids),
+    };
+    match together {
         Signatures::AlreadyVerified => entries
             .into_iter()
             .map(|e| (e, Signatures::AlreadyVerified))

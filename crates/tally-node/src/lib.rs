@@ -114,17 +114,7 @@ impl Shared {
     fn submit(&self, mut entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
         entries.truncate(self.occupancy.room());
-        let checked = match entries.len() {
-            0 => Vec::new(),
-            1 => entries
-                .into_iter()
-                .map(|e| {
-                    let signatures = ledger::verified(&e);
-                    (e, signatures)
-                })
-                .collect(),
-            _ => ledger::verified_all(entries, &ids),
-        };
+        let checked = ledger::verified_all(entries, &ids);
         let mut results = Vec::with_capacity(ids.len());
         let mut admitted = Vec::with_capacity(checked.len());
         {

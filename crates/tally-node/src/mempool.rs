@@ -95,7 +95,7 @@ impl Mempool {
 
     /// How many more entries it can hold.
     pub fn room(&self) -> usize {
-        self.limits.entries_max.saturating_sub(self.ids.len())
+        self.held.room()
     }
 
     /// A handle on how full it is, for readers that do not hold the ledger lock.

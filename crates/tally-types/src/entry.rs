@@ -589,11 +589,17 @@ impl SignedEntry {
 /// signatures in one batch. The framing is explicit so a client in any language can write it
 /// without a bincode implementation.
 pub fn encode_entries<E: std::borrow::Borrow<SignedEntry>>(entries: &[E]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * 256);
-    for e in entries {
-        let bytes = e.borrow().to_bytes();
+    let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.borrow().to_bytes()).collect();
+    frame_entries(encoded.iter().map(Vec::as_slice))
+}
+
+/// [`encode_entries`] of entries already in their canonical bytes (a load generator encodes
+/// ahead of time).
+pub fn frame_entries<'a>(encoded: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded.clone().into_iter().map(|b| b.len() + 4).sum());
+    for bytes in encoded {
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(&bytes);
+        out.extend_from_slice(bytes);
     }
     out
 }

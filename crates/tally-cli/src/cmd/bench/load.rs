@@ -453,16 +453,8 @@ fn client_loop(
             let e = &entries[picked[0].0];
             client.submit_encoded(e.id, &e.bytes).map(|a| vec![a])
         } else {
-            let mut body = Vec::with_capacity(
-                picked
-                    .iter()
-                    .map(|&(k, _)| entries[k].bytes.len() + 4)
-                    .sum(),
-            );
-            for &(k, _) in &picked {
-                body.extend_from_slice(&(entries[k].bytes.len() as u32).to_le_bytes());
-                body.extend_from_slice(&entries[k].bytes);
-            }
+            let body =
+                tally_types::frame_entries(picked.iter().map(|&(k, _)| &entries[k].bytes[..]));
             client.submit_batch_encoded(&body, picked.len())
         };
         let Ok(answers) = answers else {
