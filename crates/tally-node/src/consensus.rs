@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
 use tally_storage::Store;
-use tally_types::{codec, Block, EntryId, Hash, PublicKey, SignedEntry, TimestampMs};
+use tally_types::{codec, Block, EntryId, Hash, PublicKey, TimestampMs};
 
 /// Proposed blocks held for the current and next height, at most. Each is at most one
 /// network frame. When full, the block of the oldest earlier round that is neither locked on
@@ -161,6 +161,9 @@ pub struct Driver {
     pushed: HashMap<PublicKey, Instant>,
     last_relay: Instant,
     executions: HashMap<Hash, tally_state::Execution>,
+    /// The entries of the blocks checked at this height: their signatures were checked with
+    /// the block, so a relay that brings one later is not checked again.
+    proposed: HashSet<EntryId>,
     /// Blocks kept on disk for the safety record since the last commit; `None` after a start,
     /// when blocks kept before it may still be there.
     kept: Option<HashSet<Hash>>,
@@ -223,6 +226,7 @@ impl Driver {
             pushed: HashMap::new(),
             last_relay: Instant::now(),
             executions: HashMap::new(),
+            proposed: HashSet::new(),
             kept: None,
             want_proposal: None,
             last_commit: Instant::now(),
@@ -383,22 +387,31 @@ impl Driver {
                     }
                 }
                 Request::Entries(entries) => {
-                    // Relays repeat (every pending entry is relayed again now and then): one
-                    // already pending costs a lookup, not a signature check. No more are
-                    // checked than the mempool has room for; the rest would be refused, and
-                    // a proposal that carries one has it checked then.
-                    let (fresh, ids): (Vec<SignedEntry>, Vec<EntryId>) = {
+                    // Relays repeat (every pending entry is relayed again now and then) and
+                    // race the proposals that carry their entries, so under load many arrive
+                    // after this node has checked the entry in a proposed block or committed
+                    // it: those cost a lookup, not a signature check. No more are checked
+                    // than the room they can claim in the mempool; the rest would be refused,
+                    // and a proposal that carries one has it checked then.
+                    let (claim, mut fresh, mut ids) = {
                         let ledger = self.parts.shared.ledger()?;
-                        entries
-                            .into_iter()
-                            .map(|e| {
-                                let id = e.id();
-                                (e, id)
-                            })
-                            .filter(|(_, id)| !ledger.mempool().contains(id))
-                            .take(ledger.room())
-                            .unzip()
+                        let occupancy = ledger.mempool().occupancy();
+                        let room = occupancy.room();
+                        let (mut fresh, mut ids) = (Vec::new(), Vec::new());
+                        for e in entries {
+                            if ids.len() == room {
+                                break;
+                            }
+                            let id = e.id();
+                            if !self.proposed.contains(&id) && ledger.awaits_admission(&e, &id)? {
+                                fresh.push(e);
+                                ids.push(id);
+                            }
+                        }
+                        (occupancy.claim(ids.len()), fresh, ids)
                     };
+                    fresh.truncate(claim.entries());
+                    ids.truncate(claim.entries());
                     // Checked on all cores outside the ledger lock; a bad one is checked
                     // again on admission and refused with its reason.
                     let checked = crate::ledger::verified_all(fresh, &ids);
@@ -407,7 +420,7 @@ impl Driver {
                     for ((e, signatures), id) in checked.into_iter().zip(ids) {
                         admitted |= ledger.submit_identified(e, id, signatures).is_ok();
                     }
-                    drop(ledger);
+                    drop((ledger, claim));
                     if admitted && self.voting {
                         self.signal_work()?;
                     }
@@ -543,6 +556,8 @@ impl Driver {
         };
         match verdict {
             Ok(exec) => {
+                self.proposed
+                    .extend(exec.outcomes.iter().map(|(id, _)| *id));
                 self.executions.insert(block_hash, exec);
                 Some(true)
             }
@@ -622,6 +637,7 @@ impl Driver {
         }
         self.kept = Some(HashSet::new());
         self.executions.clear();
+        self.proposed.clear();
         self.want_proposal = None;
         self.last_commit = Instant::now();
     }

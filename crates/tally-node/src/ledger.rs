@@ -256,10 +256,17 @@ impl Ledger {
         Err(SubmitError::Rejected(refused))
     }
 
-    /// How many more entries the mempool can hold: a caller checks no more signatures than
-    /// that, since the rest would be refused `mempool_full` anyway.
-    pub fn room(&self) -> usize {
-        self.mempool.room()
+    /// Whether a relayed entry is worth a signature check: the mempool would refuse it whatever
+    /// its signature if it is pending already, its author is unknown or retired, or its
+    /// sequence number is used (by it, committed, or by another entry).
+    pub fn awaits_admission(&self, entry: &SignedEntry, id: &EntryId) -> Result<bool, NodeError> {
+        if self.mempool.contains(id) {
+            return Ok(false);
+        }
+        Ok(match self.state.key_record(&entry.body.author)? {
+            Some(rec) => rec.retired_for.is_none() && entry.body.sequence >= rec.next_sequence,
+            None => false,
+        })
     }
 
     /// Where an entry stands.

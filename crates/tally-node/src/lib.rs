@@ -108,12 +108,13 @@ impl Shared {
     /// Admits entries submitted to the API, in order, and queues those admitted for relay.
     /// Their signatures are checked before the ledger lock is taken, so submissions on many
     /// connections are checked in parallel; many at once, in one batch
-    /// ([`ledger::verified_all`]). Entries past the mempool's room are refused `mempool_full`
-    /// unchecked: a full node spends nothing on what it cannot hold. Each entry is admitted or
-    /// refused on its own, with its id.
+    /// ([`ledger::verified_all`]). Entries past the room this submission can claim in the
+    /// mempool are refused `mempool_full` unchecked: a full node spends nothing on what it
+    /// cannot hold. Each entry is admitted or refused on its own, with its id.
     fn submit(&self, mut entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
-        entries.truncate(self.occupancy.room());
+        let claim = self.occupancy.claim(entries.len());
+        entries.truncate(claim.entries());
         let checked = ledger::verified_all(entries, &ids);
         let mut results = Vec::with_capacity(ids.len());
         let mut admitted = Vec::with_capacity(checked.len());
@@ -130,6 +131,7 @@ impl Shared {
                 }
             }
         }
+        drop(claim);
         self.entries_admitted(admitted);
         let full = self.occupancy.full();
         results.extend(

@@ -28,13 +28,60 @@ pub struct Mempool {
 #[derive(Debug, Clone)]
 pub struct Occupancy {
     held: Arc<AtomicUsize>,
+    /// Room claimed by submissions whose signatures are being checked.
+    claimed: Arc<AtomicUsize>,
     max: usize,
 }
 
+/// Room in the mempool held for entries while their signatures are checked; given back when
+/// dropped, by which time they are admitted or refused.
+#[derive(Debug)]
+pub struct Claim {
+    claimed: Arc<AtomicUsize>,
+    entries: usize,
+}
+
+impl Claim {
+    /// How many entries the claim holds room for.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.claimed.fetch_sub(self.entries, Ordering::Relaxed);
+    }
+}
+
 impl Occupancy {
-    /// How many more entries the mempool can hold, as of its last change.
+    /// How many more entries the mempool can hold, as of its last change, less the room
+    /// claimed by entries being checked.
     pub fn room(&self) -> usize {
-        self.max.saturating_sub(self.held.load(Ordering::Relaxed))
+        self.max
+            .saturating_sub(self.held.load(Ordering::Relaxed))
+            .saturating_sub(self.claimed.load(Ordering::Relaxed))
+    }
+
+    /// Claims room for up to `wanted` entries before their signatures are checked. Without it,
+    /// submissions checked at the same time all count the same room, and under load most of
+    /// what they check is then refused `mempool_full` and sent and checked again.
+    pub fn claim(&self, wanted: usize) -> Claim {
+        let mut entries = 0;
+        let _ = self
+            .claimed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |claimed| {
+                let room = self
+                    .max
+                    .saturating_sub(self.held.load(Ordering::Relaxed))
+                    .saturating_sub(claimed);
+                entries = wanted.min(room);
+                Some(claimed + entries)
+            });
+        Claim {
+            claimed: self.claimed.clone(),
+            entries,
+        }
     }
 
     /// The refusal of an entry for want of room.
@@ -77,6 +124,7 @@ impl Mempool {
             ids: HashSet::new(),
             held: Occupancy {
                 held: Arc::default(),
+                claimed: Arc::default(),
                 max: limits.entries_max,
             },
             limits,
@@ -91,11 +139,6 @@ impl Mempool {
     /// Whether no entries are held.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
-    }
-
-    /// How many more entries it can hold.
-    pub fn room(&self) -> usize {
-        self.held.room()
     }
 
     /// A handle on how full it is, for readers that do not hold the ledger lock.
@@ -444,5 +487,26 @@ mod tests {
             Some(RejectCode::WrongChain)
         );
         assert_eq!(pool.len(), 3, "nothing refused was kept");
+    }
+
+    #[test]
+    fn submissions_checked_together_share_the_room_and_give_back_what_they_did_not_use() {
+        let (state, a, _) = setup();
+        let mut pool = Mempool::new(MempoolSection {
+            entries_max: 5,
+            per_author_max: 8,
+        });
+        let occupancy = pool.occupancy();
+        let first = occupancy.claim(3);
+        let second = occupancy.claim(3);
+        assert_eq!((first.entries(), second.entries()), (3, 2));
+        assert_eq!(occupancy.claim(1).entries(), 0, "all room is claimed");
+        pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)
+            .expect("a claimant's entry is admitted");
+        drop(first);
+        assert_eq!(occupancy.room(), 2, "one held, two claimed");
+        drop(second);
+        assert_eq!(occupancy.room(), 4);
+        assert_eq!(occupancy.claim(9).entries(), 4);
     }
 }

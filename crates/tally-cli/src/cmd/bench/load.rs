@@ -80,8 +80,11 @@ pub struct RunResult {
     pub committed_total: u64,
     /// Accepted issues and redemptions (from the programme's figures).
     pub accepted_total: u64,
-    /// Signature verifications per committed entry on each node, during the window (from each
-    /// node's `signature_verifications`); averaged over the nodes.
+    /// Signature verifications per committed entry on each node (from each node's
+    /// `signature_verifications`), averaged over the nodes. Counted over the whole run, from
+    /// the first submission until what was sent has committed: an entry is checked when it is
+    /// admitted and committed later, so over the window alone a node that falls behind (or
+    /// fills its mempool) seems to check more than it does.
     pub verifications_per_entry_per_node: Option<f64>,
     /// CPU seconds of all the nodes per 1,000 entries committed in the window (only when the
     /// nodes run on this machine).
@@ -657,7 +660,8 @@ impl Ready<'_> {
         let window_start = start + Duration::from_secs(plan.warmup_s);
         let end = window_start + Duration::from_secs(plan.duration_s);
         let mut cut = None;
-        let (w0, w1) = std::thread::scope(|s| {
+        let checks_before = verifications(&node_clients);
+        let (w0, w1, checks_after) = std::thread::scope(|s| {
             for (i, url) in target.nodes.iter().enumerate() {
                 let (shared, seen) = (&shared, heads[i]);
                 s.spawn(move || watch(shared, i, url, seen));
@@ -688,22 +692,23 @@ impl Ready<'_> {
             if window_start > now {
                 std::thread::sleep(window_start - now);
             }
-            let at_window = Sample::take(&node_clients, &target.pids);
+            let at_window = Sample::take(&target.pids);
             for h in senders {
                 let _ = h.join();
             }
             if Instant::now() < end {
                 cut = Some(Instant::now());
             }
-            let at_end = Sample::take(&node_clients, &target.pids);
+            let at_end = Sample::take(&target.pids);
             let drained_by = Instant::now() + DRAIN;
             while Instant::now() < drained_by
                 && lock(&shared.sent).values().any(|s| s.at >= window_start)
             {
                 std::thread::sleep(Duration::from_millis(50));
             }
+            let checks_after = verifications(&node_clients);
             shared.stop_watchers.store(true, Ordering::Relaxed);
-            (at_window, at_end)
+            (at_window, at_end, checks_after)
         });
         let window_end = cut.unwrap_or(end);
         let stopped = stop.is_some_and(|s| s.load(Ordering::Relaxed));
@@ -733,11 +738,14 @@ impl Ready<'_> {
             cpu.filter(|_| committed > 0.0)
                 .map(|c| c / committed * 1000.0)
         };
-        let verifications_per_entry_per_node = match (&w0.verifications, &w1.verifications) {
-            (Some(a), Some(b)) if committed > 0.0 => Some(
-                b.iter().zip(a).map(|(b, a)| (b - a) as f64).sum::<f64>()
+        let verifications_per_entry_per_node = match (&checks_before, &checks_after) {
+            (Some(a), Some(b)) if !commits.is_empty() => Some(
+                b.iter()
+                    .zip(a)
+                    .map(|(b, a)| b.saturating_sub(*a) as f64)
+                    .sum::<f64>()
                     / a.len() as f64
-                    / committed,
+                    / commits.len() as f64,
             ),
             _ => None,
         };
@@ -770,15 +778,14 @@ impl Ready<'_> {
     }
 }
 
-/// Counters read at the edges of the window.
+/// CPU counters read at the edges of the window.
 struct Sample {
-    verifications: Option<Vec<u64>>,
     node_cpu_s: Option<f64>,
     own_cpu_s: Option<f64>,
 }
 
 impl Sample {
-    fn take(nodes: &[NodeClient], pids: &[u32]) -> Self {
+    fn take(pids: &[u32]) -> Self {
         let node_cpu_s = if pids.is_empty() {
             None
         } else {
@@ -787,7 +794,6 @@ impl Sample {
                 .sum::<Option<f64>>()
         };
         Self {
-            verifications: verifications(nodes),
             node_cpu_s,
             own_cpu_s: stats::cpu_seconds("self"),
         }
