@@ -239,34 +239,54 @@ impl Ledger {
             Err(InsertError::Rejected(r)) => r,
             Err(InsertError::State(e)) => return Err(SubmitError::Node(e.into())),
         };
-        // An entry in a block used its author's sequence number, so the mempool cannot have
-        // admitted it: the block index is read only for a refused entry, to say why (read
-        // for every submission, it costs a tenth of a node's CPU under load).
-        if let Some(rec) = self.store.entry(&id)? {
-            return Err(Rejection::new(
-                RejectCode::DuplicateEntry,
-                format!("entry {} is already in block {}", id.short(), rec.height),
-            )
-            .into());
+        Err(SubmitError::Rejected(self.refused(&id, refused)?))
+    }
+
+    /// The refusal a submission gets whatever its signature ([`Mempool::refusal_unchecked`]),
+    /// worded and remembered as [`Ledger::submit`] would: a caller asks before it checks the
+    /// signature, and checks only when this says `None`.
+    pub fn refusal_unchecked(
+        &mut self,
+        entry: &SignedEntry,
+        id: &EntryId,
+    ) -> Result<Option<Rejection>, NodeError> {
+        let refused =
+            self.mempool
+                .refusal_unchecked(&self.state, &self.genesis.chain_id, entry, id)?;
+        refused.map(|r| self.refused(id, r)).transpose()
+    }
+
+    /// Whether a relayed entry is worth a signature check: [`Mempool::refusal_unchecked`]
+    /// finds no reason to refuse it, so nothing is looked up or remembered to say why.
+    pub fn awaits_admission(&self, entry: &SignedEntry, id: &EntryId) -> Result<bool, NodeError> {
+        Ok(self
+            .mempool
+            .refusal_unchecked(&self.state, &self.genesis.chain_id, entry, id)?
+            .is_none())
+    }
+
+    /// Says why an entry was refused, and remembers it for status queries.
+    fn refused(&mut self, id: &EntryId, refused: Rejection) -> Result<Rejection, NodeError> {
+        // An entry in a block used its author's sequence number (and its author may have
+        // retired since), so the mempool refused it for that: the block index is read only
+        // then, to say it is in a block (read for every submission, it cost a tenth of a
+        // node's CPU under load).
+        if matches!(
+            refused.code,
+            RejectCode::StaleSequence | RejectCode::RetiredKey
+        ) {
+            if let Some(rec) = self.store.entry(id)? {
+                return Ok(Rejection::new(
+                    RejectCode::DuplicateEntry,
+                    format!("entry {} is already in block {}", id.short(), rec.height),
+                ));
+            }
         }
         // "Later" is no reason to keep: the submitter sends the entry again.
         if refused.code != RejectCode::MempoolFull {
-            self.rejections.insert(id, refused.clone());
+            self.rejections.insert(*id, refused.clone());
         }
-        Err(SubmitError::Rejected(refused))
-    }
-
-    /// Whether a relayed entry is worth a signature check: the mempool would refuse it whatever
-    /// its signature if it is pending already, its author is unknown or retired, or its
-    /// sequence number is used (by it, committed, or by another entry).
-    pub fn awaits_admission(&self, entry: &SignedEntry, id: &EntryId) -> Result<bool, NodeError> {
-        if self.mempool.contains(id) {
-            return Ok(false);
-        }
-        Ok(match self.state.key_record(&entry.body.author)? {
-            Some(rec) => rec.retired_for.is_none() && entry.body.sequence >= rec.next_sequence,
-            None => false,
-        })
+        Ok(refused)
     }
 
     /// Where an entry stands.

@@ -106,40 +106,58 @@ impl Shared {
     }
 
     /// Admits entries submitted to the API, in order, and queues those admitted for relay.
-    /// Their signatures are checked before the ledger lock is taken, so submissions on many
-    /// connections are checked in parallel; many at once, in one batch
-    /// ([`ledger::verified_all`]). Entries past the room this submission can claim in the
-    /// mempool are refused `mempool_full` unchecked: a full node spends nothing on what it
-    /// cannot hold. Each entry is admitted or refused on its own, with its id.
-    fn submit(&self, mut entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
+    /// Each entry is admitted or refused on its own, with its id. What the mempool would refuse
+    /// whatever the signature (pending already, a sequence number used or too far ahead) is
+    /// refused before any check, so a submitter that runs ahead of its commits and retries
+    /// costs lookups, not signature checks; then the rest claim room in the mempool, and what
+    /// finds none is refused `mempool_full` unchecked. The others' signatures are checked
+    /// before the ledger lock is taken, many at once in one batch
+    /// ([`ledger::verified_all`]), so submissions on many connections are checked in parallel.
+    fn submit(&self, entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
-        let claim = self.occupancy.claim(entries.len());
-        entries.truncate(claim.entries());
-        let checked = ledger::verified_all(entries, &ids);
-        let mut results = Vec::with_capacity(ids.len());
+        let mut answers: Vec<Option<Result<(), Rejection>>> = vec![None; ids.len()];
+        let (mut to_check, mut checked_ids) = (Vec::new(), Vec::new());
+        {
+            let mut ledger = self.ledger()?;
+            for (i, entry) in entries.into_iter().enumerate() {
+                match ledger.refusal_unchecked(&entry, &ids[i])? {
+                    Some(r) => answers[i] = Some(Err(r)),
+                    None => {
+                        to_check.push(entry);
+                        checked_ids.push(i);
+                    }
+                }
+            }
+        }
+        let claim = self.occupancy.claim(to_check.len());
+        to_check.truncate(claim.entries());
+        let positions = &checked_ids[..to_check.len()];
+        let position_ids: Vec<EntryId> = positions.iter().map(|&i| ids[i]).collect();
+        let checked = ledger::verified_all(to_check, &position_ids);
         let mut admitted = Vec::with_capacity(checked.len());
         {
             let mut ledger = self.ledger()?;
-            for ((entry, signatures), id) in checked.into_iter().zip(&ids) {
-                match ledger.submit_identified(entry.clone(), *id, signatures) {
-                    Ok(_) => {
-                        admitted.push(entry);
-                        results.push((*id, Ok(())));
-                    }
-                    Err(SubmitError::Rejected(r)) => results.push((*id, Err(r))),
-                    Err(SubmitError::Node(e)) => return Err(e),
-                }
+            for ((entry, signatures), &i) in checked.into_iter().zip(positions) {
+                answers[i] = Some(
+                    match ledger.submit_identified(entry.clone(), ids[i], signatures) {
+                        Ok(_) => {
+                            admitted.push(entry);
+                            Ok(())
+                        }
+                        Err(SubmitError::Rejected(r)) => Err(r),
+                        Err(SubmitError::Node(e)) => return Err(e),
+                    },
+                );
             }
         }
         drop(claim);
         self.entries_admitted(admitted);
         let full = self.occupancy.full();
-        results.extend(
-            ids[results.len()..]
-                .iter()
-                .map(|id| (*id, Err(full.clone()))),
-        );
-        Ok(results)
+        Ok(ids
+            .into_iter()
+            .zip(answers)
+            .map(|(id, answer)| (id, answer.unwrap_or_else(|| Err(full.clone()))))
+            .collect())
     }
 
     /// Queues admitted entries for relay to the connected validators, so whichever validator

@@ -209,38 +209,8 @@ impl Mempool {
             .into());
         }
         let author = admit(state, chain_id, &entry, signatures)?;
-        let seq = entry.body.sequence;
-        if seq < author.next_sequence {
-            return Err(Rejection::new(
-                RejectCode::StaleSequence,
-                format!(
-                    "sequence {seq} is already used; the author's next is {}",
-                    author.next_sequence
-                ),
-            )
-            .into());
-        }
-        let ahead_max = self.limits.per_author_max as u64;
-        if seq - author.next_sequence >= ahead_max {
-            return Err(Rejection::new(
-                RejectCode::FutureSequence,
-                format!(
-                    "sequence {seq} is more than {ahead_max} ahead of the author's next ({})",
-                    author.next_sequence
-                ),
-            )
-            .into());
-        }
-        let pending = self.by_author.get(&entry.body.author);
-        if let Some(other) = pending.and_then(|p| p.get(&seq)) {
-            return Err(Rejection::new(
-                RejectCode::StaleSequence,
-                format!(
-                    "sequence {seq} is already pending as entry {}",
-                    other.id().short()
-                ),
-            )
-            .into());
+        if let Some(refused) = self.sequence_refusal(&entry, author.next_sequence) {
+            return Err(refused.into());
         }
         if self.ids.len() >= self.limits.entries_max {
             return Err(self.held.full().into());
@@ -248,10 +218,71 @@ impl Mempool {
         self.by_author
             .entry(entry.body.author)
             .or_default()
-            .insert(seq, entry);
+            .insert(entry.body.sequence, entry);
         self.ids.insert(id);
         self.changed();
         Ok(id)
+    }
+
+    /// The refusal [`Mempool::insert`] would give an entry whatever its signature, found
+    /// without checking it: the entry is pending already, or its well-formed body for this
+    /// chain, by a known and active author, has a sequence number that is used, pending as
+    /// another entry, or too far ahead. `None` says only that the full check must decide.
+    /// Relays that race their entries' blocks and submitters that run ahead of their
+    /// author's commits cost a lookup then, not a signature check each time they come back.
+    pub fn refusal_unchecked(
+        &self,
+        state: &State,
+        chain_id: &Name,
+        entry: &SignedEntry,
+        id: &EntryId,
+    ) -> Result<Option<Rejection>, StateError> {
+        if self.ids.contains(id) {
+            return Ok(Some(Rejection::new(
+                RejectCode::DuplicateEntry,
+                format!("entry {} is already pending", id.short()),
+            )));
+        }
+        let body = &entry.body;
+        if &body.chain_id != chain_id || body.payload.check_well_formed().is_err() {
+            return Ok(None);
+        }
+        Ok(match state.key_record(&body.author)? {
+            Some(author) if author.retired_for.is_none() => {
+                self.sequence_refusal(entry, author.next_sequence)
+            }
+            _ => None,
+        })
+    }
+
+    /// Why an entry's sequence number cannot be admitted, given its author's next one.
+    fn sequence_refusal(&self, entry: &SignedEntry, next_sequence: u64) -> Option<Rejection> {
+        let seq = entry.body.sequence;
+        if seq < next_sequence {
+            return Some(Rejection::new(
+                RejectCode::StaleSequence,
+                format!("sequence {seq} is already used; the author's next is {next_sequence}"),
+            ));
+        }
+        let ahead_max = self.limits.per_author_max as u64;
+        if seq - next_sequence >= ahead_max {
+            return Some(Rejection::new(
+                RejectCode::FutureSequence,
+                format!(
+                    "sequence {seq} is more than {ahead_max} ahead of the author's next ({next_sequence})"
+                ),
+            ));
+        }
+        let pending = self.by_author.get(&entry.body.author);
+        pending.and_then(|p| p.get(&seq)).map(|other| {
+            Rejection::new(
+                RejectCode::StaleSequence,
+                format!(
+                    "sequence {seq} is already pending as entry {}",
+                    other.id().short()
+                ),
+            )
+        })
     }
 
     /// Up to `max` entries that can be ordered now: each author's consecutive run from its next
@@ -508,5 +539,64 @@ mod tests {
         drop(second);
         assert_eq!(occupancy.room(), 4);
         assert_eq!(occupancy.claim(9).entries(), 4);
+    }
+
+    #[test]
+    fn what_is_refused_whatever_its_signature_is_found_without_checking_it() {
+        let (state, a, _) = setup();
+        let chain = name("pool");
+        let mut pool = Mempool::new(MempoolSection {
+            entries_max: 10,
+            per_author_max: 2,
+        });
+        let unchecked = |pool: &Mempool, e: &SignedEntry| {
+            pool.refusal_unchecked(&state, &chain, e, &e.id())
+                .expect("state readable")
+                .map(|r| r.code)
+        };
+        let first = entry(&a, 0);
+        assert_eq!(
+            unchecked(&pool, &first),
+            None,
+            "admissible: left to the full check"
+        );
+        pool.insert(&state, &chain, first.clone(), Signatures::Verify)
+            .expect("admitted");
+        assert_eq!(unchecked(&pool, &first), Some(RejectCode::DuplicateEntry));
+        let mut rival = entry(&a, 0);
+        rival.body.payload = Payload::ExpireVoucher {
+            voucher: Hash([2; 32]),
+        };
+        let rival = rival.body.sign(&a);
+        assert_eq!(unchecked(&pool, &rival), Some(RejectCode::StaleSequence));
+        let mut far = entry(&a, 2);
+        far.signature.0[0] ^= 1;
+        assert_eq!(
+            unchecked(&pool, &far),
+            Some(RejectCode::FutureSequence),
+            "refused for its sequence before its signature is looked at"
+        );
+        let mut forged = entry(&a, 1);
+        forged.signature.0[0] ^= 1;
+        assert_eq!(
+            unchecked(&pool, &forged),
+            None,
+            "only the check finds a bad signature"
+        );
+        let stranger = Keypair::from_seed_for_tests(77);
+        assert_eq!(unchecked(&pool, &entry(&stranger, 5)), None);
+        let other_chain =
+            pool.refusal_unchecked(&state, &name("other"), &entry(&a, 0), &entry(&a, 0).id());
+        assert!(
+            matches!(other_chain, Ok(Some(_))),
+            "pending under that id whatever the chain"
+        );
+        assert_eq!(
+            pool.refusal_unchecked(&state, &name("other"), &entry(&a, 5), &entry(&a, 5).id())
+                .expect("state readable"),
+            None,
+            "an entry for another chain is left to the full check, which names the chain"
+        );
+        assert_eq!(pool.len(), 1, "asking admits nothing");
     }
 }

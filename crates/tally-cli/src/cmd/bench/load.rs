@@ -11,7 +11,7 @@ use crate::client::{NodeClient, Settled, Submitted};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tally_types::{
@@ -71,8 +71,8 @@ pub struct RunResult {
     /// Entries sent in the window still not committed when the drain ended.
     pub uncommitted: u64,
     /// Times a node said "later" (mempool full, or an author too far ahead) and the entry was
-    /// sent again.
-    pub backpressure: u64,
+    /// sent again, by code.
+    pub backpressure: BTreeMap<String, u64>,
     /// Entries refused for good, by code.
     pub refused: BTreeMap<String, u64>,
     /// Entries committed over the whole run and how many the rules accepted (read back from
@@ -373,7 +373,7 @@ struct Shared {
     commits: Mutex<Vec<Commit>>,
     submitted: Mutex<Vec<Instant>>,
     refused: Mutex<BTreeMap<String, u64>>,
-    backpressure: AtomicU64,
+    backpressure: Mutex<BTreeMap<String, u64>>,
     stop_watchers: AtomicBool,
 }
 
@@ -479,7 +479,7 @@ fn client_loop(
                 Submitted::Refused { code, .. } => {
                     lock(&shared.sent).remove(&entries[k].id);
                     if retry_later(&code) {
-                        shared.backpressure.fetch_add(1, Ordering::Relaxed);
+                        *lock(&shared.backpressure).entry(code).or_default() += 1;
                         later.push_back((k, at));
                         wait = true;
                     } else {
@@ -636,7 +636,7 @@ impl Ready<'_> {
             commits: Mutex::new(Vec::new()),
             submitted: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
-            backpressure: AtomicU64::new(0),
+            backpressure: Mutex::new(BTreeMap::new()),
             stop_watchers: AtomicBool::new(false),
         };
         let node_clients: Vec<NodeClient> =
@@ -757,7 +757,7 @@ impl Ready<'_> {
             window_s,
             latency_ms: stats::percentiles(latencies),
             uncommitted,
-            backpressure: shared.backpressure.load(Ordering::Relaxed),
+            backpressure: lock(&shared.backpressure).clone(),
             refused: lock(&shared.refused).clone(),
             committed_total: commits.len() as u64,
             accepted_total,
