@@ -169,7 +169,7 @@ pub(super) fn init(
             "# {what} (written by `tally devnet`).\n\
              [node]\ndata_dir = \"data\"\ngenesis = \"../genesis.toml\"\nnode_key = \"node.key\"\n\n\
              [api]\nlisten = \"127.0.0.1:{api}\"\n\n\
-             [block]\ninterval_ms = 100\n\n\
+             [block]\ninterval_ms = 50\n\n\
              [network]\nlisten = \"127.0.0.1:{p2p}\"\nobservers = [{observers}]\n\n{peers}"
         )
     };
