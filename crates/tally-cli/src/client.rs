@@ -111,28 +111,34 @@ impl NodeClient {
 
     /// Submits an entry already encoded (a load generator encodes ahead of time).
     pub fn submit_encoded(&self, id: EntryId, bytes: &[u8]) -> anyhow::Result<Submitted> {
-        let url = format!("{}/v1/entries", self.base);
-        let res = self
-            .agent
-            .post(&url)
-            .set("content-type", "application/octet-stream")
-            .send_bytes(bytes);
+        let (url, res) = self.post_canonical("/v1/entries", bytes);
         match res {
             Ok(_) => Ok(Submitted::Pending(id)),
             Err(ureq::Error::Status(code, r)) if code != 500 => {
                 let v: Value = r.into_json().unwrap_or(Value::Null);
-                let code = v["error"]["code"].as_str().unwrap_or("unknown").to_string();
-                let detail = v["error"]["detail"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(Submitted::Refused { code, detail })
+                Ok(refused(&v["error"]))
             }
             Err(ureq::Error::Status(code, r)) => {
                 Err(anyhow!("{url}: HTTP {code}: {}", error_text(r)))
             }
             Err(e) => Err(anyhow!("cannot reach node at {}: {e}", self.base)),
         }
+    }
+
+    /// POSTs canonical bytes (one entry, or framed entries) to `path`; returns the URL too,
+    /// for messages.
+    fn post_canonical(
+        &self,
+        path: &str,
+        body: &[u8],
+    ) -> (String, Result<ureq::Response, ureq::Error>) {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .agent
+            .post(&url)
+            .set("content-type", "application/octet-stream")
+            .send_bytes(body);
+        (url, res)
     }
 
     /// Submits entries in one request (`POST /v1/entries/batch`, framed as
@@ -148,12 +154,7 @@ impl NodeClient {
         body: &[u8],
         count: usize,
     ) -> anyhow::Result<Vec<Submitted>> {
-        let url = format!("{}/v1/entries/batch", self.base);
-        let res = self
-            .agent
-            .post(&url)
-            .set("content-type", "application/octet-stream")
-            .send_bytes(body);
+        let (url, res) = self.post_canonical("/v1/entries/batch", body);
         let answer: Value = match res {
             Ok(r) => r
                 .into_json()
@@ -176,13 +177,7 @@ impl NodeClient {
                     .ok_or_else(|| anyhow!("{url}: a result without an entry id: {r}"))?;
                 Ok(match r["status"].as_str() {
                     Some("pending") => Submitted::Pending(id),
-                    _ => Submitted::Refused {
-                        code: r["error"]["code"].as_str().unwrap_or("unknown").to_string(),
-                        detail: r["error"]["detail"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    },
+                    _ => refused(&r["error"]),
                 })
             })
             .collect()
@@ -227,6 +222,14 @@ impl NodeClient {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// A refused entry, from the `error` object (`code`, `detail`) the node answered with.
+fn refused(error: &Value) -> Submitted {
+    Submitted::Refused {
+        code: error["code"].as_str().unwrap_or("unknown").to_string(),
+        detail: error["detail"].as_str().unwrap_or_default().to_string(),
     }
 }
 

@@ -418,7 +418,7 @@ impl Driver {
                     let mut admitted = false;
                     let mut ledger = self.parts.shared.ledger()?;
                     for ((e, signatures), id) in checked.into_iter().zip(ids) {
-                        admitted |= ledger.submit_identified(e, id, signatures).is_ok();
+                        admitted |= ledger.submit(e, id, signatures).is_ok();
                     }
                     drop((ledger, claim));
                     if admitted && self.voting {

@@ -104,7 +104,7 @@ impl std::fmt::Debug for Ledger {
 
 /// Checks an entry's signature before the ledger lock is taken, and says how to admit it: a
 /// bad signature is left for [`Ledger::submit`] to check again and refuse with its reason.
-pub fn verified(entry: &SignedEntry) -> Signatures {
+fn verified(entry: &SignedEntry) -> Signatures {
     if entry.verify_signature().is_ok() {
         Signatures::AlreadyVerified
     } else {
@@ -209,20 +209,10 @@ impl Ledger {
     }
 
     /// Admits a submitted entry to the mempool, remembering a refusal for status queries.
-    /// Callers check the signature before taking the ledger lock ([`verified`]) and pass what
-    /// they found, so submissions on many connections are verified in parallel.
+    /// Callers check the signature before taking the ledger lock ([`verified_all`]) and pass
+    /// what they found, so submissions on many connections are verified in parallel; they
+    /// have the entry's id already and vouch that `id` is `entry.id()`.
     pub fn submit(
-        &mut self,
-        entry: SignedEntry,
-        signatures: Signatures,
-    ) -> Result<EntryId, SubmitError> {
-        let id = entry.id();
-        self.submit_identified(entry, id, signatures)
-    }
-
-    /// [`Ledger::submit`] for a caller that has the entry's id already; the caller vouches that
-    /// `id` is `entry.id()`.
-    pub fn submit_identified(
         &mut self,
         entry: SignedEntry,
         id: EntryId,

@@ -116,7 +116,7 @@ impl Shared {
     fn submit(&self, entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
         let mut answers: Vec<Option<Result<(), Rejection>>> = vec![None; ids.len()];
-        let (mut to_check, mut at) = (Vec::new(), Vec::new());
+        let (mut to_check, mut to_check_ids, mut at) = (Vec::new(), Vec::new(), Vec::new());
         {
             let mut ledger = self.ledger()?;
             for (i, entry) in entries.into_iter().enumerate() {
@@ -124,6 +124,7 @@ impl Shared {
                     Some(r) => answers[i] = Some(Err(r)),
                     None => {
                         to_check.push(entry);
+                        to_check_ids.push(ids[i]);
                         at.push(i);
                     }
                 }
@@ -131,23 +132,19 @@ impl Shared {
         }
         let claim = self.occupancy.claim(to_check.len());
         to_check.truncate(claim.entries());
-        let at = &at[..to_check.len()];
-        let to_check_ids: Vec<EntryId> = at.iter().map(|&i| ids[i]).collect();
         let checked = ledger::verified_all(to_check, &to_check_ids);
         let mut admitted = Vec::with_capacity(checked.len());
         {
             let mut ledger = self.ledger()?;
-            for ((entry, signatures), &i) in checked.into_iter().zip(at) {
-                answers[i] = Some(
-                    match ledger.submit_identified(entry.clone(), ids[i], signatures) {
-                        Ok(_) => {
-                            admitted.push(entry);
-                            Ok(())
-                        }
-                        Err(SubmitError::Rejected(r)) => Err(r),
-                        Err(SubmitError::Node(e)) => return Err(e),
-                    },
-                );
+            for ((entry, signatures), &i) in checked.into_iter().zip(&at) {
+                answers[i] = Some(match ledger.submit(entry.clone(), ids[i], signatures) {
+                    Ok(_) => {
+                        admitted.push(entry);
+                        Ok(())
+                    }
+                    Err(SubmitError::Rejected(r)) => Err(r),
+                    Err(SubmitError::Node(e)) => return Err(e),
+                });
             }
         }
         drop(claim);
