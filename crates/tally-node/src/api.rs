@@ -152,7 +152,7 @@ async fn submit(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> Respons
             within_limit(&e)?;
             e
         };
-        match shared.submit(vec![entry])?.pop() {
+        match admit(&shared, vec![entry]).await?.pop() {
             Some((id, Ok(()))) => Ok(id),
             Some((_, Err(r))) => Err(refusal(r)),
             None => Err(ApiError::new(
@@ -202,13 +202,8 @@ async fn submit_batch(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> A
         }
         entries
     };
-    let submitting = shared.clone();
-    let results = tokio::task::spawn_blocking(move || submitting.submit(entries))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
-    let results: Vec<Value> = results
+    let results: Vec<Value> = admit(&shared, entries)
+        .await?
         .into_iter()
         .map(|(id, result)| match result {
             Ok(()) => json!({ "id": id, "status": "pending" }),
@@ -220,6 +215,21 @@ async fn submit_batch(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> A
         })
         .collect();
     Ok(Json(json!({ "results": results })))
+}
+
+/// Admits entries on a blocking thread: admission checks signatures and waits for the ledger
+/// lock, which the consensus driver holds while it commits, and neither may stall the workers
+/// that serve every other request.
+async fn admit(
+    shared: &Arc<Shared>,
+    entries: Vec<SignedEntry>,
+) -> Result<Vec<crate::Answer>, ApiError> {
+    let shared = shared.clone();
+    Ok(tokio::task::spawn_blocking(move || shared.submit(entries))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??)
 }
 
 fn binary(headers: &HeaderMap) -> bool {
@@ -340,7 +350,7 @@ async fn read_store<T: Send + 'static>(
     shared: &Shared,
     read: impl FnOnce(tally_storage::Store) -> Result<T, tally_storage::StorageError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = shared.ledger()?.store().clone();
+    let store = shared.store.clone();
     tokio::task::spawn_blocking(move || read(store))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?

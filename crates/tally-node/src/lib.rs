@@ -88,6 +88,9 @@ type Answer = (EntryId, Result<(), Rejection>);
 /// State shared by the API handlers and the consensus driver.
 pub struct Shared {
     ledger: Mutex<Ledger>,
+    /// The ledger's storage, for reads of what is committed: they need no ledger lock, which
+    /// the consensus driver holds while it checks and commits blocks.
+    store: tally_storage::Store,
     stop: AtomicBool,
     node_key: PublicKey,
     api: config::ApiSection,
@@ -421,6 +424,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tracing::info!(chain = %genesis.chain_id, height = head.height, head = %head.hash.short(), key = %me.short(), ?role, validators = validators.len(), "opened ledger");
     let shared = Arc::new(Shared {
         occupancy: ledger.mempool().occupancy(),
+        store: ledger.store().clone(),
         ledger: Mutex::new(ledger),
         stop: AtomicBool::new(false),
         node_key: me,

@@ -40,8 +40,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The clone `cargo xtask` was run in. `cargo run` says where at run time; the path compiled in
+/// is only a fallback, since a target directory shared by several clones (the CI cache) keeps
+/// one clone's build of this tool and reuses it for the others.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .join("../..")
         .canonicalize()
         .unwrap_or_else(|_| PathBuf::from("."))
