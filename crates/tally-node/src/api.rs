@@ -217,19 +217,25 @@ async fn submit_batch(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> A
     Ok(Json(json!({ "results": results })))
 }
 
-/// Admits entries on a blocking thread: admission checks signatures and waits for the ledger
-/// lock, which the consensus driver holds while it commits, and neither may stall the workers
-/// that serve every other request.
+/// Admits entries off the async workers ([`blocking`]): admission checks signatures and waits
+/// for the ledger lock, which the consensus driver holds while it commits.
 async fn admit(
     shared: &Arc<Shared>,
     entries: Vec<SignedEntry>,
 ) -> Result<Vec<crate::Answer>, ApiError> {
     let shared = shared.clone();
-    Ok(tokio::task::spawn_blocking(move || shared.submit(entries))
+    blocking(move || shared.submit(entries)).await
+}
+
+/// Runs work that may wait (on a lock, a disk read, a signature check) on the blocking pool,
+/// so that it never stalls the workers that serve every other request.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::NodeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 fn binary(headers: &HeaderMap) -> bool {
@@ -351,10 +357,7 @@ async fn read_store<T: Send + 'static>(
     read: impl FnOnce(tally_storage::Store) -> Result<T, tally_storage::StorageError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = shared.store.clone();
-    tokio::task::spawn_blocking(move || read(store))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| crate::NodeError::from(e).into())
+    blocking(move || read(store).map_err(crate::NodeError::from)).await
 }
 
 /// The inclusion proof of an ordered entry; it reads every outcome of the entry's block.

@@ -424,7 +424,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tracing::info!(chain = %genesis.chain_id, height = head.height, head = %head.hash.short(), key = %me.short(), ?role, validators = validators.len(), "opened ledger");
     let shared = Arc::new(Shared {
         occupancy: ledger.mempool().occupancy(),
-        store: ledger.store().clone(),
+        store: store.clone(),
         ledger: Mutex::new(ledger),
         stop: AtomicBool::new(false),
         node_key: me,
