@@ -9,9 +9,12 @@
 //! and no peer can delay another's message by sitting in the middle. Sends that are lost while
 //! a peer is away are made good by the consensus core's re-sends and by block sync.
 //!
-//! One request-response protocol carries everything ([`wire::Request`]); every frame has an
-//! explicit size limit, and every queue between this task and the node is bounded.
+//! One-way messages (consensus, relayed entries, pushed blocks) go on one long-lived stream
+//! per peer ([`messages`]); block sync, which needs an answer, is a request-response protocol.
+//! Both carry [`wire::Request`]s; every frame has an explicit size limit, and every queue
+//! between the network and the node is bounded.
 
+pub mod messages;
 pub mod wire;
 
 use futures::StreamExt;
@@ -24,10 +27,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tally_types::{Keypair, Name, PublicKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 pub use wire::{CertifiedBlock, Envelope, Request, Response};
 
 /// Block-sync requests served at once (each reads up to `SYNC_ANSWER_BYTES_MAX` from disk).
@@ -39,8 +42,8 @@ pub const SYNC_SERVES_MAX: usize = 4;
 /// few blocks.
 pub const SYNC_ANSWER_BYTES_MAX: usize = 4 << 20;
 
-/// Requests in flight per connection. With direct sends each peer has a few at a time (a
-/// tick's votes and relays); the limit caps what one peer can make a node buffer at once.
+/// Block-sync requests in flight per connection; the limit caps what one peer can make a
+/// node buffer at once.
 pub const CONCURRENT_STREAMS_MAX: usize = 128;
 
 /// Why the network could not start.
@@ -85,7 +88,8 @@ pub struct Limits {
     pub response_bytes_max: usize,
     /// Messages waiting for the node; beyond this, new ones are dropped and counted.
     pub inbound_queue_max: usize,
-    /// Commands waiting for the network task.
+    /// Messages waiting to be written to each peer, and commands waiting for the network
+    /// task. A peer's messages are also bounded in bytes: twice `request_bytes_max`.
     pub outbound_queue_max: usize,
     /// Established connections per peer.
     pub connections_per_peer_max: u32,
@@ -203,7 +207,6 @@ impl Counters {
 }
 
 enum Command {
-    Send { to: PublicKey, request: Request },
     AskBlocks { to: PublicKey, from_height: u64 },
 }
 
@@ -211,25 +214,44 @@ enum Command {
 #[derive(Clone)]
 pub struct NetworkHandle {
     commands: mpsc::Sender<Command>,
+    /// Each known peer's message queue ([`messages`]).
+    queues: Arc<HashMap<PublicKey, messages::PeerQueue>>,
+    chain_id: Name,
+    frame_bytes_max: usize,
     counters: Arc<Counters>,
-    connected: Arc<Mutex<BTreeSet<PublicKey>>>,
+    connected: watch::Receiver<BTreeSet<PublicKey>>,
     local: PublicKey,
 }
 
 impl NetworkHandle {
-    /// Sends `request` to one peer. Never blocks: when the queue is full the send is dropped
-    /// and counted (consensus re-sends; entries are relayed by every node that has them).
+    /// Sends `request` to one peer. Never blocks: when the peer's queue is full the send is
+    /// dropped and counted (consensus re-sends; entries are relayed by every node that has
+    /// them).
     pub fn send(&self, to: PublicKey, request: Request) {
-        if to == self.local {
-            return;
-        }
-        self.enqueue(Command::Send { to, request });
+        self.send_all([&to], &request);
     }
 
-    /// Sends `request` to each of `peers` (this node excluded).
+    /// Sends `request` to each of `peers` (this node excluded), encoded once.
     pub fn send_all<'a>(&self, peers: impl IntoIterator<Item = &'a PublicKey>, request: &Request) {
+        let mut frame = None;
         for p in peers {
-            self.send(*p, request.clone());
+            let Some(queue) = self.queues.get(p).filter(|_| *p != self.local) else {
+                continue;
+            };
+            let frame = match &frame {
+                Some(f) => f,
+                None => match messages::frame(&self.chain_id, request, self.frame_bytes_max) {
+                    Ok(f) => frame.insert(Arc::new(f)),
+                    Err(e) => {
+                        Counters::bump(&self.counters.send_failures);
+                        tracing::warn!(kind = request.kind(), error = %e, "message not sent");
+                        return;
+                    }
+                },
+            };
+            if !queue.push(frame.clone()) {
+                Counters::bump(&self.counters.outbound_queue_full);
+            }
         }
     }
 
@@ -249,7 +271,7 @@ impl NetworkHandle {
 
     /// Peers with an open connection.
     pub fn connected(&self) -> BTreeSet<PublicKey> {
-        self.connected.lock().map(|c| c.clone()).unwrap_or_default()
+        self.connected.borrow().clone()
     }
 
     /// Drop and refusal counts.
@@ -265,14 +287,17 @@ pub struct Network {
     /// The handle.
     pub handle: NetworkHandle,
     task: tokio::task::JoinHandle<()>,
+    /// The message streams' writers and readers.
+    streams: tokio::task::JoinSet<()>,
 }
 
 impl Network {
-    /// Stops the task and closes every connection.
-    pub async fn shutdown(self) {
+    /// Stops the tasks and closes every connection.
+    pub async fn shutdown(mut self) {
         drop(self.handle);
         self.task.abort();
         let _ = self.task.await;
+        self.streams.shutdown().await;
     }
 }
 
@@ -305,6 +330,16 @@ struct Behaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     rpc: request_response::Behaviour<wire::Codec>,
+    streams: libp2p_stream::Behaviour,
+}
+
+/// Hands what arrived to the node, or counts it dropped when the node's queue is full.
+fn deliver<T: From<Inbound>>(inbound: &SyncSender<T>, counters: &Counters, item: Inbound) {
+    match inbound.try_send(T::from(item)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => Counters::bump(&counters.inbound_queue_full),
+        Err(TrySendError::Disconnected(_)) => {}
+    }
 }
 
 /// Starts listening and dialling. Must be called inside a tokio runtime.
@@ -359,6 +394,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
                         .with_request_timeout(Duration::from_secs(10))
                         .with_max_concurrent_streams(CONCURRENT_STREAMS_MAX),
                 ),
+                streams: libp2p_stream::Behaviour::new(),
             }
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -387,11 +423,46 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         }
     };
     let (tx, rx) = mpsc::channel(limits.outbound_queue_max);
-    let connected = Arc::new(Mutex::new(BTreeSet::new()));
+    let (connected, connected_rx) = watch::channel(BTreeSet::new());
+    let mut control = swarm.behaviour().streams.new_control();
+    let incoming = control
+        .accept(StreamProtocol::new(wire::MESSAGE_PROTOCOL))
+        .map_err(|e| NetworkError::Transport(e.to_string()))?;
+    let mut streams = tokio::task::JoinSet::new();
+    streams.spawn(
+        messages::Readers {
+            chain_id: config.chain_id.clone(),
+            peers: peers.clone(),
+            frame_bytes_max: limits.request_bytes_max,
+            inbound: inbound.clone(),
+            counters: counters.clone(),
+        }
+        .run(incoming),
+    );
+    let queue_bytes_max = limits.request_bytes_max.saturating_mul(2);
+    let queues = peers
+        .iter()
+        .filter(|(_, k)| **k != key.public())
+        .map(|(peer, k)| {
+            let queue = messages::start_writer(
+                &mut streams,
+                *peer,
+                *k,
+                control.clone(),
+                connected_rx.clone(),
+                counters.clone(),
+                (limits.outbound_queue_max, queue_bytes_max),
+            );
+            (*k, queue)
+        })
+        .collect();
     let handle = NetworkHandle {
         commands: tx,
+        queues: Arc::new(queues),
+        chain_id: config.chain_id.clone(),
+        frame_bytes_max: limits.request_bytes_max,
         counters: counters.clone(),
-        connected: connected.clone(),
+        connected: connected_rx,
         local: key.public(),
     };
     let task = Task {
@@ -417,6 +488,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         listen_addr,
         handle,
         task,
+        streams,
     })
 }
 
@@ -429,7 +501,7 @@ struct Task<T> {
     source: Arc<dyn BlockSource>,
     inbound: SyncSender<T>,
     counters: Arc<Counters>,
-    connected: Arc<Mutex<BTreeSet<PublicKey>>>,
+    connected: watch::Sender<BTreeSet<PublicKey>>,
     blocks_asked: HashMap<OutboundRequestId, PublicKey>,
     serving: tokio::task::JoinSet<(ResponseChannel<Response>, Vec<CertifiedBlock>)>,
 }
@@ -491,12 +563,6 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Send { to, request } => {
-                if let Some(peer) = self.peer_of(&to) {
-                    let env = self.envelope(request);
-                    self.swarm.behaviour_mut().rpc.send_request(&peer, env);
-                }
-            }
             Command::AskBlocks { to, from_height } => {
                 if let Some(peer) = self.peer_of(&to) {
                     let env = self.envelope(Request::Blocks { from_height });
@@ -508,21 +574,17 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
     }
 
     fn deliver(&self, item: Inbound) {
-        match self.inbound.try_send(T::from(item)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => Counters::bump(&self.counters.inbound_queue_full),
-            Err(TrySendError::Disconnected(_)) => {}
-        }
+        deliver(&self.inbound, &self.counters, item);
     }
 
     fn set_connected(&self, key: PublicKey, up: bool) {
-        if let Ok(mut c) = self.connected.lock() {
+        self.connected.send_modify(|c| {
             if up {
                 c.insert(key);
             } else {
                 c.remove(&key);
             }
-        }
+        });
         self.deliver(if up {
             Inbound::Connected(key)
         } else {

@@ -13,8 +13,12 @@ use tally_types::{codec, Block, CommitCertificate, Name, SignedEntry};
 /// Most bytes reserved for a frame before its bytes arrive.
 const FRAME_PREALLOCATION_MAX: usize = 64 * 1024;
 
-/// The libp2p protocol name of the one request-response protocol.
+/// The libp2p protocol name of the request-response protocol: block sync.
 pub const PROTOCOL: &str = "/tally/1";
+
+/// The libp2p protocol name of the long-lived stream each node keeps to each peer for one-way
+/// messages (consensus, relayed entries, pushed blocks): a sequence of frames, no answers.
+pub const MESSAGE_PROTOCOL: &str = "/tally/messages/1";
 
 /// A committed block with the certificate that proves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +72,13 @@ pub struct Envelope {
     pub request: Request,
 }
 
+/// An [`Envelope`] to encode without owning its request: the same bytes on the wire.
+#[derive(Serialize)]
+pub(crate) struct EnvelopeRef<'a> {
+    pub(crate) chain_id: &'a Name,
+    pub(crate) request: &'a Request,
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -102,7 +113,10 @@ impl Codec {
     }
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
@@ -130,20 +144,28 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     bytes: &[u8],
     max: usize,
 ) -> io::Result<()> {
-    if bytes.len() > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("frame of {} bytes exceeds the limit of {max}", bytes.len()),
-        ));
-    }
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_le_bytes()).await?;
-    io.write_all(bytes).await?;
+    io.write_all(&framed(bytes, max)?).await?;
     io.close().await
 }
 
-fn decode<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8]) -> io::Result<T> {
+/// `bytes` framed as [`read_frame`] reads them: length first.
+pub(crate) fn framed(bytes: &[u8], max: usize) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|_| bytes.len() <= max)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("frame of {} bytes exceeds the limit of {max}", bytes.len()),
+            )
+        })?;
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(bytes);
+    Ok(frame)
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8]) -> io::Result<T> {
     codec::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 

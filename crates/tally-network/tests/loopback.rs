@@ -1,5 +1,5 @@
-//! Real libp2p on 127.0.0.1: allowed peers talk, others are refused, and wrong-chain or
-//! oversized requests are counted and dropped.
+//! Real libp2p on 127.0.0.1: allowed peers talk, others are refused, wrong-chain or oversized
+//! requests are counted and dropped, and messages keep their order on a peer's stream.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -36,11 +36,23 @@ async fn node(
     dial: Vec<PeerAddress>,
     limits: Limits,
 ) -> (Network, Receiver<Inbound>) {
+    let any_port = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    node_at(key, chain_id, allowed, dial, limits, any_port).await
+}
+
+async fn node_at(
+    key: &Keypair,
+    chain_id: &str,
+    allowed: Vec<PublicKey>,
+    dial: Vec<PeerAddress>,
+    limits: Limits,
+    listen: std::net::SocketAddr,
+) -> (Network, Receiver<Inbound>) {
     let (tx, rx) = sync_channel(limits.inbound_queue_max);
     let net = tally_network::start(
         NetworkConfig {
             chain_id: chain(chain_id),
-            listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            listen,
             dial,
             allowed,
             limits,
@@ -73,16 +85,31 @@ async fn expect(
 }
 
 fn vote(key: &Keypair) -> Request {
+    vote_in_round(key, 0)
+}
+
+fn vote_in_round(key: &Keypair, round: u32) -> Request {
     Request::Consensus {
         message: Box::new(Message::Vote(Vote::sign(
             key,
             &chain("net-test"),
             VoteKind::Prevote,
             1,
-            0,
+            round,
             Some(Hash([1; 32])),
         ))),
         block: None,
+    }
+}
+
+/// The round of a consensus message that arrived from `from`.
+fn round_from(item: &Inbound, from: &PublicKey) -> Option<u32> {
+    match item {
+        Inbound::Request {
+            from: sender,
+            request: Request::Consensus { message, .. },
+        } if sender == from => Some(message.round()),
+        _ => None,
     }
 }
 
@@ -258,4 +285,69 @@ async fn a_port_in_use_is_refused_with_its_cause() {
         text.to_lowercase().contains("in use"),
         "the operator sees why: {text:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_keep_their_order_and_reach_a_peer_that_restarted() {
+    let (a, b) = (
+        Keypair::from_seed_for_tests(21),
+        Keypair::from_seed_for_tests(22),
+    );
+    // A peer's queue holds twice the largest frame in bytes: room for the 500 votes.
+    let roomy = Limits {
+        request_bytes_max: 1 << 20,
+        inbound_queue_max: 1024,
+        outbound_queue_max: 1024,
+        ..LIMITS
+    };
+    let (na, rx_a) = node(&a, "net-test", vec![b.public()], vec![], roomy).await;
+    let a_addr = PeerAddress {
+        key: a.public(),
+        addr: na.listen_addr,
+    };
+    let (nb, _rx_b) = node(
+        &b,
+        "net-test",
+        vec![a.public()],
+        vec![a_addr.clone()],
+        roomy,
+    )
+    .await;
+
+    // Sent at once, before the connection is up: they wait for it, share writes, and arrive
+    // whole and in the order sent.
+    const SENT: u32 = 500;
+    for round in 0..SENT {
+        nb.handle.send(a.public(), vote_in_round(&b, round));
+    }
+    let mut rounds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rounds.len() < SENT as usize && Instant::now() < deadline {
+        rounds.extend(rx_a.try_iter().filter_map(|i| round_from(&i, &b.public())));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rounds, (0..SENT).collect::<Vec<_>>());
+    let counters = nb.handle.counters();
+    assert_eq!(
+        (counters.send_failures, counters.outbound_queue_full),
+        (0, 0)
+    );
+
+    // A stops and starts again on the same address: B's stream to it is gone, and B's later
+    // messages reach the new A on a new one.
+    na.shutdown().await;
+    let (na, rx_a) = node_at(&a, "net-test", vec![b.public()], vec![], roomy, a_addr.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut arrived = None;
+    while arrived.is_none() && Instant::now() < deadline {
+        nb.handle.send(a.public(), vote_in_round(&b, SENT));
+        arrived = expect(&rx_a, Duration::from_millis(200), |i| {
+            round_from(i, &b.public()) == Some(SENT)
+        })
+        .await;
+    }
+    assert!(arrived.is_some(), "no message reached the restarted peer");
+    for n in [na, nb] {
+        n.shutdown().await;
+    }
 }

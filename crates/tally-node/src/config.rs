@@ -64,7 +64,8 @@ pub struct NetworkSection {
     /// Messages from peers waiting for the node; beyond it they are dropped and counted.
     #[serde(default = "defaults::queue_max")]
     pub inbound_queue_max: usize,
-    /// Messages waiting to be sent; beyond it they are dropped and counted.
+    /// Messages waiting to be written to each peer; beyond it (or beyond twice
+    /// `request_bytes_max` bytes) they are dropped and counted.
     #[serde(default = "defaults::queue_max")]
     pub outbound_queue_max: usize,
     /// Connections allowed per peer.

@@ -1,0 +1,284 @@
+//! One-way messages (consensus, relayed entries, pushed blocks) on one long-lived stream per
+//! peer and direction.
+//!
+//! A request-response exchange per message opened a substream, negotiated its protocol, set a
+//! timer for its timeout and sent an answer nobody needed: at a block every 50 ms, votes twice
+//! per block and relays every 10 ms to every peer, that was most of a validator's network CPU
+//! at moderate load. Here each node keeps, for each peer, a queue and a task that writes the
+//! queue's frames to one stream, as many as are waiting in one write; the peer reads frames
+//! off it in order until the stream or the connection ends. A message that cannot be written
+//! (the peer is away, the stream broke, the write timed out) is dropped and counted, as a
+//! failed request was: consensus re-sends and block sync make good what is lost.
+
+use crate::wire::{self, Envelope, EnvelopeRef, Request};
+use crate::{deliver, Counters, Inbound};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, StreamProtocol};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally_types::{codec, Name, PublicKey};
+use tokio::sync::{mpsc, watch};
+
+/// How long opening a stream, or writing to one, may take before the messages are dropped
+/// and the stream opened again for the next.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long messages wait for a peer that is not connected (being dialled, or away) before
+/// they are dropped.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Most bytes of waiting frames gathered into one write (a larger single frame goes alone).
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Inbound message streams a peer may hold open at once. A node opens one to each peer and
+/// opens another only when the last broke, so more than a few is a misbehaving peer.
+pub const MESSAGE_STREAMS_PER_PEER_MAX: usize = 4;
+
+fn protocol() -> StreamProtocol {
+    StreamProtocol::new(wire::MESSAGE_PROTOCOL)
+}
+
+/// The sending side of one peer's queue: frames and the bytes they hold.
+#[derive(Clone)]
+pub(crate) struct PeerQueue {
+    frames: mpsc::Sender<Arc<Vec<u8>>>,
+    /// Bytes queued and not yet taken by the writer; bounded by `bytes_max`.
+    queued: Arc<AtomicUsize>,
+    bytes_max: usize,
+}
+
+impl PeerQueue {
+    /// Queues a frame, or says it was dropped because the queue is full or gone.
+    pub(crate) fn push(&self, frame: Arc<Vec<u8>>) -> bool {
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.bytes_max || self.frames.try_send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Frames one envelope for every peer it goes to: encoded once, however many peers.
+pub(crate) fn frame(chain_id: &Name, request: &Request, max: usize) -> std::io::Result<Vec<u8>> {
+    wire::framed(&codec::encode(&EnvelopeRef { chain_id, request }), max)
+}
+
+/// Starts the writer for one peer and returns its queue. The writer stops when every copy of
+/// the queue is dropped.
+pub(crate) fn start_writer(
+    tasks: &mut tokio::task::JoinSet<()>,
+    peer: PeerId,
+    key: PublicKey,
+    control: libp2p_stream::Control,
+    connected: watch::Receiver<BTreeSet<PublicKey>>,
+    counters: Arc<Counters>,
+    (frames_max, bytes_max): (usize, usize),
+) -> PeerQueue {
+    let (tx, rx) = mpsc::channel(frames_max);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer = Writer {
+        peer,
+        key,
+        control,
+        connected,
+        counters,
+        queued: queued.clone(),
+        stream: None,
+    };
+    tasks.spawn(writer.run(rx));
+    PeerQueue {
+        frames: tx,
+        queued,
+        bytes_max,
+    }
+}
+
+struct Writer {
+    peer: PeerId,
+    key: PublicKey,
+    control: libp2p_stream::Control,
+    connected: watch::Receiver<BTreeSet<PublicKey>>,
+    counters: Arc<Counters>,
+    queued: Arc<AtomicUsize>,
+    stream: Option<libp2p::Stream>,
+}
+
+impl Writer {
+    async fn run(mut self, mut frames: mpsc::Receiver<Arc<Vec<u8>>>) {
+        while let Some(first) = frames.recv().await {
+            // Everything waiting goes in one write: one yamux frame and one TCP send for a
+            // tick's votes and relays instead of one each.
+            let mut count = 1;
+            let mut taken = first.len();
+            let mut batch = match Arc::try_unwrap(first) {
+                Ok(bytes) => bytes,
+                Err(shared) => shared.to_vec(),
+            };
+            while batch.len() < WRITE_BATCH_BYTES {
+                let Ok(next) = frames.try_recv() else { break };
+                count += 1;
+                taken += next.len();
+                batch.extend_from_slice(&next);
+            }
+            self.queued.fetch_sub(taken, Ordering::Relaxed);
+            if let Err(e) = self.write(&batch).await {
+                self.stream = None;
+                for _ in 0..count {
+                    Counters::bump(&self.counters.send_failures);
+                }
+                tracing::debug!(peer = %self.key.short(), error = %e, "messages not sent");
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if !self.connected.borrow().contains(&self.key) {
+            // A stream is opened on a connection the network task made: opening one without
+            // would dial the peer with no address.
+            self.stream = None;
+            let key = self.key;
+            let up = self.connected.wait_for(|c| c.contains(&key));
+            match tokio::time::timeout(CONNECT_WAIT, up).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "peer not connected",
+                    ))
+                }
+            }
+        }
+        let stream = match self.stream.as_mut() {
+            Some(s) => s,
+            None => {
+                let open = self.control.open_stream(self.peer, protocol());
+                let s = tokio::time::timeout(WRITE_TIMEOUT, open)
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+                    .map_err(std::io::Error::other)?;
+                self.stream.insert(s)
+            }
+        };
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    }
+}
+
+/// What a reader needs to hand messages to the node.
+pub(crate) struct Readers<T> {
+    pub(crate) chain_id: Name,
+    pub(crate) peers: HashMap<PeerId, PublicKey>,
+    pub(crate) frame_bytes_max: usize,
+    pub(crate) inbound: SyncSender<T>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl<T: From<Inbound> + Send + 'static> Readers<T> {
+    /// Accepts peers' message streams and reads each on a task of its own, until `incoming`
+    /// ends (the swarm is gone). Dropping this future stops every reader.
+    pub(crate) async fn run(self, mut incoming: libp2p_stream::IncomingStreams) {
+        let this = Arc::new(self);
+        let mut readers = tokio::task::JoinSet::new();
+        let open: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        loop {
+            tokio::select! {
+                next = incoming.next() => {
+                    let Some((peer, stream)) = next else { break };
+                    // The allowlist refuses connections from anyone else.
+                    let Some(from) = this.peers.get(&peer).copied() else { continue };
+                    let Some(guard) = StreamGuard::take(&open, peer) else {
+                        tracing::warn!(peer = %from.short(), "refused a message stream: too many open");
+                        continue;
+                    };
+                    readers.spawn(this.clone().read(from, stream, guard));
+                }
+                Some(_) = readers.join_next(), if !readers.is_empty() => {}
+            }
+        }
+    }
+
+    async fn read(
+        self: Arc<Self>,
+        from: PublicKey,
+        mut stream: libp2p::Stream,
+        _guard: StreamGuard,
+    ) {
+        loop {
+            let envelope = match wire::read_frame(&mut stream, self.frame_bytes_max).await {
+                Ok(bytes) => wire::decode::<Envelope>(&bytes),
+                Err(e) => Err(e),
+            };
+            let envelope = match envelope {
+                Ok(e) => e,
+                Err(e) => {
+                    // A frame that does not decode leaves the stream at an unknown place: the
+                    // peer opens another with its next message.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        Counters::bump(&self.counters.malformed_or_oversized);
+                    }
+                    tracing::debug!(peer = %from.short(), error = %e, "message stream ended");
+                    return;
+                }
+            };
+            Counters::bump(&self.counters.received);
+            if envelope.chain_id != self.chain_id {
+                Counters::bump(&self.counters.wrong_chain);
+                continue;
+            }
+            match envelope.request {
+                // Sync asks for an answer, so it goes by request-response only.
+                Request::Blocks { .. } => {
+                    Counters::bump(&self.counters.malformed_or_oversized);
+                }
+                request => deliver(
+                    &self.inbound,
+                    &self.counters,
+                    Inbound::Request { from, request },
+                ),
+            }
+        }
+    }
+}
+
+/// One open inbound stream of a peer, counted while it lives.
+struct StreamGuard {
+    open: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl StreamGuard {
+    fn take(open: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<StreamGuard> {
+        let mut counts = open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(peer).or_default();
+        if *count >= MESSAGE_STREAMS_PER_PEER_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(StreamGuard {
+            open: open.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
