@@ -324,9 +324,10 @@ impl Ledger {
             Signatures::AlreadyVerified,
         )?;
         for (entry, reason) in left_out {
-            tracing::info!(entry = %entry.id().short(), %reason, "entry left out of block");
-            self.mempool.remove(&entry);
-            self.rejections.insert(entry.id(), reason);
+            let id = entry.id();
+            tracing::info!(entry = %id.short(), %reason, "entry left out of block");
+            self.mempool.remove(&entry, &id);
+            self.rejections.insert(id, reason);
         }
         if block.entries.is_empty() && !allow_empty {
             return Ok(None);
@@ -410,8 +411,21 @@ impl Ledger {
             }
         }
         let ordered: HashSet<EntryId> = exec.outcomes.iter().map(|(id, _)| *id).collect();
-        for entry in &block.entries {
-            self.mempool.remove(entry);
+        // The outcomes name the block's entries in order, ids worked out once by execution.
+        debug_assert_eq!(block.entries.len(), exec.outcomes.len());
+        for (entry, (id, _)) in block.entries.iter().zip(&exec.outcomes) {
+            if let Some(displaced) = self.mempool.remove(entry, id) {
+                let reason = Rejection::new(
+                    RejectCode::StaleSequence,
+                    format!(
+                        "sequence {} was used by entry {} in block {}",
+                        entry.body.sequence,
+                        id.short(),
+                        head.height
+                    ),
+                );
+                self.rejections.insert(displaced.id(), reason);
+            }
         }
         for (entry, retired) in self.mempool.prune(&self.state, authors)? {
             let id = entry.id();

@@ -323,16 +323,30 @@ impl Mempool {
         Ok(out)
     }
 
-    /// Forgets one entry.
-    pub fn remove(&mut self, entry: &SignedEntry) {
-        if let Some(p) = self.by_author.get_mut(&entry.body.author) {
-            p.remove(&entry.body.sequence);
-            if p.is_empty() {
-                self.by_author.remove(&entry.body.author);
-            }
+    /// Forgets what is held at `entry`'s author and sequence number, which a block used or
+    /// which can no longer be ordered (`id` is `entry.id()`). When another entry claimed that
+    /// sequence number here (its author signed two; a peer's block ordered the other), that
+    /// one is forgotten too, and returned so its submitter can be told why.
+    pub fn remove(&mut self, entry: &SignedEntry, id: &EntryId) -> Option<SignedEntry> {
+        let author = &entry.body.author;
+        let pending = self.by_author.get_mut(author)?;
+        let held = pending.remove(&entry.body.sequence);
+        if pending.is_empty() {
+            self.by_author.remove(author);
         }
-        self.ids.remove(&entry.id());
+        let displaced = match held {
+            Some(held) if held == *entry => {
+                self.ids.remove(id);
+                None
+            }
+            Some(other) => {
+                self.ids.remove(&other.id());
+                Some(other)
+            }
+            None => None,
+        };
         self.changed();
+        displaced
     }
 
     /// After a commit: drops every pending entry of these authors whose sequence number is now
@@ -461,6 +475,36 @@ mod tests {
             2,
             "the block limit holds"
         );
+    }
+
+    #[test]
+    fn an_entry_displaced_by_another_at_its_sequence_is_forgotten_and_returned() {
+        let (state, a, _) = setup();
+        let mut pool = Mempool::new(MempoolSection {
+            entries_max: 100,
+            per_author_max: 8,
+        });
+        let held = entry(&a, 0);
+        pool.insert(&state, &name("pool"), held.clone(), Signatures::Verify)
+            .expect("admitted");
+        // A block orders another entry its author signed at the same sequence number.
+        let mut other = held.body.clone();
+        other.payload = Payload::ExpireVoucher {
+            voucher: Hash([7; 32]),
+        };
+        let used = other.sign(&a);
+        assert_eq!(pool.remove(&used, &used.id()), Some(held.clone()));
+        assert!(
+            pool.is_empty(),
+            "the displaced entry's id is not left behind"
+        );
+        assert!(!pool.contains(&held.id()));
+        // The entry itself, removed once it is used, returns nothing.
+        pool.insert(&state, &name("pool"), held.clone(), Signatures::Verify)
+            .expect("admitted again");
+        assert_eq!(pool.remove(&held, &held.id()), None);
+        assert!(pool.is_empty());
+        assert_eq!(pool.remove(&held, &held.id()), None, "nothing held");
     }
 
     #[test]
