@@ -23,10 +23,17 @@
 //! when a change reaches it its leaves are read back, changed and hashed again. Folding changes
 //! nothing in the hashes, only what stays in memory: about one node per five records instead
 //! of two per record.
+//!
+//! The leaves of the folded subtrees the last blocks changed are also kept, keyed by the
+//! subtree's hash ([`Folds`]): a ledger's blocks keep changing the same records (an author's
+//! sequence number, a programme's totals, a vendor's account), and reading their subtrees
+//! back was a random seek into RocksDB each, every block. A hash names exactly one set of
+//! leaves, so what is kept is never stale, whichever version of the tree asks.
 
 use crate::store::Backing;
 use crate::StateError;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tally_types::{Domain, Hash};
 
 /// Below this many changes a block's tree update runs on one thread: spawning costs more.
@@ -35,6 +42,10 @@ const PARALLEL_CHANGES_MIN: usize = 2048;
 /// The most leaves a subtree may hold to be kept as its hash alone in a backed tree. Larger
 /// saves memory; smaller rehashes less when one of its leaves changes.
 pub const FOLD_MAX: usize = 16;
+
+/// Folded subtrees whose leaves a backed tree keeps in memory, at most: the last blocks'
+/// changes. At most [`FOLD_MAX`] leaves of 64 bytes each, so 8 MiB at the very most.
+pub const FOLDS_KEPT_MAX: usize = 8192;
 
 /// A backed tree is loaded in this many slices of the path space, one range read each, so
 /// loading never holds more than a slice's leaves at once.
@@ -120,12 +131,86 @@ fn span(path: &Hash, depth: usize) -> (Hash, Hash) {
     (lo, hi)
 }
 
+/// Where a backed tree's folded subtrees' leaves come from: the leaves of the subtrees the
+/// last blocks built, kept by the subtree's hash, or else the backing.
+pub(crate) struct Folds {
+    backing: Arc<dyn Backing>,
+    kept: Mutex<Kept>,
+}
+
+/// Two generations, each of at most half of [`FOLDS_KEPT_MAX`]: a subtree found in the older
+/// one moves to the newer, and when the newer is full the older is dropped. Subtrees that
+/// every block changes stay; the rest age out without a clock per entry.
+#[derive(Default)]
+struct Kept {
+    newer: HashMap<Hash, Arc<[(Hash, Hash)]>>,
+    older: HashMap<Hash, Arc<[(Hash, Hash)]>>,
+}
+
+impl Kept {
+    fn insert(&mut self, hash: Hash, leaves: Arc<[(Hash, Hash)]>) {
+        if self.newer.len() >= FOLDS_KEPT_MAX / 2 {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(hash, leaves);
+    }
+}
+
+impl Folds {
+    fn new(backing: Arc<dyn Backing>) -> Self {
+        Folds {
+            backing,
+            kept: Mutex::default(),
+        }
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The leaves of the folded subtree `hash`, at `depth` on the way to `path`.
+    fn leaves(
+        &self,
+        hash: &Hash,
+        depth: usize,
+        path: &Hash,
+    ) -> Result<Arc<[(Hash, Hash)]>, StateError> {
+        {
+            let mut kept = self.kept();
+            if let Some(leaves) = kept.newer.get(hash) {
+                return Ok(leaves.clone());
+            }
+            if let Some(leaves) = kept.older.remove(hash) {
+                kept.insert(*hash, leaves.clone());
+                return Ok(leaves);
+            }
+        }
+        let (from, to) = span(path, depth);
+        Ok(self.backing.leaves(&from, &to)?.into())
+    }
+
+    fn keep(&self, hash: Hash, leaves: &[(Hash, Hash)]) {
+        self.kept().insert(hash, leaves.into());
+    }
+}
+
+/// Whether [`build`] folds small subtrees, and whether it keeps their leaves.
+#[derive(Clone, Copy)]
+enum Fold<'a> {
+    /// Every leaf in memory.
+    Never,
+    /// Small subtrees as their hash alone: loading a whole tree.
+    Small,
+    /// Small subtrees as their hash, their leaves kept: the subtrees a block changed.
+    Kept(&'a Folds),
+}
+
 /// A persistent sparse Merkle tree of leaf hashes.
 #[derive(Clone, Default)]
 pub(crate) struct Tree {
     root: Option<Node>,
     /// Where folded subtrees' leaves are read back; `None` keeps every leaf in memory.
-    backing: Option<Arc<dyn Backing>>,
+    folds: Option<Arc<Folds>>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -134,7 +219,7 @@ impl std::fmt::Debug for Tree {
             f,
             "Tree({}, {})",
             self.root().short(),
-            if self.backing.is_some() {
+            if self.folds.is_some() {
                 "backed"
             } else {
                 "in memory"
@@ -147,8 +232,8 @@ impl Tree {
     /// A tree over `(path, leaf hash)` pairs sorted by path, with no path twice, all in memory.
     pub(crate) fn from_sorted(leaves: &[(Hash, Hash)]) -> Tree {
         Tree {
-            root: build(leaves, 0, false),
-            backing: None,
+            root: build(leaves, 0, Fold::Never),
+            folds: None,
         }
     }
 
@@ -158,7 +243,7 @@ impl Tree {
         let root = load_slice(&*backing, Hash::ZERO, 0)?;
         Ok(Tree {
             root,
-            backing: Some(backing),
+            folds: Some(Arc::new(Folds::new(backing))),
         })
     }
 
@@ -173,8 +258,8 @@ impl Tree {
     /// the changed ones (a change applied twice is applied once).
     pub(crate) fn with(&self, changes: &[Change]) -> Result<Tree, StateError> {
         Ok(Tree {
-            root: update(self.root.as_ref(), changes, 0, self.backing.as_deref())?,
-            backing: self.backing.clone(),
+            root: update(self.root.as_ref(), changes, 0, self.folds.as_deref())?,
+            folds: self.folds.clone(),
         })
     }
 
@@ -184,7 +269,7 @@ impl Tree {
     /// A backed tree whose backing fails a read is left part-changed, its hashes stale: use
     /// `with` where the old version must survive an error.
     pub(crate) fn change(&mut self, changes: &[Change]) -> Result<(), StateError> {
-        update_in_place(&mut self.root, changes, 0, self.backing.as_deref())
+        update_in_place(&mut self.root, changes, 0, self.folds.as_deref())
     }
 }
 
@@ -196,7 +281,7 @@ fn load_slice(
     if depth == LOAD_SLICE_BITS {
         let (from, to) = span(&prefix, depth);
         let leaves = backing.leaves(&from, &to)?;
-        return Ok(build(&leaves, depth, true));
+        return Ok(build(&leaves, depth, Fold::Small));
     }
     let mut right = prefix;
     right.0[depth / 8] |= 0x80 >> (depth % 8);
@@ -235,28 +320,27 @@ fn update(
     node: Option<&Node>,
     changes: &[Change],
     depth: usize,
-    backing: Option<&dyn Backing>,
+    folds: Option<&Folds>,
 ) -> Result<Option<Node>, StateError> {
     if changes.is_empty() {
         return Ok(node.cloned());
     }
-    let fold = backing.is_some();
+    let fold = folds.map_or(Fold::Never, Fold::Kept);
     match node {
         Some(Node::Branch(b)) => {
             let at = split(changes, depth, |c| &c.0);
             let (left, right) = both(
                 changes.len() >= PARALLEL_CHANGES_MIN,
-                || update(b.children[0].as_ref(), &changes[..at], depth + 1, backing),
-                || update(b.children[1].as_ref(), &changes[at..], depth + 1, backing),
+                || update(b.children[0].as_ref(), &changes[..at], depth + 1, folds),
+                || update(b.children[1].as_ref(), &changes[at..], depth + 1, folds),
             );
             Ok(join(left?, right?))
         }
-        Some(Node::Folded(_)) => {
-            let backing = backing.ok_or_else(|| StateError::Backing {
+        Some(Node::Folded(hash)) => {
+            let folds = folds.ok_or_else(|| StateError::Backing {
                 reason: "a folded subtree in a tree without a backing".into(),
             })?;
-            let (from, to) = span(&changes[0].0, depth);
-            let leaves = backing.leaves(&from, &to)?;
+            let leaves = folds.leaves(hash, depth, &changes[0].0)?;
             Ok(build(&merged(&leaves, changes), depth, fold))
         }
         // The subtree held one record, or none; it now holds whatever the changes leave.
@@ -274,7 +358,7 @@ fn update_in_place(
     node: &mut Option<Node>,
     changes: &[Change],
     depth: usize,
-    backing: Option<&dyn Backing>,
+    folds: Option<&Folds>,
 ) -> Result<(), StateError> {
     if changes.is_empty() {
         return Ok(());
@@ -287,7 +371,7 @@ fn update_in_place(
         }
     }
     let Some(Node::Branch(shared)) = node else {
-        *node = update(node.as_ref(), changes, depth, backing)?;
+        *node = update(node.as_ref(), changes, depth, folds)?;
         return Ok(());
     };
     let branch = Arc::make_mut(shared);
@@ -295,8 +379,8 @@ fn update_in_place(
     let [left, right] = &mut branch.children;
     let (left, right) = both(
         changes.len() >= PARALLEL_CHANGES_MIN,
-        || update_in_place(left, &changes[..at], depth + 1, backing),
-        || update_in_place(right, &changes[at..], depth + 1, backing),
+        || update_in_place(left, &changes[..at], depth + 1, folds),
+        || update_in_place(right, &changes[at..], depth + 1, folds),
     );
     left?;
     right?;
@@ -310,17 +394,21 @@ fn update_in_place(
     Ok(())
 }
 
-/// The subtree at `depth` over `leaves` (sorted, all under it), small subtrees folded when
-/// `fold`.
-fn build(leaves: &[(Hash, Hash)], depth: usize, fold: bool) -> Option<Node> {
+/// The subtree at `depth` over `leaves` (sorted, all under it), small subtrees folded as
+/// `fold` says.
+fn build(leaves: &[(Hash, Hash)], depth: usize, fold: Fold<'_>) -> Option<Node> {
     match leaves {
         [] => None,
         [(path, hash)] => Some(Node::Leaf(Arc::new(Leaf {
             path: *path,
             hash: *hash,
         }))),
-        _ if fold && leaves.len() <= FOLD_MAX => {
-            Some(Node::Folded(Arc::new(subtree_hash(leaves, depth))))
+        _ if leaves.len() <= FOLD_MAX && !matches!(fold, Fold::Never) => {
+            let hash = subtree_hash(leaves, depth);
+            if let Fold::Kept(folds) = fold {
+                folds.keep(hash, leaves);
+            }
+            Some(Node::Folded(Arc::new(hash)))
         }
         _ => {
             // Distinct paths part before their last bit.
@@ -539,13 +627,21 @@ mod tests {
         assert_eq!(in_place.root(), grown.root());
     }
 
-    /// Leaves kept in a map, as a node keeps them in RocksDB.
+    /// Leaves kept in a map, as a node keeps them in RocksDB, and how many reads asked for
+    /// them.
     #[derive(Default)]
-    struct MapBacking(std::sync::Mutex<BTreeMap<Hash, Hash>>);
+    struct MapBacking(
+        std::sync::Mutex<BTreeMap<Hash, Hash>>,
+        std::sync::atomic::AtomicUsize,
+    );
 
     impl MapBacking {
         fn set(&self, changes: &[Change]) {
             change(&mut self.0.lock().expect("unpoisoned"), changes);
+        }
+
+        fn reads(&self) -> usize {
+            self.1.load(std::sync::atomic::Ordering::Relaxed)
         }
     }
 
@@ -557,6 +653,7 @@ mod tests {
             Ok(Vec::new())
         }
         fn leaves(&self, from: &Hash, to: &Hash) -> Result<Vec<(Hash, Hash)>, StateError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let map = self.0.lock().expect("unpoisoned");
             Ok(map.range(*from..=*to).map(|(p, h)| (*p, *h)).collect())
         }
@@ -617,5 +714,41 @@ mod tests {
         // Removing everything gives the empty tree back.
         let all: Vec<Change> = map.keys().map(|p| (*p, None)).collect();
         assert_eq!(tree.with(&all).expect("backing reads").root(), Hash::ZERO);
+    }
+
+    #[test]
+    fn a_subtree_the_last_block_changed_is_not_read_back_again() {
+        let backing = Arc::new(MapBacking::default());
+        let mut map = BTreeMap::new();
+        let mut seed = 5u64;
+        let grown = random_changes(&mut seed, 4000, 0xffff, 0xffff);
+        backing.set(&grown);
+        change(&mut map, &grown);
+        let tree = Tree::load(backing.clone()).expect("backing reads");
+        let loading = backing.reads();
+        // One record, changed in block after block: its subtree is read once.
+        let hot = path(b"a record every block changes");
+        let mut versions = vec![tree];
+        for n in 0u8..5 {
+            let changes = [(hot, Some(leaf_hash(&hot, &[n])))];
+            let next = versions[versions.len() - 1]
+                .with(&changes)
+                .expect("backing reads");
+            backing.set(&changes);
+            change(&mut map, &changes);
+            assert_eq!(next.root(), Tree::from_sorted(&leaves_of(&map)).root());
+            versions.push(next);
+        }
+        assert_eq!(backing.reads() - loading, 1, "read back once, then kept");
+        // Whatever version asks, a subtree's hash names its leaves: an older version with
+        // other changes still gets the right root.
+        let other = [(hot, None)];
+        let mut expected = map.clone();
+        change(&mut expected, &other);
+        let from_old = versions[2].with(&other).expect("backing reads");
+        assert_eq!(
+            from_old.root(),
+            Tree::from_sorted(&leaves_of(&expected)).root()
+        );
     }
 }
