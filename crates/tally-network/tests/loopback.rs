@@ -66,6 +66,32 @@ async fn node_at(
     (net, rx)
 }
 
+/// A listening on any port, and B allowed to A and dialling it, both for chain `net-test`.
+async fn pair(
+    a: &Keypair,
+    b: &Keypair,
+    limits: Limits,
+) -> (
+    (Network, Receiver<Inbound>),
+    PeerAddress,
+    (Network, Receiver<Inbound>),
+) {
+    let (na, rx_a) = node(a, "net-test", vec![b.public()], vec![], limits).await;
+    let a_addr = PeerAddress {
+        key: a.public(),
+        addr: na.listen_addr,
+    };
+    let nb = node(
+        b,
+        "net-test",
+        vec![a.public()],
+        vec![a_addr.clone()],
+        limits,
+    )
+    .await;
+    ((na, rx_a), a_addr, nb)
+}
+
 /// Waits (bounded) for an inbound item matching `want`.
 async fn expect(
     rx: &Receiver<Inbound>,
@@ -120,19 +146,7 @@ async fn allowed_peers_exchange_messages_and_strangers_are_refused() {
         Keypair::from_seed_for_tests(2),
         Keypair::from_seed_for_tests(3),
     );
-    let (na, rx_a) = node(&a, "net-test", vec![b.public()], vec![], LIMITS).await;
-    let a_addr = PeerAddress {
-        key: a.public(),
-        addr: na.listen_addr,
-    };
-    let (nb, _rx_b) = node(
-        &b,
-        "net-test",
-        vec![a.public()],
-        vec![a_addr.clone()],
-        LIMITS,
-    )
-    .await;
+    let ((na, rx_a), a_addr, (nb, _rx_b)) = pair(&a, &b, LIMITS).await;
 
     // B dials A and sends a vote; A receives it attributed to B's key.
     nb.handle.send(a.public(), vote(&b));
@@ -300,19 +314,7 @@ async fn messages_keep_their_order_and_reach_a_peer_that_restarted() {
         outbound_queue_max: 1024,
         ..LIMITS
     };
-    let (na, rx_a) = node(&a, "net-test", vec![b.public()], vec![], roomy).await;
-    let a_addr = PeerAddress {
-        key: a.public(),
-        addr: na.listen_addr,
-    };
-    let (nb, _rx_b) = node(
-        &b,
-        "net-test",
-        vec![a.public()],
-        vec![a_addr.clone()],
-        roomy,
-    )
-    .await;
+    let ((na, rx_a), a_addr, (nb, _rx_b)) = pair(&a, &b, roomy).await;
 
     // Sent at once, before the connection is up: they wait for it, share writes, and arrive
     // whole and in the order sent.
