@@ -12,7 +12,7 @@
 
 use crate::wire::{self, Envelope, EnvelopeRef, Request};
 use crate::{deliver, Counters, Inbound};
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +89,7 @@ pub(crate) fn start_writer(
         counters,
         queued: queued.clone(),
         stream: None,
+        away: false,
     };
     tasks.spawn(writer.run(rx));
     PeerQueue {
@@ -106,6 +107,10 @@ struct Writer {
     counters: Arc<Counters>,
     queued: Arc<AtomicUsize>,
     stream: Option<libp2p::Stream>,
+    /// The peer stayed away for [`CONNECT_WAIT`]: its messages are dropped at once until
+    /// it is connected again, so a long outage neither stalls the queue nor floods the peer
+    /// with old messages when it returns.
+    away: bool,
 }
 
 impl Writer {
@@ -128,6 +133,13 @@ impl Writer {
             self.queued.fetch_sub(taken, Ordering::Relaxed);
             if let Err(e) = self.write(&batch).await {
                 self.stream = None;
+                if self.away {
+                    // Whatever else is queued went stale waiting for the peer.
+                    while let Ok(stale) = frames.try_recv() {
+                        self.queued.fetch_sub(stale.len(), Ordering::Relaxed);
+                        count += 1;
+                    }
+                }
                 for _ in 0..count {
                     Counters::bump(&self.counters.send_failures);
                 }
@@ -137,30 +149,62 @@ impl Writer {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if !self.connected.borrow().contains(&self.key) {
+        if self.connected.borrow().contains(&self.key) {
+            self.away = false;
+        } else {
             // A stream is opened on a connection the network task made: opening one without
             // would dial the peer with no address.
             self.stream = None;
             let key = self.key;
             let up = self.connected.wait_for(|c| c.contains(&key));
-            match tokio::time::timeout(CONNECT_WAIT, up).await {
-                Ok(Ok(_)) => {}
+            let wait = if self.away {
+                Duration::ZERO
+            } else {
+                CONNECT_WAIT
+            };
+            match tokio::time::timeout(wait, up).await {
+                Ok(Ok(_)) => self.away = false,
                 _ => {
+                    self.away = true;
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::NotConnected,
                         "peer not connected",
-                    ))
+                    ));
                 }
             }
         }
+        // A stream kept from before can be dead (its connection closed while another one to
+        // the same peer stayed up, or the peer refused it): one fresh stream gets a second try.
+        let kept = self.stream.is_some();
+        match self.write_on_stream(bytes).await {
+            Err(_) if kept => {
+                self.stream = None;
+                self.write_on_stream(bytes).await
+            }
+            done => done,
+        }
+    }
+
+    async fn write_on_stream(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let stream = match self.stream.as_mut() {
             Some(s) => s,
             None => {
-                let open = self.control.open_stream(self.peer, protocol());
+                // The peer's reader answers a new stream with one byte: libp2p-stream drops an
+                // inbound stream its acceptor is not ready for, and frames written into one
+                // that was dropped would be lost without an error here.
+                let open = async {
+                    let mut s = self
+                        .control
+                        .open_stream(self.peer, protocol())
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    let mut accepted = [0u8; 1];
+                    s.read_exact(&mut accepted).await?;
+                    Ok::<_, std::io::Error>(s)
+                };
                 let s = tokio::time::timeout(WRITE_TIMEOUT, open)
                     .await
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
-                    .map_err(std::io::Error::other)?;
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
                 self.stream.insert(s)
             }
         };
@@ -213,22 +257,27 @@ impl<T: From<Inbound> + Send + 'static> Readers<T> {
         mut stream: libp2p::Stream,
         _guard: StreamGuard,
     ) {
+        // Tells the writer its stream was accepted (see `Writer::write_on_stream`).
+        if stream.write_all(&[1]).await.is_err() || stream.flush().await.is_err() {
+            return;
+        }
         loop {
-            let envelope = match wire::read_frame(&mut stream, self.frame_bytes_max).await {
-                Ok(bytes) => wire::decode::<Envelope>(&bytes),
-                Err(e) => Err(e),
-            };
-            let envelope = match envelope {
-                Ok(e) => e,
+            let bytes = match wire::read_frame(&mut stream, self.frame_bytes_max).await {
+                Ok(bytes) => bytes,
                 Err(e) => {
-                    // A frame that does not decode leaves the stream at an unknown place: the
-                    // peer opens another with its next message.
+                    // An oversized frame's body is not read, so the stream is at an unknown
+                    // place: it ends, and the peer opens another with its next message.
                     if e.kind() == std::io::ErrorKind::InvalidData {
                         Counters::bump(&self.counters.malformed_or_oversized);
                     }
                     tracing::debug!(peer = %from.short(), error = %e, "message stream ended");
                     return;
                 }
+            };
+            // A whole frame that does not decode is skipped: the next one starts after it.
+            let Ok(envelope) = wire::decode::<Envelope>(&bytes) else {
+                Counters::bump(&self.counters.malformed_or_oversized);
+                continue;
             };
             Counters::bump(&self.counters.received);
             if envelope.chain_id != self.chain_id {

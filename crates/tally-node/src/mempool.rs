@@ -335,7 +335,8 @@ impl Mempool {
             self.by_author.remove(author);
         }
         let displaced = match held {
-            Some(held) if held == *entry => {
+            // The same body is the same entry (its id), whatever signature it carries.
+            Some(held) if held.body == entry.body => {
                 self.ids.remove(id);
                 None
             }
