@@ -333,6 +333,17 @@ struct Behaviour {
     streams: libp2p_stream::Behaviour,
 }
 
+/// The request an envelope carries when it is for this chain. Every envelope read, by either
+/// protocol, is counted received here, and one for another chain is counted and dropped.
+fn for_chain(counters: &Counters, chain_id: &Name, envelope: Envelope) -> Option<Request> {
+    Counters::bump(&counters.received);
+    if envelope.chain_id != *chain_id {
+        Counters::bump(&counters.wrong_chain);
+        return None;
+    }
+    Some(envelope.request)
+}
+
 /// Hands what arrived to the node, or counts it dropped when the node's queue is full.
 fn deliver<T: From<Inbound>>(inbound: &SyncSender<T>, counters: &Counters, item: Inbound) {
     match inbound.try_send(T::from(item)) {
@@ -651,23 +662,19 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    Counters::bump(&self.counters.received);
+                    let request = for_chain(&self.counters, &self.chain_id, request);
                     let Some(from) = self.peers.get(&peer).copied() else {
                         return; // the allowlist makes this unreachable
                     };
-                    let response = if request.chain_id != self.chain_id {
-                        Counters::bump(&self.counters.wrong_chain);
-                        Response::Refused
-                    } else {
-                        match request.request {
-                            Request::Blocks { from_height } => {
-                                self.serve_blocks(channel, from_height);
-                                return;
-                            }
-                            request => {
-                                self.deliver(Inbound::Request { from, request });
-                                Response::Ack
-                            }
+                    let response = match request {
+                        None => Response::Refused,
+                        Some(Request::Blocks { from_height }) => {
+                            self.serve_blocks(channel, from_height);
+                            return;
+                        }
+                        Some(request) => {
+                            self.deliver(Inbound::Request { from, request });
+                            Response::Ack
                         }
                     };
                     let _ = self

@@ -11,7 +11,7 @@
 //! failed request was: consensus re-sends and block sync make good what is lost.
 
 use crate::wire::{self, Envelope, EnvelopeRef, Request};
-use crate::{deliver, Counters, Inbound};
+use crate::{deliver, for_chain, Counters, Inbound};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use std::collections::{BTreeSet, HashMap};
@@ -279,12 +279,10 @@ impl<T: From<Inbound> + Send + 'static> Readers<T> {
                 Counters::bump(&self.counters.malformed_or_oversized);
                 continue;
             };
-            Counters::bump(&self.counters.received);
-            if envelope.chain_id != self.chain_id {
-                Counters::bump(&self.counters.wrong_chain);
+            let Some(request) = for_chain(&self.counters, &self.chain_id, envelope) else {
                 continue;
-            }
-            match envelope.request {
+            };
+            match request {
                 // Sync asks for an answer, so it goes by request-response only.
                 Request::Blocks { .. } => {
                     Counters::bump(&self.counters.malformed_or_oversized);

@@ -411,8 +411,8 @@ impl Ledger {
             }
         }
         let ordered: HashSet<EntryId> = exec.outcomes.iter().map(|(id, _)| *id).collect();
-        // The outcomes name the block's entries in order, ids worked out once by execution.
-        debug_assert_eq!(block.entries.len(), exec.outcomes.len());
+        // The outcomes name the block's entries in order (storage refused the block
+        // otherwise), with the ids execution worked out.
         for (entry, (id, _)) in block.entries.iter().zip(&exec.outcomes) {
             if let Some(displaced) = self.mempool.remove(entry, id) {
                 let reason = Rejection::new(
