@@ -142,6 +142,14 @@ pub trait Backing: Send + Sync {
     fn records(&self, from: &[u8], to: &[u8]) -> Result<Pairs, StateError>;
     /// The committed tree leaves, `(path, leaf hash)`, with paths in `from..=to`, in path order.
     fn leaves(&self, from: &Hash, to: &Hash) -> Result<Vec<(Hash, Hash)>, StateError>;
+    /// [`Backing::leaves`] for each of `spans` (in path order, none overlapping): a block's
+    /// update reads hundreds of subtrees at once, and a backing can serve them in one pass.
+    fn leaves_in(&self, spans: &[(Hash, Hash)]) -> Result<Vec<Vec<(Hash, Hash)>>, StateError> {
+        spans
+            .iter()
+            .map(|(from, to)| self.leaves(from, to))
+            .collect()
+    }
 }
 
 #[derive(Clone)]

@@ -39,6 +39,9 @@ use tally_types::{Domain, Hash};
 /// Below this many changes a block's tree update runs on one thread: spawning costs more.
 const PARALLEL_CHANGES_MIN: usize = 2048;
 
+/// Below this many folded subtrees to read back, an update reads them on one thread.
+const PARALLEL_READS_MIN: usize = 256;
+
 /// The most leaves a subtree may hold to be kept as its hash alone in a backed tree. Larger
 /// saves memory; smaller rehashes less when one of its leaves changes.
 pub const FOLD_MAX: usize = 16;
@@ -154,6 +157,26 @@ impl Kept {
         }
         self.newer.insert(hash, leaves);
     }
+
+    /// The leaves kept for `hash`, moved to the newer generation if found in the older.
+    fn get(&mut self, hash: &Hash) -> Option<Arc<[(Hash, Hash)]>> {
+        if let Some(leaves) = self.newer.get(hash) {
+            return Some(leaves.clone());
+        }
+        let leaves = self.older.remove(hash)?;
+        self.insert(*hash, leaves.clone());
+        Some(leaves)
+    }
+}
+
+/// The leaves of the folded subtrees one update reaches, by subtree hash, found before it
+/// starts.
+type Fetched = HashMap<Hash, Arc<[(Hash, Hash)]>>;
+
+/// What one update of a backed tree reads folded subtrees from.
+struct Reads<'a> {
+    folds: &'a Folds,
+    fetched: Fetched,
 }
 
 impl Folds {
@@ -175,18 +198,49 @@ impl Folds {
         depth: usize,
         path: &Hash,
     ) -> Result<Arc<[(Hash, Hash)]>, StateError> {
-        {
-            let mut kept = self.kept();
-            if let Some(leaves) = kept.newer.get(hash) {
-                return Ok(leaves.clone());
-            }
-            if let Some(leaves) = kept.older.remove(hash) {
-                kept.insert(*hash, leaves.clone());
-                return Ok(leaves);
-            }
+        if let Some(leaves) = self.kept().get(hash) {
+            return Ok(leaves);
         }
         let (from, to) = span(path, depth);
         Ok(self.backing.leaves(&from, &to)?.into())
+    }
+
+    /// The leaves of every folded subtree of `node` that `changes` reach: the kept ones from
+    /// memory, the others from the backing in path order, one pass over it for them all
+    /// (two, on two threads, when there are many). A read each was a fresh RocksDB iterator
+    /// each, which cost more than the seek it made.
+    fn fetch(&self, node: Option<&Node>, changes: &[Change]) -> Result<Reads<'_>, StateError> {
+        let mut reached = Vec::new();
+        reached_folds(node, changes, 0, &mut reached);
+        let mut fetched = Fetched::with_capacity(reached.len());
+        let (mut unkept, mut spans) = (Vec::new(), Vec::new());
+        {
+            let mut kept = self.kept();
+            for (hash, depth, path) in reached {
+                match kept.get(&hash) {
+                    Some(leaves) => {
+                        fetched.insert(hash, leaves);
+                    }
+                    None => {
+                        unkept.push(hash);
+                        spans.push(span(&path, depth));
+                    }
+                }
+            }
+        }
+        let mid = spans.len() / 2;
+        let (first, second) = both(
+            spans.len() >= PARALLEL_READS_MIN,
+            || self.backing.leaves_in(&spans[..mid]),
+            || self.backing.leaves_in(&spans[mid..]),
+        );
+        for (hash, leaves) in unkept.into_iter().zip(first?.into_iter().chain(second?)) {
+            fetched.insert(hash, leaves.into());
+        }
+        Ok(Reads {
+            folds: self,
+            fetched,
+        })
     }
 
     fn keep(&self, hash: Hash, leaves: &[(Hash, Hash)]) {
@@ -257,8 +311,9 @@ impl Tree {
     /// folded subtree a change reaches; the backing must hold this tree's leaves, or already
     /// the changed ones (a change applied twice is applied once).
     pub(crate) fn with(&self, changes: &[Change]) -> Result<Tree, StateError> {
+        let reads = reads(self.folds.as_deref(), self.root.as_ref(), changes)?;
         Ok(Tree {
-            root: update(self.root.as_ref(), changes, 0, self.folds.as_deref())?,
+            root: update(self.root.as_ref(), changes, 0, reads.as_ref())?,
             folds: self.folds.clone(),
         })
     }
@@ -269,8 +324,19 @@ impl Tree {
     /// A backed tree whose backing fails a read is left part-changed, its hashes stale: use
     /// `with` where the old version must survive an error.
     pub(crate) fn change(&mut self, changes: &[Change]) -> Result<(), StateError> {
-        update_in_place(&mut self.root, changes, 0, self.folds.as_deref())
+        let folds = self.folds.clone();
+        let reads = reads(folds.as_deref(), self.root.as_ref(), changes)?;
+        update_in_place(&mut self.root, changes, 0, reads.as_ref())
     }
+}
+
+/// The folded subtrees' leaves an update of `root` by `changes` needs, for a backed tree.
+fn reads<'a>(
+    folds: Option<&'a Folds>,
+    root: Option<&Node>,
+    changes: &[Change],
+) -> Result<Option<Reads<'a>>, StateError> {
+    folds.map(|f| f.fetch(root, changes)).transpose()
 }
 
 fn load_slice(
@@ -316,31 +382,56 @@ fn merged(leaves: &[(Hash, Hash)], changes: &[Change]) -> Vec<(Hash, Hash)> {
     }
 }
 
+/// The folded subtrees of `node` (at `depth`) that `changes` reach, as [`update`] walks to
+/// them, in path order: each one's hash, depth and a path under it.
+fn reached_folds(
+    node: Option<&Node>,
+    changes: &[Change],
+    depth: usize,
+    out: &mut Vec<(Hash, usize, Hash)>,
+) {
+    let Some(first) = changes.first() else {
+        return;
+    };
+    match node {
+        Some(Node::Branch(b)) => {
+            let at = split(changes, depth, |c| &c.0);
+            reached_folds(b.children[0].as_ref(), &changes[..at], depth + 1, out);
+            reached_folds(b.children[1].as_ref(), &changes[at..], depth + 1, out);
+        }
+        Some(Node::Folded(hash)) => out.push((**hash, depth, first.0)),
+        Some(Node::Leaf(_)) | None => {}
+    }
+}
+
 fn update(
     node: Option<&Node>,
     changes: &[Change],
     depth: usize,
-    folds: Option<&Folds>,
+    reads: Option<&Reads>,
 ) -> Result<Option<Node>, StateError> {
     if changes.is_empty() {
         return Ok(node.cloned());
     }
-    let fold = folds.map_or(Fold::Never, Fold::Kept);
+    let fold = reads.map_or(Fold::Never, |r| Fold::Kept(r.folds));
     match node {
         Some(Node::Branch(b)) => {
             let at = split(changes, depth, |c| &c.0);
             let (left, right) = both(
                 changes.len() >= PARALLEL_CHANGES_MIN,
-                || update(b.children[0].as_ref(), &changes[..at], depth + 1, folds),
-                || update(b.children[1].as_ref(), &changes[at..], depth + 1, folds),
+                || update(b.children[0].as_ref(), &changes[..at], depth + 1, reads),
+                || update(b.children[1].as_ref(), &changes[at..], depth + 1, reads),
             );
             Ok(join(left?, right?))
         }
         Some(Node::Folded(hash)) => {
-            let folds = folds.ok_or_else(|| StateError::Backing {
+            let reads = reads.ok_or_else(|| StateError::Backing {
                 reason: "a folded subtree in a tree without a backing".into(),
             })?;
-            let leaves = folds.leaves(hash, depth, &changes[0].0)?;
+            let leaves = match reads.fetched.get(&**hash) {
+                Some(leaves) => leaves.clone(),
+                None => reads.folds.leaves(hash, depth, &changes[0].0)?,
+            };
             Ok(build(&merged(&leaves, changes), depth, fold))
         }
         // The subtree held one record, or none; it now holds whatever the changes leave.
@@ -358,7 +449,7 @@ fn update_in_place(
     node: &mut Option<Node>,
     changes: &[Change],
     depth: usize,
-    folds: Option<&Folds>,
+    reads: Option<&Reads>,
 ) -> Result<(), StateError> {
     if changes.is_empty() {
         return Ok(());
@@ -371,7 +462,7 @@ fn update_in_place(
         }
     }
     let Some(Node::Branch(shared)) = node else {
-        *node = update(node.as_ref(), changes, depth, folds)?;
+        *node = update(node.as_ref(), changes, depth, reads)?;
         return Ok(());
     };
     let branch = Arc::make_mut(shared);
@@ -379,8 +470,8 @@ fn update_in_place(
     let [left, right] = &mut branch.children;
     let (left, right) = both(
         changes.len() >= PARALLEL_CHANGES_MIN,
-        || update_in_place(left, &changes[..at], depth + 1, folds),
-        || update_in_place(right, &changes[at..], depth + 1, folds),
+        || update_in_place(left, &changes[..at], depth + 1, reads),
+        || update_in_place(right, &changes[at..], depth + 1, reads),
     );
     left?;
     right?;

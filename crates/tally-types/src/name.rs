@@ -9,9 +9,17 @@ pub const NAME_BYTES_MAX: usize = 40;
 
 /// A validated identifier: 1 to 40 characters from `a-z A-Z 0-9 . _ -`, starting with a letter or
 /// digit.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Name(String);
+
+/// Written as the string it holds, without the copy `#[serde(into = "String")]` would make:
+/// names are in nearly every entry and record, and are encoded every time one is hashed.
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,5 +100,20 @@ mod tests {
         assert!(Name::new("").is_err());
         assert!(Name::new("x".repeat(41)).is_err());
         assert!(Name::new("-lead").is_err());
+    }
+
+    #[test]
+    fn encodes_as_its_string_and_refuses_an_invalid_one_on_decoding() {
+        let name = Name::new("wfp.food-2026").expect("valid");
+        let string = name.as_str().to_string();
+        let bytes = crate::codec::encode(&name);
+        assert_eq!(bytes, crate::codec::encode(&string));
+        assert_eq!(crate::codec::decode::<Name>(&bytes), Ok(name.clone()));
+        assert_eq!(
+            serde_json::to_string(&name).ok(),
+            serde_json::to_string(&string).ok()
+        );
+        let free_text = crate::codec::encode(&"Amina Yusuf".to_string());
+        assert!(crate::codec::decode::<Name>(&free_text).is_err());
     }
 }
