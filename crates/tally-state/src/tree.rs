@@ -206,9 +206,9 @@ impl Folds {
     }
 
     /// The leaves of every folded subtree of `node` that `changes` reach: the kept ones from
-    /// memory, the others from the backing in path order, one pass over it for them all
-    /// (two, on two threads, when there are many). A read each was a fresh RocksDB iterator
-    /// each, which cost more than the seek it made.
+    /// memory, the others from the backing in path order, so that a backing can serve them
+    /// all in one pass (two, on two threads, when there are many) instead of one range read
+    /// per subtree.
     fn fetch(&self, node: Option<&Node>, changes: &[Change]) -> Result<Reads<'_>, StateError> {
         let mut reached = Vec::new();
         reached_folds(node, changes, 0, &mut reached);
@@ -228,13 +228,30 @@ impl Folds {
                 }
             }
         }
-        let mid = spans.len() / 2;
-        let (first, second) = both(
-            spans.len() >= PARALLEL_READS_MIN,
-            || self.backing.leaves_in(&spans[..mid]),
-            || self.backing.leaves_in(&spans[mid..]),
-        );
-        for (hash, leaves) in unkept.into_iter().zip(first?.into_iter().chain(second?)) {
+        let read = match spans.len() {
+            0 => Vec::new(),
+            n if n < PARALLEL_READS_MIN => self.backing.leaves_in(&spans)?,
+            n => {
+                let (first, second) = both(
+                    true,
+                    || self.backing.leaves_in(&spans[..n / 2]),
+                    || self.backing.leaves_in(&spans[n / 2..]),
+                );
+                let mut read = first?;
+                read.extend(second?);
+                read
+            }
+        };
+        if read.len() != spans.len() {
+            return Err(StateError::Backing {
+                reason: format!(
+                    "{} subtrees' leaves asked for, {} read",
+                    spans.len(),
+                    read.len()
+                ),
+            });
+        }
+        for (hash, leaves) in unkept.into_iter().zip(read) {
             fetched.insert(hash, leaves.into());
         }
         Ok(Reads {
@@ -718,11 +735,12 @@ mod tests {
         assert_eq!(in_place.root(), grown.root());
     }
 
-    /// Leaves kept in a map, as a node keeps them in RocksDB, and how many reads asked for
-    /// them.
+    /// Leaves kept in a map, as a node keeps them in RocksDB, how many subtrees' reads asked
+    /// for them, and how many of those came one at a time rather than in a pass.
     #[derive(Default)]
     struct MapBacking(
         std::sync::Mutex<BTreeMap<Hash, Hash>>,
+        std::sync::atomic::AtomicUsize,
         std::sync::atomic::AtomicUsize,
     );
 
@@ -734,6 +752,16 @@ mod tests {
         fn reads(&self) -> usize {
             self.1.load(std::sync::atomic::Ordering::Relaxed)
         }
+
+        fn single_reads(&self) -> usize {
+            self.2.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn range(&self, from: &Hash, to: &Hash) -> Vec<(Hash, Hash)> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let map = self.0.lock().expect("unpoisoned");
+            map.range(*from..=*to).map(|(p, h)| (*p, *h)).collect()
+        }
     }
 
     impl Backing for MapBacking {
@@ -744,9 +772,18 @@ mod tests {
             Ok(Vec::new())
         }
         fn leaves(&self, from: &Hash, to: &Hash) -> Result<Vec<(Hash, Hash)>, StateError> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let map = self.0.lock().expect("unpoisoned");
-            Ok(map.range(*from..=*to).map(|(p, h)| (*p, *h)).collect())
+            self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.range(from, to))
+        }
+        fn leaves_in(&self, spans: &[(Hash, Hash)]) -> Result<Vec<Vec<(Hash, Hash)>>, StateError> {
+            assert!(
+                spans.windows(2).all(|w| w[0].1 < w[1].0),
+                "spans in path order, none overlapping"
+            );
+            Ok(spans
+                .iter()
+                .map(|(from, to)| self.range(from, to))
+                .collect())
         }
     }
 
@@ -805,6 +842,45 @@ mod tests {
         // Removing everything gives the empty tree back.
         let all: Vec<Change> = map.keys().map(|p| (*p, None)).collect();
         assert_eq!(tree.with(&all).expect("backing reads").root(), Hash::ZERO);
+    }
+
+    #[test]
+    fn a_block_reaching_hundreds_of_folded_subtrees_reads_them_in_passes() {
+        let backing = Arc::new(MapBacking::default());
+        let mut map = BTreeMap::new();
+        let mut seed = 23u64;
+        let grown = random_changes(&mut seed, 20_000, 0xfffff, 0xfffff);
+        backing.set(&grown);
+        change(&mut map, &grown);
+        let mut tree = Tree::load(backing.clone()).expect("backing reads");
+        let (loading, singles) = (backing.reads(), backing.single_reads());
+        // Enough changes to reach well over PARALLEL_READS_MIN folded subtrees, a few removals
+        // among them, and some blocks small enough to read on one thread.
+        for count in [3000, 40, 1200] {
+            let changes = random_changes(&mut seed, count, 0xfffff, 15);
+            let before = backing.reads();
+            let next = tree.with(&changes).expect("backing reads");
+            change(&mut map, &changes);
+            assert_eq!(next.root(), Tree::from_sorted(&leaves_of(&map)).root());
+            let mut in_place = tree.clone();
+            in_place.change(&changes).expect("backing reads");
+            assert_eq!(in_place.root(), next.root());
+            backing.set(&changes);
+            tree = next;
+            if count == 3000 {
+                assert!(
+                    backing.reads() - before > 2 * PARALLEL_READS_MIN,
+                    "{} subtrees read",
+                    backing.reads() - before
+                );
+            }
+        }
+        assert!(backing.reads() > loading);
+        assert_eq!(
+            backing.single_reads(),
+            singles,
+            "every subtree read in a pass"
+        );
     }
 
     #[test]

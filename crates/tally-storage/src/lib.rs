@@ -240,12 +240,15 @@ impl Backing for StoreBacking {
         Ok(out)
     }
 
-    /// One iterator seeks from span to span: making an iterator per span (a merge over every
-    /// memtable and level) cost more than the seek.
+    /// One iterator seeks from span to span: an iterator is a merge over every memtable and
+    /// level, costlier to build than a seek.
     fn leaves_in(
         &self,
         spans: &[(Hash, Hash)],
     ) -> std::result::Result<Vec<Vec<(Hash, Hash)>>, StateError> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
         let store = &self.0;
         let mut iter = store
             .db
@@ -1068,26 +1071,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let leaves = store.cf(cf::LEAVES).expect("cf");
+        let mut model = std::collections::BTreeMap::new();
+        let put = |model: &mut std::collections::BTreeMap<Hash, Hash>, path: Hash, leaf: Hash| {
+            store.db.put_cf(leaves, path.0, leaf.0).expect("put");
+            model.insert(path, leaf);
+        };
         let path = |n: u32| Domain::TestKey.hash(&[&n.to_le_bytes()]);
         // Leaves in a flushed file, later ones and deletions in the memtable above it.
         for n in 0..600 {
-            store
-                .db
-                .put_cf(leaves, path(n).0, path(n + 1).0)
-                .expect("put");
+            put(&mut model, path(n), path(n + 1));
         }
         store.db.flush_cf(leaves).expect("flush");
         for n in 600..900 {
-            store
-                .db
-                .put_cf(leaves, path(n).0, path(n + 1).0)
-                .expect("put");
+            put(&mut model, path(n), path(n + 1));
         }
         for n in (0..900).step_by(7) {
             store.db.delete_cf(leaves, path(n).0).expect("delete");
+            model.remove(&path(n));
         }
         // Spans of half a first byte's paths each, in path order: most hold a few leaves, some
-        // none, two at the very ends of the path space.
+        // none; two more at the very ends of the path space.
         let spans: Vec<(Hash, Hash)> = (1..=255u8)
             .step_by(3)
             .map(|first| {
@@ -1104,18 +1107,31 @@ mod tests {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Leaves on the very first and last path of some spans, and just outside them.
+        for (from, to) in spans.iter().step_by(5) {
+            put(&mut model, *from, path(1_000));
+            put(&mut model, *to, path(1_001));
+            let mut past = *to;
+            if past.0[1] == 0x7f {
+                past.0[1] = 0x80;
+                past.0[2..].fill(0);
+                put(&mut model, past, path(1_002));
+            }
+        }
+        let expected: Vec<Vec<(Hash, Hash)>> = spans
+            .iter()
+            .map(|(from, to)| model.range(*from..=*to).map(|(p, h)| (*p, *h)).collect())
+            .collect();
         let backing = StoreBacking(store.clone());
+        assert_eq!(backing.leaves_in(&spans).expect("reads"), expected);
         let one_by_one: Vec<_> = spans
             .iter()
             .map(|(from, to)| backing.leaves(from, to).expect("reads"))
             .collect();
-        assert_eq!(backing.leaves_in(&spans).expect("reads"), one_by_one);
-        assert!(one_by_one.iter().filter(|l| l.is_empty()).count() > 2);
-        assert!(one_by_one.iter().map(Vec::len).sum::<usize>() > 20);
-        assert!(one_by_one
-            .iter()
-            .flatten()
-            .all(|(p, h)| { (0..900).any(|n| n % 7 != 0 && path(n) == *p && path(n + 1) == *h) }));
+        assert_eq!(one_by_one, expected);
+        assert!(expected.iter().filter(|l| l.is_empty()).count() > 2);
+        assert!(expected.iter().map(Vec::len).sum::<usize>() > 60);
+        assert!(backing.leaves_in(&[]).expect("reads").is_empty());
     }
 
     #[test]

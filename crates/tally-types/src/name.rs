@@ -110,8 +110,8 @@ mod tests {
         assert_eq!(bytes, crate::codec::encode(&string));
         assert_eq!(crate::codec::decode::<Name>(&bytes), Ok(name.clone()));
         assert_eq!(
-            serde_json::to_string(&name).ok(),
-            serde_json::to_string(&string).ok()
+            serde_json::to_string(&name).expect("encodes"),
+            serde_json::to_string(&string).expect("encodes")
         );
         let free_text = crate::codec::encode(&"Amina Yusuf".to_string());
         assert!(crate::codec::decode::<Name>(&free_text).is_err());
