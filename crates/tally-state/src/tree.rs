@@ -844,15 +844,26 @@ mod tests {
         assert_eq!(tree.with(&all).expect("backing reads").root(), Hash::ZERO);
     }
 
-    #[test]
-    fn a_block_reaching_hundreds_of_folded_subtrees_reads_them_in_passes() {
+    /// A backed tree loaded over `count` records at random paths among `keys_mask + 1`, with
+    /// its backing and the leaves it holds.
+    fn loaded(
+        seed: &mut u64,
+        count: u64,
+        keys_mask: u64,
+    ) -> (Arc<MapBacking>, BTreeMap<Hash, Hash>, Tree) {
         let backing = Arc::new(MapBacking::default());
         let mut map = BTreeMap::new();
-        let mut seed = 23u64;
-        let grown = random_changes(&mut seed, 20_000, 0xfffff, 0xfffff);
+        let grown = random_changes(seed, count, keys_mask, keys_mask);
         backing.set(&grown);
         change(&mut map, &grown);
-        let mut tree = Tree::load(backing.clone()).expect("backing reads");
+        let tree = Tree::load(backing.clone()).expect("backing reads");
+        (backing, map, tree)
+    }
+
+    #[test]
+    fn a_block_reaching_hundreds_of_folded_subtrees_reads_them_in_passes() {
+        let mut seed = 23u64;
+        let (backing, mut map, mut tree) = loaded(&mut seed, 20_000, 0xfffff);
         let (loading, singles) = (backing.reads(), backing.single_reads());
         // Enough changes to reach well over PARALLEL_READS_MIN folded subtrees, a few removals
         // among them, and some blocks small enough to read on one thread.
@@ -885,13 +896,8 @@ mod tests {
 
     #[test]
     fn a_subtree_the_last_block_changed_is_not_read_back_again() {
-        let backing = Arc::new(MapBacking::default());
-        let mut map = BTreeMap::new();
         let mut seed = 5u64;
-        let grown = random_changes(&mut seed, 4000, 0xffff, 0xffff);
-        backing.set(&grown);
-        change(&mut map, &grown);
-        let tree = Tree::load(backing.clone()).expect("backing reads");
+        let (backing, mut map, tree) = loaded(&mut seed, 4000, 0xffff);
         let loading = backing.reads();
         // One record, changed in block after block: its subtree is read once.
         let hot = path(b"a record every block changes");
