@@ -202,20 +202,24 @@ impl Writer {
                     s.read_exact(&mut accepted).await?;
                     Ok::<_, std::io::Error>(s)
                 };
-                let s = tokio::time::timeout(WRITE_TIMEOUT, open)
-                    .await
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-                self.stream.insert(s)
+                self.stream.insert(within_write_timeout(open).await?)
             }
         };
         let write = async {
             stream.write_all(bytes).await?;
             stream.flush().await
         };
-        tokio::time::timeout(WRITE_TIMEOUT, write)
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        within_write_timeout(write).await
     }
+}
+
+/// `io`, or a timed-out error once [`WRITE_TIMEOUT`] has passed.
+async fn within_write_timeout<T>(
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(WRITE_TIMEOUT, io)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 /// What a reader needs to hand messages to the node.

@@ -428,6 +428,13 @@ mod tests {
         .sign(k)
     }
 
+    fn mempool(entries_max: usize, per_author_max: usize) -> Mempool {
+        Mempool::new(MempoolSection {
+            entries_max,
+            per_author_max,
+        })
+    }
+
     fn code(r: Result<EntryId, InsertError>) -> Option<RejectCode> {
         match r {
             Err(InsertError::Rejected(r)) => Some(r.code),
@@ -438,10 +445,7 @@ mod tests {
     #[test]
     fn out_of_order_backlog_is_offered_in_sequence_and_round_robin() {
         let (state, a, b) = setup();
-        let mut pool = Mempool::new(MempoolSection {
-            entries_max: 100,
-            per_author_max: 8,
-        });
+        let mut pool = mempool(100, 8);
         for seq in [2, 0, 1] {
             pool.insert(&state, &name("pool"), entry(&a, seq), Signatures::Verify)
                 .expect("admitted");
@@ -481,10 +485,7 @@ mod tests {
     #[test]
     fn an_entry_displaced_by_another_at_its_sequence_is_forgotten_and_returned() {
         let (state, a, _) = setup();
-        let mut pool = Mempool::new(MempoolSection {
-            entries_max: 100,
-            per_author_max: 8,
-        });
+        let mut pool = mempool(100, 8);
         let held = entry(&a, 0);
         pool.insert(&state, &name("pool"), held.clone(), Signatures::Verify)
             .expect("admitted");
@@ -511,10 +512,7 @@ mod tests {
     #[test]
     fn every_limit_and_replay_has_its_code() {
         let (state, a, b) = setup();
-        let mut pool = Mempool::new(MempoolSection {
-            entries_max: 3,
-            per_author_max: 2,
-        });
+        let mut pool = mempool(3, 2);
         pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)
             .expect("admitted");
         assert_eq!(
@@ -568,10 +566,7 @@ mod tests {
     #[test]
     fn submissions_checked_together_share_the_room_and_give_back_what_they_did_not_use() {
         let (state, a, _) = setup();
-        let mut pool = Mempool::new(MempoolSection {
-            entries_max: 5,
-            per_author_max: 8,
-        });
+        let mut pool = mempool(5, 8);
         let occupancy = pool.occupancy();
         let first = occupancy.claim(3);
         let second = occupancy.claim(3);
@@ -590,10 +585,7 @@ mod tests {
     fn what_is_refused_whatever_its_signature_is_found_without_checking_it() {
         let (state, a, _) = setup();
         let chain = name("pool");
-        let mut pool = Mempool::new(MempoolSection {
-            entries_max: 10,
-            per_author_max: 2,
-        });
+        let mut pool = mempool(10, 2);
         let unchecked = |pool: &Mempool, e: &SignedEntry| {
             pool.refusal_unchecked(&state, &chain, e, &e.id())
                 .expect("state readable")

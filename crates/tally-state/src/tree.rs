@@ -191,20 +191,6 @@ impl Folds {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The leaves of the folded subtree `hash`, at `depth` on the way to `path`.
-    fn leaves(
-        &self,
-        hash: &Hash,
-        depth: usize,
-        path: &Hash,
-    ) -> Result<Arc<[(Hash, Hash)]>, StateError> {
-        if let Some(leaves) = self.kept().get(hash) {
-            return Ok(leaves);
-        }
-        let (from, to) = span(path, depth);
-        Ok(self.backing.leaves(&from, &to)?.into())
-    }
-
     /// The leaves of every folded subtree of `node` that `changes` reach: the kept ones from
     /// memory, the others from the backing in path order, so that a backing can serve them
     /// all in one pass (two, on two threads, when there are many) instead of one range read
@@ -445,11 +431,14 @@ fn update(
             let reads = reads.ok_or_else(|| StateError::Backing {
                 reason: "a folded subtree in a tree without a backing".into(),
             })?;
-            let leaves = match reads.fetched.get(&**hash) {
-                Some(leaves) => leaves.clone(),
-                None => reads.folds.leaves(hash, depth, &changes[0].0)?,
-            };
-            Ok(build(&merged(&leaves, changes), depth, fold))
+            // `Folds::fetch` walked to every folded subtree this update reaches.
+            let leaves = reads
+                .fetched
+                .get(&**hash)
+                .ok_or_else(|| StateError::Backing {
+                    reason: "a folded subtree the update did not fetch".into(),
+                })?;
+            Ok(build(&merged(leaves, changes), depth, fold))
         }
         // The subtree held one record, or none; it now holds whatever the changes leave.
         Some(Node::Leaf(old)) => Ok(build(

@@ -224,20 +224,7 @@ impl Backing for StoreBacking {
     }
 
     fn leaves(&self, from: &Hash, to: &Hash) -> std::result::Result<Vec<(Hash, Hash)>, StateError> {
-        let mut out = Vec::new();
-        let store = &self.0;
-        let iter = store.db.iterator_cf(
-            store.cf(cf::LEAVES).map_err(backing_error)?,
-            IteratorMode::From(from.as_bytes(), Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item.map_err(backing_error)?;
-            if &*k > to.as_bytes().as_slice() {
-                break;
-            }
-            out.push((leaf_value(&k)?, leaf_value(&v)?));
-        }
-        Ok(out)
+        Ok(self.leaves_in(&[(*from, *to)])?.pop().unwrap_or_default())
     }
 
     /// One iterator seeks from span to span: an iterator is a merge over every memtable and
