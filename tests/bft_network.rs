@@ -33,16 +33,33 @@ struct Cluster {
 
 /// A base port whose API and peer ports are free for `n` validators (`tally devnet` puts
 /// validator i on base + i and base + 100 + i) and `observers` observers (j on base + 50 + j
-/// and base + 150 + j).
+/// and base + 150 + j). The range lies below the kernel's ephemeral ports, so no outgoing
+/// connection (this test's nodes dialling, another test's clients) takes one of its ports
+/// while its node is down or not started yet; and no two tests of this run share a range.
 fn free_base(n: u16, observers: u16) -> u16 {
-    for _ in 0..50 {
-        let base = free_port().saturating_sub(200).max(2000);
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_from.saturating_sub(200).max(10_200));
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pick = u64::from(free_port()) * 7919 + u64::from(std::process::id());
+    for _ in 0..200 {
+        pick = pick
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = low + (pick >> 33) as u16 % (high - low);
+        if taken.iter().any(|t| t.abs_diff(base) < 200) {
+            continue;
+        }
         let validators = (1..=n).flat_map(|i| [base + i, base + 100 + i]);
         let observers = (1..=observers).flat_map(|j| [base + 50 + j, base + 150 + j]);
         let ok = validators
             .chain(observers)
             .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
         if ok {
+            taken.push(base);
             return base;
         }
     }
