@@ -963,6 +963,12 @@ impl Core {
         };
         if height <= self.height + 1 && log.holds(&m) {
             self.counters.duplicate += 1;
+            // A copy of a held message is as authentic as the one held. Its sender re-sends
+            // it because it is still in that round: it may be waiting for our votes there,
+            // which it lost, while every message of the round already reached us once.
+            if height == self.height {
+                self.note_lagging(signer, round);
+            }
             return;
         }
         if m.verify(&self.chain_id).is_err() {
@@ -1017,10 +1023,7 @@ impl Core {
                 }
             }
         }
-        if m.round() < self.round {
-            let lag = self.peers_lagging.entry(m.signer()).or_insert(m.round());
-            *lag = (*lag).min(m.round());
-        }
+        self.note_lagging(m.signer(), m.round());
         if let Message::Proposal(p) = &m {
             let v = p.block_hash;
             if !self.verdicts.contains_key(&v) && self.verify_requested.insert(v) {
@@ -1034,6 +1037,17 @@ impl Core {
             Insert::New => self.counters.accepted += 1,
             Insert::Duplicate => self.counters.duplicate += 1,
             Insert::Conflict(first) => self.equivocation(first, m),
+        }
+    }
+
+    /// Remembers a validator seen at this height in a round below ours, so that the next tick
+    /// sends it our messages of the rounds since: the paper's gossip delivers to a validator
+    /// every message that moved the others on, and a lost precommit is otherwise never sent
+    /// again once its signer left the round (f+1 of us may never be ahead to let it skip).
+    fn note_lagging(&mut self, signer: PublicKey, round: u32) {
+        if round < self.round && signer != self.me {
+            let lag = self.peers_lagging.entry(signer).or_insert(round);
+            *lag = (*lag).min(round);
         }
     }
 
