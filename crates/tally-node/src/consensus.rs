@@ -802,21 +802,24 @@ impl Driver {
                         keep.push(p.block_hash);
                     }
                 }
-                for hash in keep {
-                    if self.kept.as_ref().is_some_and(|k| k.contains(&hash)) {
-                        continue;
-                    }
-                    if let Some((block, _)) = self.bodies.get(&hash) {
-                        self.parts.store.put_pending_block(block)?;
-                        if let Some(kept) = &mut self.kept {
-                            kept.insert(hash);
-                        }
-                    }
-                }
-                // Durable before anything it records is sent: the store syncs this write.
+                keep.sort_unstable();
+                keep.dedup();
+                keep.retain(|h| {
+                    !self.kept.as_ref().is_some_and(|k| k.contains(h))
+                        && self.bodies.contains_key(h)
+                });
+                let blocks: Vec<&Block> = keep
+                    .iter()
+                    .filter_map(|h| self.bodies.get(h).map(|(block, _)| block))
+                    .collect();
+                // Durable before anything it records is sent: the blocks and the record go in
+                // one synced write.
                 self.parts
                     .store
-                    .put_safety_record(&codec::encode(&record))?;
+                    .put_safety_record(&codec::encode(&record), &blocks)?;
+                if let Some(kept) = &mut self.kept {
+                    kept.extend(keep);
+                }
             }
             Effect::Broadcast(m) => self.send(None, m),
             Effect::Send { to, message } => self.send(Some(to), message),

@@ -644,11 +644,17 @@ impl Store {
         Ok(())
     }
 
-    /// Persists this node's consensus safety record (synced) before anything it describes is
-    /// sent: after a crash the node reads it back and never signs a conflicting message.
-    pub fn put_safety_record(&self, bytes: &[u8]) -> Result<()> {
+    /// Persists this node's consensus safety record before anything it describes is sent, with
+    /// the blocks it proposed or locked on that are not kept yet, in one synced write: after a
+    /// crash the node reads the record back and never signs a conflicting message, and a block
+    /// the record commits it to may be decided from the record alone, when no peer holds it.
+    pub fn put_safety_record(&self, bytes: &[u8], keep: &[&Block]) -> Result<()> {
+        let cf = self.cf(cf::SAFETY)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(cf::SAFETY)?, SAFETY_RECORD, bytes);
+        for block in keep {
+            batch.put_cf(cf, pending_block_key(&block.hash()), codec::encode(*block));
+        }
+        batch.put_cf(cf, SAFETY_RECORD, bytes);
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }
@@ -658,21 +664,7 @@ impl Store {
         Ok(self.db.get_cf(self.cf(cf::SAFETY)?, SAFETY_RECORD)?)
     }
 
-    /// Keeps (synced) a block this validator proposed or locked on, before the vote that
-    /// commits to it leaves: after a crash the block may be decided from the safety record
-    /// alone, and no peer may hold it.
-    pub fn put_pending_block(&self, block: &Block) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.cf(cf::SAFETY)?,
-            pending_block_key(&block.hash()),
-            codec::encode(block),
-        );
-        self.db.write_opt(batch, &Self::synced())?;
-        Ok(())
-    }
-
-    /// A block kept by [`Store::put_pending_block`], checked against its hash.
+    /// A block kept by [`Store::put_safety_record`], checked against its hash.
     pub fn pending_block(&self, hash: &Hash) -> Result<Option<Block>> {
         match self
             .db
@@ -944,14 +936,15 @@ mod tests {
             let mut state = store.load_state().expect("state");
             commit_next(&store, &mut state, &admin, &validator, 0);
             let block = store.block(1).expect("read").expect("present");
-            store.put_pending_block(&block).expect("keep");
             assert!(store
                 .put_evidence(&validator.public(), 1, b"proof")
                 .expect("evidence"));
             assert!(!store
                 .put_evidence(&validator.public(), 1, b"again")
                 .expect("evidence"));
-            store.put_safety_record(b"record").expect("record");
+            store
+                .put_safety_record(b"record", &[&block])
+                .expect("record");
             block
         };
         let store = Store::open(dir.path()).expect("reopen");
@@ -969,7 +962,9 @@ mod tests {
             .forget_pending_blocks([&block.hash()])
             .expect("forget");
         assert_eq!(store.pending_block(&block.hash()).expect("read"), None);
-        store.put_pending_block(&block).expect("keep");
+        store
+            .put_safety_record(b"record", &[&block])
+            .expect("record");
         store.clear_pending_blocks().expect("clear");
         assert_eq!(store.pending_block(&block.hash()).expect("read"), None);
         // Clearing kept blocks touches neither evidence nor the safety record.
