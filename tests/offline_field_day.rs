@@ -9,12 +9,7 @@ mod common;
 
 use common::{CmdOut, Devnet};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 fn outbox_cmd(net: &Devnet, verb: &str, signer: &str, outbox: &Path) -> CmdOut {
     let key = net.key(signer).to_str().expect("utf8").to_string();
@@ -76,68 +71,12 @@ fn programme_figures(report: &Value) -> Value {
         .unwrap_or_else(|| panic!("food-2026 in {report}"))
 }
 
-/// A node's API behind a proxy that adds 1 to the first programme's `redeemed`: a node that
-/// lies about one figure. Serves until dropped.
-struct LyingProxy {
-    base: String,
-    stop: Arc<AtomicBool>,
-}
-
-impl LyingProxy {
-    fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (upstream, flag) = (upstream.to_string(), stop.clone());
-        std::thread::spawn(move || {
-            let agent = common::agent();
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((mut conn, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut header = String::new();
-                    match reader.read_line(&mut header) {
-                        Ok(n) if n > 2 => continue,
-                        _ => break,
-                    }
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let (status, mut body) = match agent.get(&format!("{upstream}{path}")).call() {
-                    Ok(r) => (200, r.into_string().unwrap_or_default()),
-                    Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
-                    Err(_) => (502, String::new()),
-                };
-                if path == "/v1/programmes" {
-                    let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                    if let Some(r) = v["programmes"][0]["redeemed"].as_u64() {
-                        v["programmes"][0]["redeemed"] = (r + 1).into();
-                    }
-                    body = v.to_string();
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Self { base, stop }
-    }
-}
-
-impl Drop for LyingProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+/// A node that lies about one figure: it adds 1 to the first programme's `redeemed`.
+fn lie_about_redeemed(path: &str, answer: &mut Value) {
+    if path == "/v1/programmes" {
+        if let Some(r) = answer["programmes"][0]["redeemed"].as_u64() {
+            answer["programmes"][0]["redeemed"] = (r + 1).into();
+        }
     }
 }
 
@@ -273,7 +212,7 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
     assert_eq!(vendors[0]["redeemed"], 5250, "{out}");
 
     // A node that lies about one figure is caught, with exit 1.
-    let proxy = LyingProxy::start(&net.base);
+    let proxy = common::Proxy::start(&net.base, lie_about_redeemed);
     let out = report(&net, &proxy.base);
     assert_eq!(out.code, 1, "{out}");
     let findings = out.json["findings"].as_array().expect("findings");
@@ -322,4 +261,87 @@ fn an_offline_day_syncs_conflicts_and_reconciles() {
     let table = offline_report(&[]);
     assert_eq!(table.code, 0, "{table}");
     assert!(table.stdout.contains("No findings"), "{table}");
+}
+
+/// On a field link each round trip is seconds: signing asks the node once (chain id and next
+/// sequence together), then posts; waiting for the block is polling after that. A key rotation,
+/// whose proof binds the chain id, costs no more.
+#[test]
+fn signing_asks_the_node_once_before_the_post() {
+    let net = Devnet::start();
+    let proxy = common::Proxy::start(&net.base, |_, _| {});
+    let signed_via_proxy = |signer: &str, args: &[&str]| {
+        let key = net.key(signer).to_str().expect("utf8").to_string();
+        let mut all = args.to_vec();
+        all.extend(["--key", &key, "--node", &proxy.base, "--json"]);
+        net.cli(&all)
+    };
+    let admin = net.pk("admin").to_string();
+    let issuer = net.pk("issuer").to_string();
+
+    let out = signed_via_proxy(
+        "admin",
+        &["role", "grant", "--to", &issuer, "--role", "issuer"],
+    );
+    net.committed(&out);
+    let requests = proxy.take_requests();
+    assert_eq!(
+        requests[..2],
+        [
+            format!("GET /v1/keys/{admin}/signing"),
+            "POST /v1/entries".to_string()
+        ],
+        "{requests:?}"
+    );
+    assert!(
+        requests[2..]
+            .iter()
+            .all(|r| r.starts_with("GET /v1/entries/")),
+        "after the post, only the entry's status is polled: {requests:?}"
+    );
+
+    let new_key = net.dir.path().join("issuer-2.key");
+    net.cli(&["keys", "new", "--out", new_key.to_str().expect("utf8")])
+        .ok();
+    let out = signed_via_proxy(
+        "issuer",
+        &[
+            "keys",
+            "rotate",
+            "--new-key",
+            new_key.to_str().expect("utf8"),
+            "--no-wait",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        proxy.take_requests(),
+        [
+            format!("GET /v1/keys/{issuer}/signing"),
+            "POST /v1/entries".to_string()
+        ]
+    );
+
+    // An unregistered key learns which chain does not know it, from the same one request.
+    let stranger = net.dir.path().join("stranger.key");
+    net.cli(&["keys", "new", "--out", stranger.to_str().expect("utf8")])
+        .ok();
+    let out = net.cli(&[
+        "role",
+        "grant",
+        "--to",
+        &issuer,
+        "--role",
+        "issuer",
+        "--key",
+        stranger.to_str().expect("utf8"),
+        "--node",
+        &proxy.base,
+    ]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("not registered on chain test-chain"),
+        "{out}"
+    );
+    assert_eq!(proxy.take_requests().len(), 1);
 }

@@ -864,3 +864,109 @@ impl Drop for Devnet {
         self.kill_node();
     }
 }
+
+/// A node's API behind a proxy on loopback that records each request's method and path, and
+/// may rewrite the JSON of GET answers (a node that lies). One request per connection. Serves
+/// until dropped.
+pub struct Proxy {
+    /// The proxy's base URL.
+    pub base: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards to `upstream`; `rewrite(path, answer)` may change a GET's JSON answer.
+    pub fn start(upstream: &str, rewrite: fn(&str, &mut Value)) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (upstream, flag, seen) = (upstream.to_string(), stop.clone(), requests.clone());
+        std::thread::spawn(move || {
+            let agent = agent();
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let (mut length, mut content_type) = (0usize, String::from("application/json"));
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(n) if n > 2 => {
+                            let (name, value) = header.split_once(':').unwrap_or(("", ""));
+                            match name.trim().to_ascii_lowercase().as_str() {
+                                "content-length" => length = value.trim().parse().unwrap_or(0),
+                                "content-type" => content_type = value.trim().to_string(),
+                                _ => {}
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let mut parts = request.split_whitespace();
+                let method = parts.next().unwrap_or("GET").to_string();
+                let path = parts.next().unwrap_or("/").to_string();
+                seen.lock()
+                    .expect("requests")
+                    .push(format!("{method} {path}"));
+                let url = format!("{upstream}{path}");
+                let answer = if method == "POST" {
+                    agent
+                        .post(&url)
+                        .set("Content-Type", &content_type)
+                        .send_bytes(&body)
+                } else {
+                    agent.get(&url).call()
+                };
+                let (status, mut text) = match answer {
+                    Ok(r) => (200, r.into_string().unwrap_or_default()),
+                    Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+                    Err(_) => (502, String::new()),
+                };
+                if method == "GET" {
+                    if let Ok(mut v) = serde_json::from_str::<Value>(&text) {
+                        rewrite(&path, &mut v);
+                        text = v.to_string();
+                    }
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        Self {
+            base,
+            requests,
+            stop,
+        }
+    }
+
+    /// The requests forwarded so far, as `METHOD PATH`, and forgets them.
+    pub fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut *self.requests.lock().expect("requests"))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -85,6 +85,26 @@ impl NodeClient {
         Ok(Name::new(id)?)
     }
 
+    /// What signing as `key` needs, in one round trip: the chain id, and the key's next free
+    /// sequence number (counting its pending entries), `None` when the key is not registered.
+    pub fn signing_context(&self, key: &PublicKey) -> anyhow::Result<(Name, Option<u64>)> {
+        let path = format!("/v1/keys/{key}/signing");
+        let v = self
+            .get(&path)?
+            .ok_or_else(|| anyhow!("node has no {path} (is it older than this CLI?)"))?;
+        let id = v["chain_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{path}: answer without chain_id"))?;
+        let next = match &v["next_free_sequence"] {
+            Value::Null => None,
+            n => Some(
+                n.as_u64()
+                    .ok_or_else(|| anyhow!("{path}: next_free_sequence is not a number"))?,
+            ),
+        };
+        Ok((Name::new(id)?, next))
+    }
+
     /// The most entries the node takes in one `POST /v1/entries/batch`.
     pub fn batch_entries_max(&self) -> anyhow::Result<usize> {
         let s = self
@@ -94,14 +114,6 @@ impl NodeClient {
             .as_u64()
             .map(|n| n as usize)
             .ok_or_else(|| anyhow!("status without limits.batch_entries_max"))
-    }
-
-    /// The next free sequence number of a key, counting its pending entries. `None` when the
-    /// key is not registered.
-    pub fn next_sequence(&self, key: &PublicKey) -> anyhow::Result<Option<u64>> {
-        Ok(self
-            .get(&format!("/v1/keys/{key}"))?
-            .and_then(|v| v["next_free_sequence"].as_u64()))
     }
 
     /// Submits a signed entry (canonical bytes).

@@ -53,12 +53,24 @@ pub fn sign_and_submit(
     key: &Keypair,
     payload: Payload,
 ) -> anyhow::Result<Outcome> {
+    sign_and_submit_for_chain(args, key, |_| payload)
+}
+
+/// [`sign_and_submit`] for a payload that itself binds the chain id (a key rotation's proof):
+/// `payload` is made once the chain id is known, from the same answer that gives the
+/// sequence number, so signing still costs one round trip before the post.
+pub fn sign_and_submit_for_chain(
+    args: &SignArgs,
+    key: &Keypair,
+    payload: impl FnOnce(&tally_types::Name) -> Payload,
+) -> anyhow::Result<Outcome> {
     if args.offline {
         return sign_offline(args, key, payload);
     }
     let client = NodeClient::new(&args.node);
-    let chain_id = client.chain_id()?;
     let author = key.public();
+    let (chain_id, node_next) = client.signing_context(&author)?;
+    let payload = payload(&chain_id);
     // Entries this device signed offline hold the numbers before any new one: send them first,
     // unless an explicit --sequence below all of them fills a gap before them.
     let outbox = Outbox::existing(&args.outbox, &author);
@@ -81,9 +93,7 @@ pub fn sign_and_submit(
     }
     let sequence = match args.sequence {
         Some(s) => s,
-        None => client
-            .next_sequence(&author)?
-            .ok_or_else(|| anyhow!("key {author} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?,
+        None => node_next.ok_or_else(|| anyhow!("key {author} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?,
     };
     let next = sequence
         .checked_add(1)
@@ -175,7 +185,11 @@ pub fn report_damage(o: &Outbox, c: &crate::outbox::Contents) {
 }
 
 /// Signs with the chain id and sequence the outbox learned online, and queues the entry.
-fn sign_offline(args: &SignArgs, key: &Keypair, payload: Payload) -> anyhow::Result<Outcome> {
+fn sign_offline(
+    args: &SignArgs,
+    key: &Keypair,
+    payload: impl FnOnce(&tally_types::Name) -> Payload,
+) -> anyhow::Result<Outcome> {
     let author = key.public();
     let not_prepared = || {
         anyhow!(
@@ -194,6 +208,7 @@ fn sign_offline(args: &SignArgs, key: &Keypair, payload: Payload) -> anyhow::Res
         bail!("the outbox already holds {waiting} unsent entries (the limit); sync before signing more");
     }
     let sequence = args.sequence.unwrap_or(next);
+    let payload = payload(&chain_id);
     let (entry, kind) = sign_body(key, chain_id, sequence, payload);
     let id = entry.id();
     outbox.append(&Record::Queued(entry))?;

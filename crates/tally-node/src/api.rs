@@ -94,6 +94,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/entries/{id}", get(entry))
         .route("/v1/entries/{id}/proof", get(proof))
         .route("/v1/keys/{key}", get(key))
+        .route("/v1/keys/{key}/signing", get(signing))
         .route("/v1/programmes", get(programmes))
         .route("/v1/programmes/{id}", get(programme))
         .route("/v1/programmes/{id}/vendors/{vendor}", get(vendor_account))
@@ -426,6 +427,22 @@ async fn key(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
         "next_sequence": rec.next_sequence,
         "next_free_sequence": next_free,
         "retired_for": rec.retired_for,
+    })))
+}
+
+/// Everything a device needs to sign its next entry, in one answer, so that signing costs one
+/// round trip before the post: the chain id the signature binds and the key's next free
+/// sequence number. An unregistered key is an answer here (`registered: false`), not a 404,
+/// because the device still needs the chain id to say which chain refused it.
+async fn signing(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
+    let k: PublicKey = parse("public key", &k)?;
+    let l = shared.ledger()?;
+    let next_free = l.next_sequence(&k)?;
+    Ok(Json(json!({
+        "chain_id": l.genesis.chain_id,
+        "key": k,
+        "registered": next_free.is_some(),
+        "next_free_sequence": next_free,
     })))
 }
 

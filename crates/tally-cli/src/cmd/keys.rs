@@ -1,7 +1,7 @@
 //! `tally keys new|show|rotate`.
 
 use crate::output::emit;
-use crate::sign::{load_key, sign_and_submit, SignArgs};
+use crate::sign::{load_key, sign_and_submit_for_chain, SignArgs};
 use crate::Outcome;
 use clap::Subcommand;
 use serde_json::json;
@@ -58,19 +58,14 @@ pub fn run(cmd: Keys) -> anyhow::Result<Outcome> {
         Keys::Rotate { new_key, sign } => {
             let old = load_key(&sign)?;
             let new = tally_node::keyfile::read_key_file(&new_key)?;
-            let chain_id = crate::client::NodeClient::new(&sign.node).chain_id()?;
-            let proof = new.sign(
-                Domain::KeyRotation,
-                &key_rotation_message(&chain_id, &old.public()),
-            );
-            sign_and_submit(
-                &sign,
-                &old,
-                Payload::RotateKey {
-                    new_key: new.public(),
-                    new_key_proof: proof,
-                },
-            )
+            let old_public = old.public();
+            sign_and_submit_for_chain(&sign, &old, |chain_id| Payload::RotateKey {
+                new_key: new.public(),
+                new_key_proof: new.sign(
+                    Domain::KeyRotation,
+                    &key_rotation_message(chain_id, &old_public),
+                ),
+            })
         }
     }
 }

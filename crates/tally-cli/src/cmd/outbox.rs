@@ -85,7 +85,7 @@ fn key_of(args: &OutboxArgs) -> anyhow::Result<PublicKey> {
 fn prepare(args: &OutboxArgs, node: &str) -> anyhow::Result<Outcome> {
     let key = key_of(args)?;
     let client = NodeClient::new(node);
-    let chain_id = client.chain_id()?;
+    let (chain_id, node_next) = client.signing_context(&key)?;
     let outbox = Outbox::create(&args.outbox, &key)?;
     let c = outbox.read()?;
     report_damage(&outbox, &c);
@@ -97,9 +97,7 @@ fn prepare(args: &OutboxArgs, node: &str) -> anyhow::Result<Outcome> {
             );
         }
     }
-    let node_next = client
-        .next_sequence(&key)?
-        .ok_or_else(|| anyhow!("key {key} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?;
+    let node_next = node_next.ok_or_else(|| anyhow!("key {key} is not registered on chain {chain_id}; an agency admin must grant it a role first"))?;
     let next = node_next.max(c.next_sequence().unwrap_or(0));
     outbox.append(&Record::Sequence {
         chain_id: chain_id.clone(),
@@ -317,7 +315,7 @@ fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome
         }
     }
     // The node's next number counts everything sent; the device continues from it.
-    if let Some(next) = client.next_sequence(&key)? {
+    if let (_, Some(next)) = client.signing_context(&key)? {
         let after = outbox.read()?;
         if after.pending().is_empty() && after.damage.is_empty() {
             outbox.compact(&chain_id, next)?;

@@ -174,8 +174,8 @@ pub struct SetupEntries {
 impl Setup {
     /// Sets up over HTTP: signs locally, submits, and waits until every entry is committed.
     fn new(client: &NodeClient, admin: &Keypair, clients: usize) -> anyhow::Result<Self> {
-        let chain_id = client.chain_id()?;
-        let admin_seq = client.next_sequence(&admin.public())?.ok_or_else(|| {
+        let (chain_id, admin_seq) = client.signing_context(&admin.public())?;
+        let admin_seq = admin_seq.ok_or_else(|| {
             anyhow!("the admin key is not registered on this chain; pass an agency admin's key")
         })?;
         let (setup, entries) = Self::sign(chain_id, admin, admin_seq, clients)?;
