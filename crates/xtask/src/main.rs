@@ -3,8 +3,8 @@
 //! - `cargo xtask demo`: installs what is missing, builds `tally`, starts a local network on
 //!   loopback (four validators, `tally devnet`), runs the scripted aid workflow
 //!   against it and audits the result.
-//! - `cargo xtask test`: installs what is missing, checks formatting and runs the whole test
-//!   suite. `cargo xtask lint` runs clippy.
+//! - `cargo xtask test`: installs what is missing, checks formatting, runs clippy with warnings
+//!   denied and then the whole test suite. `cargo xtask lint` runs clippy alone.
 //! - `cargo xtask bench [ARGS]`: builds `tally` with optimisations and runs
 //!   `tally bench cluster ARGS` (docs/performance.md), then the criterion micro-benchmarks.
 //!
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Some("setup") => setup().map(|_| ()),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|lint|bench|setup>\n  demo   run a local network and the aid workflow demo\n  test   check formatting and run the whole test suite\n  lint   clippy on every target, warnings denied\n  bench  optimised build; `tally bench cluster` (extra arguments go to it), then the micro-benchmarks\n  setup  only install what the build needs");
+            eprintln!("usage: cargo xtask <demo|test|lint|bench|setup>\n  demo   run a local network and the aid workflow demo\n  test   check formatting, clippy, and run the whole test suite\n  lint   clippy on every target, warnings denied\n  bench  optimised build; `tally bench cluster` (extra arguments go to it), then the micro-benchmarks\n  setup  only install what the build needs");
             return ExitCode::from(2);
         }
     };
@@ -155,6 +155,8 @@ fn test() -> Result<()> {
     let target = setup()?;
     eprintln!("xtask: checking formatting");
     run(cargo(&target).args(["fmt", "--all", "--", "--check"]))?;
+    eprintln!("xtask: clippy on every target, warnings denied");
+    clippy(&target)?;
     eprintln!("xtask: building the tally binary the integration tests drive");
     // The test profile, so the binary and the tests share one build of RocksDB's C++ (a dev
     // profile build of the binary compiled it a second time).
@@ -178,11 +180,14 @@ fn bench(args: &[String]) -> Result<()> {
     run(cargo(&target).args(["bench", "--workspace", "--bench", "primitives"]))
 }
 
-/// Clippy is kept out of `test` (and so out of CI): its check build of RocksDB did not reuse the
-/// test build's artifacts here and compiled RocksDB's C++ a second time.
+/// Clippy alone (`cargo xtask test` runs it too).
 fn lint() -> Result<()> {
-    let target = setup()?;
-    run(cargo(&target).args([
+    clippy(&setup()?)
+}
+
+/// Clippy on every target with warnings denied, and the workspace's lints (Cargo.toml).
+fn clippy(target: &Path) -> Result<()> {
+    run(cargo(target).args([
         "clippy",
         "--workspace",
         "--all-targets",
