@@ -14,11 +14,14 @@ use ed25519_dalek::{SignatureError, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
 use std::io::Write;
-use tally_state::{build_block, execute_block, BlockContext, BuiltBlock, Signatures, State, Tip};
+use tally_state::{
+    build_block, execute_block, execute_verified, BlockContext, BuiltBlock, State, Tip,
+};
 use tally_storage::{CommitBatch, Head, Store};
 use tally_types::{
     merkle, Block, CommitCertificate, Domain, EntryBody, Genesis, Hash, Keypair, Name, Payload,
     PublicKey, Role, Signature, SignatureCheck, SignedEntry, SubjectToken, TimestampMs,
+    VerifiedEntry,
 };
 
 fn name(s: &str) -> Name {
@@ -65,6 +68,14 @@ struct Setup {
 }
 
 /// The single validator's certificate for `block`.
+/// Entries checked as a mempool checks them on admission.
+fn verified(entries: Vec<SignedEntry>) -> Vec<VerifiedEntry> {
+    entries
+        .into_iter()
+        .map(|e| VerifiedEntry::verify(e).expect("signed"))
+        .collect()
+}
+
 fn certify(validator: &Keypair, block: &Block) -> CommitCertificate {
     CommitCertificate::signed_by(&block.header, 0, [validator])
 }
@@ -88,8 +99,7 @@ fn setup(n: usize) -> Setup {
             tip,
             TimestampMs(1_800_000_001_000),
             validator.public(),
-            entries,
-            Signatures::Verify,
+            verified(entries),
         )
         .expect("setup block is valid");
         assert!(
@@ -320,23 +330,21 @@ fn block_execution(c: &mut Criterion) {
     let mut g = c.benchmark_group("block of 1000 redemptions");
     g.sample_size(10);
     g.throughput(Throughput::Elements(1_000));
-    for (label, sigs) in [
-        ("execute, verifying signatures", Signatures::Verify),
-        (
-            "execute, signatures verified at admission",
-            Signatures::AlreadyVerified,
-        ),
-    ] {
-        g.bench_function(label, |b| {
-            b.iter_batched(
-                || s.redemptions.clone(),
-                |entries| {
-                    execute_block(&s.state, &s.ctx, &entries, sigs).expect("bench block is valid")
-                },
-                BatchSize::LargeInput,
-            )
-        });
-    }
+    g.bench_function("execute, verifying signatures", |b| {
+        b.iter_batched(
+            || s.redemptions.clone(),
+            |entries| execute_block(&s.state, &s.ctx, &entries).expect("bench block is valid"),
+            BatchSize::LargeInput,
+        )
+    });
+    let checked = verified(s.redemptions.clone());
+    g.bench_function("execute, signatures verified at admission", |b| {
+        b.iter_batched(
+            || checked.clone(),
+            |entries| execute_verified(&s.state, &s.ctx, &entries).expect("bench block is valid"),
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 
@@ -348,6 +356,7 @@ fn commit(store: &Store, built: &BuiltBlock, certificate: &CommitCertificate) ->
             outcomes: &built.execution.outcomes,
             rejections: &built.execution.rejections,
             diff: &built.execution.diff,
+            staged: &built.staged,
         })
         .expect("block extends the head")
 }
@@ -362,8 +371,7 @@ fn block_commit(c: &mut Criterion) {
         &s.tip,
         s.ctx.timestamp,
         s.validator.public(),
-        s.redemptions.clone(),
-        Signatures::AlreadyVerified,
+        verified(s.redemptions.clone()),
     )
     .expect("bench block is valid");
     assert!(

@@ -12,7 +12,9 @@
 //!
 //! A failing seed prints itself; replay one with
 //! `TALLY_SIM_SEED=<seed> TALLY_SIM_N=<n> TALLY_SIM_KIND=<scenario> cargo test -p tally-consensus --test simulation replay -- --nocapture`.
-//! `TALLY_SIM_SEEDS=<count>` multiplies nothing: it sets how many seeds each scenario runs.
+//! `TALLY_SIM_SEEDS=<count>` multiplies nothing: it sets how many seeds each scenario runs, from
+//! `TALLY_SIM_FIRST_SEED` (0 by default). A failing seed does not stop its scenario: every
+//! failure is printed with its replay command, and the scenario's test fails at the end.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -1037,6 +1039,15 @@ fn seeds(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The first seed of each scenario's range (`TALLY_SIM_FIRST_SEED`, default 0), so that a long
+/// run can go on where an earlier one stopped.
+fn first_seed() -> u64 {
+    std::env::var("TALLY_SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 fn run_one(name: &str, sc: &Scenario, seed: u64, trace: bool) -> Result<Stats, String> {
     World::new(sc.clone(), seed, trace).run().map_err(|e| {
         format!(
@@ -1047,10 +1058,14 @@ fn run_one(name: &str, sc: &Scenario, seed: u64, trace: bool) -> Result<Stats, S
     })
 }
 
-/// Runs `count` seeds of a scenario family; `pick` draws the per-seed variation.
+/// Runs `count` seeds of a scenario family; `pick` draws the per-seed variation. A failing
+/// seed does not stop the run: each is printed with its replay command as it fails, and the
+/// test fails at the end with all of them, so a long background run reports every failure.
 fn run_many(name: &str, n: usize, count: u64, pick: fn(usize, &mut Rng) -> Scenario) -> Stats {
     let mut total = Stats::default();
-    for seed in 0..count {
+    let mut failures = Vec::new();
+    let first = first_seed();
+    for seed in first..first.saturating_add(count) {
         let sc = pick(n, &mut Rng(seed ^ 0x5EED));
         match run_one(name, &sc, seed, false) {
             Ok(s) => {
@@ -1060,10 +1075,23 @@ fn run_many(name: &str, n: usize, count: u64, pick: fn(usize, &mut Rng) -> Scena
                 total.rejected_sync += s.rejected_sync;
                 total.max_round = total.max_round.max(s.max_round);
             }
-            Err(e) => panic!("{e}"),
+            Err(e) => {
+                eprintln!("FAILED {e}");
+                failures.push(e);
+            }
         }
     }
-    println!("{name} n={n}: {count} seeds, {total:?}");
+    println!(
+        "{name} n={n}: seeds {first}..{}, {} failed, {total:?}",
+        first.saturating_add(count),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(total.commits > 0);
     total
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tally_consensus::{Core, Effect, Input, Message, Step, Timeout};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
 use tally_storage::Store;
-use tally_types::{codec, Block, EntryId, Hash, PublicKey, TimestampMs};
+use tally_types::{codec, Block, EntryId, Hash, IdentifiedEntry, PublicKey, TimestampMs};
 
 /// Proposed blocks held for the current and next height, at most. Each is at most one
 /// network frame. When full, the block of the oldest earlier round that is neither locked on
@@ -160,7 +160,7 @@ pub struct Driver {
     /// When each lagging validator was last sent blocks unasked.
     pushed: HashMap<PublicKey, Instant>,
     last_relay: Instant,
-    executions: HashMap<Hash, tally_state::Execution>,
+    executions: HashMap<Hash, crate::ledger::Executed>,
     /// The entries of the blocks checked at this height: their signatures were checked with
     /// the block, so a relay that brings one later is not checked again.
     proposed: HashSet<EntryId>,
@@ -393,32 +393,30 @@ impl Driver {
                     // it: those cost a lookup, not a signature check. No more are checked
                     // than the room they can claim in the mempool; the rest would be refused,
                     // and a proposal that carries one has it checked then.
-                    let (claim, mut fresh, mut ids) = {
+                    let (claim, mut fresh) = {
                         let ledger = self.parts.shared.ledger()?;
                         let occupancy = ledger.mempool().occupancy();
                         let room = occupancy.room();
-                        let (mut fresh, mut ids) = (Vec::new(), Vec::new());
+                        let mut fresh = Vec::new();
                         for e in entries {
-                            if ids.len() == room {
+                            if fresh.len() == room {
                                 break;
                             }
-                            let id = e.id();
-                            if !self.proposed.contains(&id) && ledger.awaits_admission(&e, &id)? {
+                            let e = IdentifiedEntry::new(e);
+                            if !self.proposed.contains(&e.id()) && ledger.awaits_admission(&e)? {
                                 fresh.push(e);
-                                ids.push(id);
                             }
                         }
-                        (occupancy.claim(ids.len()), fresh, ids)
+                        (occupancy.claim(fresh.len()), fresh)
                     };
                     fresh.truncate(claim.entries());
-                    ids.truncate(claim.entries());
-                    // Checked on all cores outside the ledger lock; a bad one is checked
-                    // again on admission and refused with its reason.
-                    let checked = crate::ledger::verified_all(fresh, &ids);
+                    // Checked on all cores outside the ledger lock; a bad one is refused on
+                    // admission with its reason.
+                    let checked = tally_state::verify_entries(fresh);
                     let mut admitted = false;
                     let mut ledger = self.parts.shared.ledger()?;
-                    for ((e, signatures), id) in checked.into_iter().zip(ids) {
-                        admitted |= ledger.submit(e, id, signatures).is_ok();
+                    for checked in checked {
+                        admitted |= ledger.submit(checked).is_ok();
                     }
                     drop((ledger, claim));
                     if admitted && self.voting {
@@ -557,7 +555,7 @@ impl Driver {
         match verdict {
             Ok(exec) => {
                 self.proposed
-                    .extend(exec.outcomes.iter().map(|(id, _)| *id));
+                    .extend(exec.0.outcomes.iter().map(|(id, _)| *id));
                 self.executions.insert(block_hash, exec);
                 Some(true)
             }

@@ -7,13 +7,17 @@ use crate::NodeError;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tally_state::{
-    build_block, check_block, signatures_checked, signatures_checked_of, Execution, Rejection,
-    Signatures, State, StateRead, Tip,
+    build_block, check_block, Execution, Rejection, StagedTree, State, StateRead, Tip,
 };
 use tally_storage::{CommitBatch, EntryRecord, Head, Store};
 use tally_types::{
-    Block, CommitCertificate, EntryId, Genesis, RejectCode, SignedEntry, TimestampMs,
+    Block, CommitCertificate, EntryId, Genesis, IdentifiedEntry, RejectCode, TimestampMs,
+    Unverified, VerifiedEntry,
 };
+
+/// A block's execution with the state tree it leaves: what building or checking the block
+/// worked out, kept for its commit, which stores the one and applies the other.
+pub type Executed = (Execution, StagedTree);
 
 /// How far ahead of this node's clock a proposed block's timestamp may be. Expiry rules read
 /// block time, so a proposer must not be able to move it far into the future.
@@ -102,41 +106,6 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// Checks an entry's signature before the ledger lock is taken, and says how to admit it: a
-/// bad signature is left for [`Ledger::submit`] to check again and refuse with its reason.
-fn verified(entry: &SignedEntry) -> Signatures {
-    if entry.verify_signature().is_ok() {
-        Signatures::AlreadyVerified
-    } else {
-        Signatures::Verify
-    }
-}
-
-/// [`verified`] for entries that arrive together (a batch submission, a relay), with their
-/// ids: one batch check on all cores; when it fails, each entry on its own, so that only the
-/// bad ones are checked again under the ledger lock.
-pub fn verified_all(entries: Vec<SignedEntry>, ids: &[EntryId]) -> Vec<(SignedEntry, Signatures)> {
-    let ids = &ids[..entries.len().min(ids.len())];
-    // One entry is checked on its own: a batch of one costs more.
-    let together = match entries.len() {
-        1 => Signatures::Verify,
-        _ => signatures_checked_of(&entries, ids),
-    };
-    match together {
-        Signatures::AlreadyVerified => entries
-            .into_iter()
-            .map(|e| (e, Signatures::AlreadyVerified))
-            .collect(),
-        Signatures::Verify => entries
-            .into_iter()
-            .map(|e| {
-                let signatures = verified(&e);
-                (e, signatures)
-            })
-            .collect(),
-    }
-}
-
 /// This node's wall clock.
 pub fn now_ms() -> TimestampMs {
     TimestampMs(
@@ -209,22 +178,21 @@ impl Ledger {
     }
 
     /// Admits a submitted entry to the mempool, remembering a refusal for status queries.
-    /// Callers check the signature before taking the ledger lock ([`verified_all`]) and pass
-    /// what they found, so submissions on many connections are verified in parallel; they
-    /// have the entry's id already and vouch that `id` is `entry.id()`.
+    /// Callers check the signature before taking the ledger lock
+    /// ([`tally_state::verify_entries`]) and pass what they found, so submissions on many
+    /// connections are verified in parallel.
     pub fn submit(
         &mut self,
-        entry: SignedEntry,
-        id: EntryId,
-        signatures: Signatures,
+        checked: Result<VerifiedEntry, Unverified>,
     ) -> Result<EntryId, SubmitError> {
-        let refused = match self.mempool.insert_identified(
-            &self.state,
-            &self.genesis.chain_id,
-            entry,
-            id,
-            signatures,
-        ) {
+        let id = match &checked {
+            Ok(e) => e.id(),
+            Err(bad) => bad.id,
+        };
+        let refused = match self
+            .mempool
+            .insert(&self.state, &self.genesis.chain_id, checked)
+        {
             Ok(id) => return Ok(id),
             Err(InsertError::Rejected(r)) => r,
             Err(InsertError::State(e)) => return Err(SubmitError::Node(e.into())),
@@ -237,21 +205,20 @@ impl Ledger {
     /// signature, and checks only when this says `None`.
     pub fn refusal_unchecked(
         &mut self,
-        entry: &SignedEntry,
-        id: &EntryId,
+        entry: &IdentifiedEntry,
     ) -> Result<Option<Rejection>, NodeError> {
-        let refused =
-            self.mempool
-                .refusal_unchecked(&self.state, &self.genesis.chain_id, entry, id)?;
-        refused.map(|r| self.refused(id, r)).transpose()
+        let refused = self
+            .mempool
+            .refusal_unchecked(&self.state, &self.genesis.chain_id, entry)?;
+        refused.map(|r| self.refused(&entry.id(), r)).transpose()
     }
 
     /// Whether a relayed entry is worth a signature check: [`Mempool::refusal_unchecked`]
     /// finds no reason to refuse it, so nothing is looked up or remembered to say why.
-    pub fn awaits_admission(&self, entry: &SignedEntry, id: &EntryId) -> Result<bool, NodeError> {
+    pub fn awaits_admission(&self, entry: &IdentifiedEntry) -> Result<bool, NodeError> {
         Ok(self
             .mempool
-            .refusal_unchecked(&self.state, &self.genesis.chain_id, entry, id)?
+            .refusal_unchecked(&self.state, &self.genesis.chain_id, entry)?
             .is_none())
     }
 
@@ -304,7 +271,7 @@ impl Ledger {
         &mut self,
         proposer: tally_types::PublicKey,
         allow_empty: bool,
-    ) -> Result<Option<(Block, Execution)>, NodeError> {
+    ) -> Result<Option<(Block, Executed)>, NodeError> {
         let candidates = self
             .mempool
             .candidates(&self.state, self.block_entries_max)?;
@@ -314,15 +281,9 @@ impl Ledger {
         let tally_state::BuiltBlock {
             block,
             execution,
+            staged,
             left_out,
-        } = build_block(
-            &self.state,
-            &self.tip,
-            now_ms(),
-            proposer,
-            candidates,
-            Signatures::AlreadyVerified,
-        )?;
+        } = build_block(&self.state, &self.tip, now_ms(), proposer, candidates)?;
         for (entry, reason) in left_out {
             let id = entry.id();
             tracing::info!(entry = %id.short(), %reason, "entry left out of block");
@@ -332,21 +293,21 @@ impl Ledger {
         if block.entries.is_empty() && !allow_empty {
             return Ok(None);
         }
-        Ok(Some((block, execution)))
+        Ok(Some((block, (execution, staged))))
     }
 
     /// Checks a block another validator proposed: it must extend the committed head, carry a
     /// timestamp no further than [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock, and replay
     /// to exactly the roots it claims. Every entry's signature is checked once on this node:
     /// entries this node's mempool already holds were checked on admission, the rest here.
-    pub fn verify_proposal(&self, block: &Block) -> Result<Execution, ProposalError> {
+    pub fn verify_proposal(&self, block: &Block) -> Result<Executed, ProposalError> {
         let ahead = block.header.timestamp.0.saturating_sub(now_ms().0);
         if ahead > CLOCK_DRIFT_MAX_MS {
             return Err(ProposalError::TooEarly {
                 wait_ms: ahead - CLOCK_DRIFT_MAX_MS,
             });
         }
-        check_block(&self.state, &self.tip, block, self.check_unheld(block))
+        check_block(&self.state, &self.tip, block, &self.mempool)
             .map_err(|v| ProposalError::Invalid(v.to_string()))
     }
 
@@ -357,25 +318,12 @@ impl Ledger {
         &self,
         block: &Block,
         certificate: &CommitCertificate,
-    ) -> Result<Execution, String> {
+    ) -> Result<Executed, String> {
         let validators = self.state.validators().map_err(|e| e.to_string())?;
         certificate
             .verify(&block.header, &validators)
             .map_err(|e| format!("certificate: {e}"))?;
-        check_block(&self.state, &self.tip, block, self.check_unheld(block))
-            .map_err(|v| v.to_string())
-    }
-
-    /// Checks, on all cores, the signatures of a block's entries that the mempool does not
-    /// hold (those it holds, signature included, were checked on admission). Says how the
-    /// block must be replayed: `Verify` when one failed, so the replay names it.
-    fn check_unheld(&self, block: &Block) -> Signatures {
-        let unheld: Vec<&SignedEntry> = block
-            .entries
-            .iter()
-            .filter(|e| !self.mempool.holds(e))
-            .collect();
-        signatures_checked(&unheld)
+        check_block(&self.state, &self.tip, block, &self.mempool).map_err(|v| v.to_string())
     }
 
     /// Commits a decided block with its certificate, in one synced write, and prunes the
@@ -384,7 +332,7 @@ impl Ledger {
         &mut self,
         block: &Block,
         certificate: &CommitCertificate,
-        exec: Execution,
+        (exec, staged): Executed,
     ) -> Result<Head, NodeError> {
         let head = self.store.commit_block(&CommitBatch {
             block,
@@ -392,11 +340,11 @@ impl Ledger {
             outcomes: &exec.outcomes,
             rejections: &exec.rejections,
             diff: &exec.diff,
+            staged: &staged,
         })?;
-        self.state.apply(&exec.diff)?;
-        // The header's state root was computed from this diff (`root_after`) when the block was
-        // built or checked; recomputing it over the whole state costs O(state) per block, so
-        // only test builds do it again.
+        self.state.apply_staged(&exec.diff, staged)?;
+        // The header's state root is the staged tree's (storage checked it); recomputing it
+        // over the whole state costs O(state) per block, so only test builds do it again.
         debug_assert_eq!(
             self.state.root(),
             head.state_root,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tally_consensus::{Core, SafetyRecord, ValidatorSet};
 use tally_network::NetworkHandle;
 use tally_state::{Rejection, StateRead};
-use tally_types::{codec, EntryId, Genesis, Keypair, PublicKey, SignedEntry};
+use tally_types::{codec, EntryId, Genesis, IdentifiedEntry, Keypair, PublicKey, SignedEntry};
 use tokio_util::sync::CancellationToken;
 
 /// Everything that stops a node.
@@ -115,19 +115,20 @@ impl Shared {
     /// costs lookups, not signature checks; then the rest claim room in the mempool, and what
     /// finds none is refused `mempool_full` unchecked. The others' signatures are checked
     /// before the ledger lock is taken, many at once in one batch
-    /// ([`ledger::verified_all`]), so submissions on many connections are checked in parallel.
+    /// ([`tally_state::verify_entries`]), so submissions on many connections are checked in
+    /// parallel. Each entry is hashed to its id once.
     fn submit(&self, entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
-        let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
+        let entries: Vec<IdentifiedEntry> = entries.into_iter().map(IdentifiedEntry::new).collect();
+        let ids: Vec<EntryId> = entries.iter().map(IdentifiedEntry::id).collect();
         let mut answers: Vec<Option<Result<(), Rejection>>> = vec![None; ids.len()];
-        let (mut to_check, mut to_check_ids, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut to_check, mut at) = (Vec::new(), Vec::new());
         {
             let mut ledger = self.ledger()?;
             for (i, entry) in entries.into_iter().enumerate() {
-                match ledger.refusal_unchecked(&entry, &ids[i])? {
+                match ledger.refusal_unchecked(&entry)? {
                     Some(r) => answers[i] = Some(Err(r)),
                     None => {
                         to_check.push(entry);
-                        to_check_ids.push(ids[i]);
                         at.push(i);
                     }
                 }
@@ -135,14 +136,15 @@ impl Shared {
         }
         let claim = self.occupancy.claim(to_check.len());
         to_check.truncate(claim.entries());
-        let checked = ledger::verified_all(to_check, &to_check_ids);
+        let checked = tally_state::verify_entries(to_check);
         let mut admitted = Vec::with_capacity(checked.len());
         {
             let mut ledger = self.ledger()?;
-            for ((entry, signatures), &i) in checked.into_iter().zip(&at) {
-                answers[i] = Some(match ledger.submit(entry.clone(), ids[i], signatures) {
+            for (checked, &i) in checked.into_iter().zip(&at) {
+                let relay = checked.as_ref().ok().map(|e| e.entry().clone());
+                answers[i] = Some(match ledger.submit(checked) {
                     Ok(_) => {
-                        admitted.push(entry);
+                        admitted.extend(relay);
                         Ok(())
                     }
                     Err(SubmitError::Rejected(r)) => Err(r),
@@ -230,10 +232,13 @@ impl Shared {
 
     /// Relays up to `max` pending entries again (an observer's relay may have been lost).
     fn relay_pending(&self, max: usize) -> Result<(), NodeError> {
-        let pending = {
+        let pending: Vec<SignedEntry> = {
             let l = self.ledger()?;
             l.mempool().candidates(l.state(), max)?
-        };
+        }
+        .into_iter()
+        .map(tally_types::VerifiedEntry::into_entry)
+        .collect();
         self.relay(&pending);
         Ok(())
     }

@@ -11,14 +11,18 @@ use crate::config::MempoolSection;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tally_state::{admit, AdmitError, Rejection, Signatures, State, StateError, StateRead};
-use tally_types::{EntryId, Name, PublicKey, RejectCode, SignedEntry};
+use tally_state::{
+    admit, refusal_of_unverified, AdmitError, KnownEntries, Rejection, State, StateError, StateRead,
+};
+use tally_types::{
+    EntryId, IdentifiedEntry, Name, PublicKey, RejectCode, SignedEntry, Unverified, VerifiedEntry,
+};
 
 /// The pool.
 #[derive(Debug)]
 pub struct Mempool {
     limits: MempoolSection,
-    by_author: BTreeMap<PublicKey, BTreeMap<u64, SignedEntry>>,
+    by_author: BTreeMap<PublicKey, BTreeMap<u64, VerifiedEntry>>,
     ids: HashSet<EntryId>,
     held: Occupancy,
 }
@@ -174,41 +178,33 @@ impl Mempool {
         self.by_author
             .get(&entry.body.author)
             .and_then(|p| p.get(&entry.body.sequence))
-            .is_some_and(|held| held == entry)
+            .is_some_and(|held| held.entry() == entry)
     }
 
-    /// Admits an entry after every check that can be made before ordering. `signatures` is
-    /// `AlreadyVerified` only when the caller has just checked this entry's signature (outside
-    /// the ledger lock, so submissions are verified in parallel).
+    /// Admits an entry after every check that can be made before ordering, given what the
+    /// check of its signature found (made outside the ledger lock, so that submissions are
+    /// verified in parallel). An entry whose signature failed is refused for the first
+    /// admission check it fails, in the order every node makes them.
     pub fn insert(
         &mut self,
         state: &State,
         chain_id: &Name,
-        entry: SignedEntry,
-        signatures: Signatures,
+        checked: Result<VerifiedEntry, Unverified>,
     ) -> Result<EntryId, InsertError> {
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(bad) => {
+                if self.ids.contains(&bad.id) {
+                    return Err(already_pending(&bad.id).into());
+                }
+                return Err(refusal_of_unverified(state, chain_id, &bad)?.into());
+            }
+        };
         let id = entry.id();
-        self.insert_identified(state, chain_id, entry, id, signatures)
-    }
-
-    /// [`Mempool::insert`] for a caller that has the entry's id already; the caller vouches
-    /// that `id` is `entry.id()`.
-    pub fn insert_identified(
-        &mut self,
-        state: &State,
-        chain_id: &Name,
-        entry: SignedEntry,
-        id: EntryId,
-        signatures: Signatures,
-    ) -> Result<EntryId, InsertError> {
         if self.ids.contains(&id) {
-            return Err(Rejection::new(
-                RejectCode::DuplicateEntry,
-                format!("entry {} is already pending", id.short()),
-            )
-            .into());
+            return Err(already_pending(&id).into());
         }
-        let author = admit(state, chain_id, &entry, signatures)?;
+        let author = admit(state, chain_id, &entry)?;
         if let Some(refused) = self.sequence_refusal(&entry, author.next_sequence) {
             return Err(refused.into());
         }
@@ -234,14 +230,10 @@ impl Mempool {
         &self,
         state: &State,
         chain_id: &Name,
-        entry: &SignedEntry,
-        id: &EntryId,
+        entry: &IdentifiedEntry,
     ) -> Result<Option<Rejection>, StateError> {
-        if self.ids.contains(id) {
-            return Ok(Some(Rejection::new(
-                RejectCode::DuplicateEntry,
-                format!("entry {} is already pending", id.short()),
-            )));
+        if self.ids.contains(&entry.id()) {
+            return Ok(Some(already_pending(&entry.id())));
         }
         let body = &entry.body;
         if &body.chain_id != chain_id || body.payload.check_well_formed().is_err() {
@@ -289,7 +281,7 @@ impl Mempool {
     /// sequence number, taken round-robin so one busy author cannot starve the others. Runs are
     /// walked lazily, so the cost is that of the entries taken plus one look per author, not
     /// of the whole pool: the driver asks for one candidate after every admitted entry.
-    pub fn candidates(&self, state: &State, max: usize) -> Result<Vec<SignedEntry>, StateError> {
+    pub fn candidates(&self, state: &State, max: usize) -> Result<Vec<VerifiedEntry>, StateError> {
         let mut runs = Vec::new();
         for (author, pending) in &self.by_author {
             // The first round takes one entry from each run in order, so runs past the first
@@ -327,7 +319,7 @@ impl Mempool {
     /// which can no longer be ordered (`id` is `entry.id()`). When another entry claimed that
     /// sequence number here (its author signed two; a peer's block ordered the other), that
     /// one is forgotten too, and returned so its submitter can be told why.
-    pub fn remove(&mut self, entry: &SignedEntry, id: &EntryId) -> Option<SignedEntry> {
+    pub fn remove(&mut self, entry: &SignedEntry, id: &EntryId) -> Option<VerifiedEntry> {
         let author = &entry.body.author;
         let pending = self.by_author.get_mut(author)?;
         let held = pending.remove(&entry.body.sequence);
@@ -357,7 +349,7 @@ impl Mempool {
         &mut self,
         state: &State,
         authors: impl IntoIterator<Item = PublicKey>,
-    ) -> Result<Vec<(SignedEntry, bool)>, StateError> {
+    ) -> Result<Vec<(VerifiedEntry, bool)>, StateError> {
         let mut dropped = Vec::new();
         for author in authors {
             let (next, retired) = match state.key_record(&author)? {
@@ -382,6 +374,19 @@ impl Mempool {
         self.changed();
         Ok(dropped)
     }
+}
+
+impl KnownEntries for Mempool {
+    fn holds(&self, entry: &SignedEntry) -> bool {
+        Mempool::holds(self, entry)
+    }
+}
+
+fn already_pending(id: &EntryId) -> Rejection {
+    Rejection::new(
+        RejectCode::DuplicateEntry,
+        format!("entry {} is already pending", id.short()),
+    )
 }
 
 #[cfg(test)]
@@ -428,6 +433,11 @@ mod tests {
         .sign(k)
     }
 
+    /// What checking an entry's signature gives the pool.
+    fn checked(e: SignedEntry) -> Result<VerifiedEntry, Unverified> {
+        VerifiedEntry::verify(e)
+    }
+
     fn mempool(entries_max: usize, per_author_max: usize) -> Mempool {
         Mempool::new(MempoolSection {
             entries_max,
@@ -447,12 +457,12 @@ mod tests {
         let (state, a, b) = setup();
         let mut pool = mempool(100, 8);
         for seq in [2, 0, 1] {
-            pool.insert(&state, &name("pool"), entry(&a, seq), Signatures::Verify)
+            pool.insert(&state, &name("pool"), checked(entry(&a, seq)))
                 .expect("admitted");
         }
-        pool.insert(&state, &name("pool"), entry(&b, 0), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(entry(&b, 0)))
             .expect("admitted");
-        pool.insert(&state, &name("pool"), entry(&b, 5), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(entry(&b, 5)))
             .expect("held behind a gap");
         assert_eq!(pool.next_sequence(&a.public(), 0), 3);
         let c = pool.candidates(&state, 10).expect("state reads");
@@ -487,7 +497,7 @@ mod tests {
         let (state, a, _) = setup();
         let mut pool = mempool(100, 8);
         let held = entry(&a, 0);
-        pool.insert(&state, &name("pool"), held.clone(), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(held.clone()))
             .expect("admitted");
         // A block orders another entry its author signed at the same sequence number.
         let mut other = held.body.clone();
@@ -495,14 +505,18 @@ mod tests {
             voucher: Hash([7; 32]),
         };
         let used = other.sign(&a);
-        assert_eq!(pool.remove(&used, &used.id()), Some(held.clone()));
+        assert_eq!(
+            pool.remove(&used, &used.id())
+                .map(VerifiedEntry::into_entry),
+            Some(held.clone())
+        );
         assert!(
             pool.is_empty(),
             "the displaced entry's id is not left behind"
         );
         assert!(!pool.contains(&held.id()));
         // The entry itself, removed once it is used, returns nothing.
-        pool.insert(&state, &name("pool"), held.clone(), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(held.clone()))
             .expect("admitted again");
         assert_eq!(pool.remove(&held, &held.id()), None);
         assert!(pool.is_empty());
@@ -513,10 +527,10 @@ mod tests {
     fn every_limit_and_replay_has_its_code() {
         let (state, a, b) = setup();
         let mut pool = mempool(3, 2);
-        pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(entry(&a, 0)))
             .expect("admitted");
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)),
+            code(pool.insert(&state, &name("pool"), checked(entry(&a, 0)))),
             Some(RejectCode::DuplicateEntry)
         );
         let mut other = entry(&a, 1);
@@ -524,41 +538,43 @@ mod tests {
             voucher: Hash([1; 32]),
         };
         let other = other.body.sign(&a);
-        pool.insert(&state, &name("pool"), other, Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(other))
             .expect("admitted");
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&a, 1), Signatures::Verify)),
+            code(pool.insert(&state, &name("pool"), checked(entry(&a, 1)))),
             Some(RejectCode::StaleSequence)
         );
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&a, 2), Signatures::Verify)),
+            code(pool.insert(&state, &name("pool"), checked(entry(&a, 2)))),
             Some(RejectCode::FutureSequence)
         );
-        pool.insert(&state, &name("pool"), entry(&b, 0), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(entry(&b, 0)))
             .expect("admitted");
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), entry(&b, 1), Signatures::Verify)),
+            code(pool.insert(&state, &name("pool"), checked(entry(&b, 1)))),
             Some(RejectCode::MempoolFull)
         );
         let stranger = Keypair::from_seed_for_tests(77);
         assert_eq!(
-            code(pool.insert(
-                &state,
-                &name("pool"),
-                entry(&stranger, 0),
-                Signatures::Verify
-            )),
+            code(pool.insert(&state, &name("pool"), checked(entry(&stranger, 0)))),
             Some(RejectCode::UnknownAuthor)
         );
         let mut forged = entry(&a, 3);
         forged.signature.0[0] ^= 1;
         assert_eq!(
-            code(pool.insert(&state, &name("pool"), forged, Signatures::Verify)),
+            code(pool.insert(&state, &name("pool"), checked(forged))),
             Some(RejectCode::BadSignature)
         );
         assert_eq!(
-            code(pool.insert(&state, &name("other"), entry(&a, 1), Signatures::Verify)),
+            code(pool.insert(&state, &name("other"), checked(entry(&a, 1)))),
             Some(RejectCode::WrongChain)
+        );
+        let mut forged_elsewhere = entry(&a, 3);
+        forged_elsewhere.signature.0[0] ^= 1;
+        assert_eq!(
+            code(pool.insert(&state, &name("other"), checked(forged_elsewhere))),
+            Some(RejectCode::WrongChain),
+            "a bad signature is refused for the first check it fails, in the order of every node"
         );
         assert_eq!(pool.len(), 3, "nothing refused was kept");
     }
@@ -572,7 +588,7 @@ mod tests {
         let second = occupancy.claim(3);
         assert_eq!((first.entries(), second.entries()), (3, 2));
         assert_eq!(occupancy.claim(1).entries(), 0, "all room is claimed");
-        pool.insert(&state, &name("pool"), entry(&a, 0), Signatures::Verify)
+        pool.insert(&state, &name("pool"), checked(entry(&a, 0)))
             .expect("a claimant's entry is admitted");
         drop(first);
         assert_eq!(occupancy.room(), 2, "one held, two claimed");
@@ -587,7 +603,7 @@ mod tests {
         let chain = name("pool");
         let mut pool = mempool(10, 2);
         let unchecked = |pool: &Mempool, e: &SignedEntry| {
-            pool.refusal_unchecked(&state, &chain, e, &e.id())
+            pool.refusal_unchecked(&state, &chain, &e.clone().into())
                 .expect("state readable")
                 .map(|r| r.code)
         };
@@ -597,7 +613,7 @@ mod tests {
             None,
             "admissible: left to the full check"
         );
-        pool.insert(&state, &chain, first.clone(), Signatures::Verify)
+        pool.insert(&state, &chain, checked(first.clone()))
             .expect("admitted");
         assert_eq!(unchecked(&pool, &first), Some(RejectCode::DuplicateEntry));
         let mut rival = entry(&a, 0);
@@ -622,14 +638,13 @@ mod tests {
         );
         let stranger = Keypair::from_seed_for_tests(77);
         assert_eq!(unchecked(&pool, &entry(&stranger, 5)), None);
-        let other_chain =
-            pool.refusal_unchecked(&state, &name("other"), &entry(&a, 0), &entry(&a, 0).id());
+        let other_chain = pool.refusal_unchecked(&state, &name("other"), &entry(&a, 0).into());
         assert!(
             matches!(other_chain, Ok(Some(_))),
             "pending under that id whatever the chain"
         );
         assert_eq!(
-            pool.refusal_unchecked(&state, &name("other"), &entry(&a, 5), &entry(&a, 5).id())
+            pool.refusal_unchecked(&state, &name("other"), &entry(&a, 5).into())
                 .expect("state readable"),
             None,
             "an entry for another chain is left to the full check, which names the chain"

@@ -13,7 +13,7 @@ use crate::{Rejection, StateError};
 use tally_types::entry::key_rotation_message;
 use tally_types::{
     Domain, EntryId, EntryOutcome, Name, Payload, PublicKey, ReasonCode, RegistryKind, RejectCode,
-    Role, SignedEntry, TimestampMs,
+    Role, SignedEntry, TimestampMs, Unverified, VerifiedEntry,
 };
 
 /// What a block is executed under.
@@ -27,17 +27,14 @@ pub struct BlockContext {
     pub timestamp: TimestampMs,
 }
 
-/// Whether entry signatures still need checking. A node verifies each entry once: when its
-/// mempool admits it, or when a peer's block carries an entry the mempool does not hold, or
-/// when a copy of the chain is replayed (sync, audit). Its own proposals, and blocks whose
-/// signatures were all just checked (in parallel, by [`crate::signatures_checked`]), are
-/// executed with `AlreadyVerified`.
+/// Whether an entry's signature is still to be checked when its turn comes. Private to the
+/// executor: callers say it with types ([`VerifiedEntry`] or not), never with a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signatures {
-    /// Check every signature.
-    Verify,
-    /// Signatures were checked on admission.
-    AlreadyVerified,
+pub(crate) enum Signature {
+    /// Check it at the entry's turn, so the first bad entry of a block is the one reported.
+    Check,
+    /// Checked already (a [`VerifiedEntry`], or one of a block whose signatures all held).
+    Checked,
 }
 
 /// The result of executing a block's entries.
@@ -98,8 +95,43 @@ fn reject<T>(code: RejectCode, detail: impl Into<String>) -> Rule<T> {
 pub fn admit(
     state: &impl StateRead,
     chain_id: &Name,
+    entry: &VerifiedEntry,
+) -> Result<KeyRecord, AdmitError> {
+    admission(state, chain_id, entry, &entry.id(), Signature::Checked)
+}
+
+/// Why an entry whose signature does not verify is refused: the first admission check it
+/// fails, in the order [`admit`] makes them, so it is refused for the same reason on every
+/// node whichever checked its signature first. At the latest, its signature.
+pub fn refusal_of_unverified(
+    state: &impl StateRead,
+    chain_id: &Name,
+    entry: &Unverified,
+) -> Result<Rejection, StateError> {
+    match admission(state, chain_id, &entry.entry, &entry.id, Signature::Check) {
+        Err(AdmitError::Rejected(r)) => Ok(r),
+        Err(AdmitError::State(e)) => Err(e),
+        // The signature was found bad: checked again here, it is still bad.
+        Ok(_) => Ok(bad_signature(&entry.entry)),
+    }
+}
+
+fn bad_signature(entry: &SignedEntry) -> Rejection {
+    Rejection::new(
+        RejectCode::BadSignature,
+        format!(
+            "signature does not verify under author {}",
+            entry.body.author.short()
+        ),
+    )
+}
+
+fn admission(
+    state: &impl StateRead,
+    chain_id: &Name,
     entry: &SignedEntry,
-    signatures: Signatures,
+    id: &EntryId,
+    signature: Signature,
 ) -> Result<KeyRecord, AdmitError> {
     let body = &entry.body;
     if &body.chain_id != chain_id {
@@ -115,15 +147,13 @@ pub fn admit(
     if let Err(m) = body.payload.check_well_formed() {
         return Err(Rejection::new(RejectCode::Malformed, m).into());
     }
-    if signatures == Signatures::Verify && entry.verify_signature().is_err() {
-        return Err(Rejection::new(
-            RejectCode::BadSignature,
-            format!(
-                "signature does not verify under author {}",
-                body.author.short()
-            ),
-        )
-        .into());
+    if signature == Signature::Check
+        && body
+            .author
+            .verify_hash(Domain::EntrySignature, id, &entry.signature)
+            .is_err()
+    {
+        return Err(bad_signature(entry).into());
     }
     if let Payload::RotateKey {
         new_key,
@@ -177,40 +207,43 @@ pub enum AdmitError {
     State(#[from] StateError),
 }
 
-/// Executes a block's entries in order. Any entry that fails admission makes the block invalid.
+/// Executes a block's entries in order, checking each signature at its entry's turn. Any
+/// entry that fails admission makes the block invalid.
 pub fn execute_block(
     state: &State,
     ctx: &BlockContext,
     entries: &[SignedEntry],
-    signatures: Signatures,
 ) -> Result<Execution, ExecuteError> {
     let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
-    execute_identified(state, ctx, entries, &ids, signatures)
+    execute_identified(state, ctx, entries, &ids, Signature::Check)
 }
 
-/// [`execute_block`] with the entries' ids worked out already (`ids[i]` is `entries[i].id()`).
+/// [`execute_block`] of entries whose signatures were checked already.
+pub fn execute_verified(
+    state: &State,
+    ctx: &BlockContext,
+    entries: &[VerifiedEntry],
+) -> Result<Execution, ExecuteError> {
+    let mut ex = Executor::new(state, ctx, entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        ex.order_or_invalid(index, entry, entry.id(), Signature::Checked)?;
+    }
+    Ok(ex.finish())
+}
+
+/// [`execute_block`] with the entries' ids worked out already (`ids[i]` is `entries[i].id()`,
+/// as [`crate::verify`] computes them for a block it holds).
 pub(crate) fn execute_identified(
     state: &State,
     ctx: &BlockContext,
     entries: &[SignedEntry],
     ids: &[EntryId],
-    signatures: Signatures,
+    signature: Signature,
 ) -> Result<Execution, ExecuteError> {
     assert_eq!(entries.len(), ids.len(), "one id per entry");
     let mut ex = Executor::new(state, ctx, entries.len());
     for (index, (entry, id)) in entries.iter().zip(ids).enumerate() {
-        match ex.order(entry, *id, signatures) {
-            Ok(()) => {}
-            Err(AdmitError::Rejected(rejection)) => {
-                return Err(InvalidBlock {
-                    index,
-                    entry: *id,
-                    rejection,
-                }
-                .into())
-            }
-            Err(AdmitError::State(e)) => return Err(e.into()),
-        }
+        ex.order_or_invalid(index, entry, *id, signature)?;
     }
     Ok(ex.finish())
 }
@@ -220,14 +253,13 @@ pub(crate) fn execute_identified(
 pub fn execute_candidates(
     state: &State,
     ctx: &BlockContext,
-    candidates: impl IntoIterator<Item = SignedEntry>,
-    signatures: Signatures,
-) -> Result<(Execution, Vec<(SignedEntry, Rejection)>), StateError> {
+    candidates: impl IntoIterator<Item = VerifiedEntry>,
+) -> Result<(Execution, Vec<(VerifiedEntry, Rejection)>), StateError> {
     let candidates = candidates.into_iter();
     let mut ex = Executor::new(state, ctx, candidates.size_hint().0);
     let mut left_out = Vec::new();
     for entry in candidates {
-        match ex.order(&entry, entry.id(), signatures) {
+        match ex.order(&entry, entry.id(), Signature::Checked) {
             Ok(()) => {}
             Err(AdmitError::Rejected(r)) => left_out.push((entry, r)),
             Err(AdmitError::State(e)) => return Err(e),
@@ -263,14 +295,35 @@ impl<'a> Executor<'a> {
         out
     }
 
+    /// [`Executor::order`] in a block, where an entry that cannot be ordered makes the block
+    /// invalid.
+    fn order_or_invalid(
+        &mut self,
+        index: usize,
+        entry: &SignedEntry,
+        id: EntryId,
+        signature: Signature,
+    ) -> Result<(), ExecuteError> {
+        match self.order(entry, id, signature) {
+            Ok(()) => Ok(()),
+            Err(AdmitError::Rejected(rejection)) => Err(InvalidBlock {
+                index,
+                entry: id,
+                rejection,
+            }
+            .into()),
+            Err(AdmitError::State(e)) => Err(e.into()),
+        }
+    }
+
     /// Admits, orders and applies one entry, whose id is `id`.
     fn order(
         &mut self,
         entry: &SignedEntry,
         id: EntryId,
-        signatures: Signatures,
+        signature: Signature,
     ) -> Result<(), AdmitError> {
-        let mut author = admit(&self.ov, &self.ctx.chain_id, entry, signatures)?;
+        let mut author = admission(&self.ov, &self.ctx.chain_id, entry, &id, signature)?;
         let seq = entry.body.sequence;
         if seq != author.next_sequence {
             let code = if seq < author.next_sequence {

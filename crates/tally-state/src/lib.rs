@@ -13,18 +13,18 @@ pub mod tree;
 pub mod verify;
 
 pub use execute::{
-    admit, execute_block, execute_candidates, AdmitError, BlockContext, ExecuteError, Execution,
-    InvalidBlock, Signatures,
+    admit, execute_block, execute_candidates, execute_verified, refusal_of_unverified, AdmitError,
+    BlockContext, ExecuteError, Execution, InvalidBlock,
 };
 pub use report::{Finding, Reconciliation, Report};
-pub use store::{leaf_changes, Backing, Pairs, State, StateDiff, StateRead};
+pub use store::{leaf_changes, Backing, Pairs, StagedTree, State, StateDiff, StateRead};
 pub use verify::{
-    build_block, check_block, cores, signatures_checked, signatures_checked_of, BlockSummary,
-    BuiltBlock, ChainVerifier, CheckedBlock, Tip, Violation,
+    build_block, check_block, cores, verify_entries, BlockSummary, BuiltBlock, ChainVerifier,
+    CheckedBlock, KnownEntries, NoneKnown, Tip, Violation,
 };
 
 use serde::{Deserialize, Serialize};
-use tally_types::RejectCode;
+use tally_types::{Hash, RejectCode};
 
 /// Why an entry was refused: a stable code and a message naming the rule and the values
 /// ("voucher 81f3a2c0 has 1200 left; redemption asks 1500").
@@ -64,5 +64,14 @@ pub enum StateError {
         key: String,
         /// What failed.
         reason: String,
+    },
+    /// A staged state tree was offered to a state other than the one it was staged on: the
+    /// block it was worked out for is not the next one. A node's own bookkeeping is wrong.
+    #[error("a state tree staged on root {staged} was offered to the state at root {now}")]
+    Stale {
+        /// The root it was staged on.
+        staged: Hash,
+        /// The state's root now.
+        now: Hash,
     },
 }

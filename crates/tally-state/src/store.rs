@@ -16,7 +16,7 @@ use crate::StateError;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tally_types::{codec, EntryId, Genesis, Hash, Name, PublicKey, SubjectToken};
 
 /// Changes made by one block: a new value, or `None` for a deletion.
@@ -162,9 +162,31 @@ enum Records {
 pub struct State {
     records: Records,
     tree: Tree,
-    /// The tree [`State::root_after`] last computed and the changes it was for: a block is
-    /// checked against its header and then applied, and the second needs the same tree.
-    checked: Mutex<Option<(Vec<Change>, Tree)>>,
+}
+
+/// A block's changes to the state tree, worked out once against one committed state: checking
+/// the block against its header needs the root, storage needs the changed leaves, and the
+/// committed state needs the tree. Committing the block consumes it
+/// ([`State::apply_staged`]), so no changed leaf is hashed twice; a state that has moved on
+/// since refuses it.
+#[derive(Debug, Clone)]
+pub struct StagedTree {
+    base: Hash,
+    changes: Vec<Change>,
+    tree: Tree,
+}
+
+impl StagedTree {
+    /// The state root after the block.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+
+    /// Each changed record's tree path and new leaf hash (`None` for a removal), in path
+    /// order: what storage keeps beside the records.
+    pub fn leaves(&self) -> &[Change] {
+        &self.changes
+    }
 }
 
 impl Default for State {
@@ -172,7 +194,6 @@ impl Default for State {
         State {
             records: Records::Memory(BTreeMap::new()),
             tree: Tree::default(),
-            checked: Mutex::default(),
         }
     }
 }
@@ -195,7 +216,6 @@ impl Clone for State {
         State {
             records: self.records.clone(),
             tree: self.tree.clone(),
-            checked: Mutex::default(),
         }
     }
 }
@@ -269,7 +289,6 @@ impl State {
         State {
             records: Records::Memory(kv),
             tree,
-            checked: Mutex::default(),
         }
     }
 
@@ -279,7 +298,6 @@ impl State {
         Ok(State {
             tree: Tree::load(backing.clone())?,
             records: Records::Backed(backing),
-            checked: Mutex::default(),
         })
     }
 
@@ -288,22 +306,31 @@ impl State {
     /// changes here.
     pub fn apply(&mut self, diff: &StateDiff) -> Result<(), StateError> {
         let changes = leaf_changes(diff);
-        let checked = self
-            .checked
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let memo = match checked {
-            Some((c, tree)) if c == changes => Some(tree),
-            _ => None,
-        };
-        match memo {
-            Some(tree) => self.tree = tree,
-            // A tree in memory cannot fail to change, so it changes in place. A backed one
-            // reads its backing and could fail halfway: it is replaced only once it changed.
-            None if matches!(self.records, Records::Memory(_)) => self.tree.change(&changes)?,
-            None => self.tree = self.tree.with(&changes)?,
+        // A tree in memory cannot fail to change, so it changes in place. A backed one reads
+        // its backing and could fail halfway: it is replaced only once it changed.
+        match self.records {
+            Records::Memory(_) => self.tree.change(&changes)?,
+            Records::Backed(_) => self.tree = self.tree.with(&changes)?,
         }
+        self.apply_records(diff);
+        Ok(())
+    }
+
+    /// [`State::apply`] with the tree [`State::stage`] worked out for this diff when the block
+    /// was built or checked. Refused if this state has moved on since.
+    pub fn apply_staged(&mut self, diff: &StateDiff, staged: StagedTree) -> Result<(), StateError> {
+        if staged.base != self.tree.root() {
+            return Err(StateError::Stale {
+                staged: staged.base,
+                now: self.tree.root(),
+            });
+        }
+        self.tree = staged.tree;
+        self.apply_records(diff);
+        Ok(())
+    }
+
+    fn apply_records(&mut self, diff: &StateDiff) {
         if let Records::Memory(kv) = &mut self.records {
             for (k, v) in diff {
                 match v {
@@ -312,7 +339,6 @@ impl State {
                 };
             }
         }
-        Ok(())
     }
 
     /// The state commitment: the root of the sparse Merkle tree of every record
@@ -321,14 +347,16 @@ impl State {
         self.tree.root()
     }
 
-    /// The state root this state would have after `diff`, without applying it: a block is
-    /// checked against its header before anything is changed. Costs O(diff × log state).
-    pub fn root_after(&self, diff: &StateDiff) -> Result<Hash, StateError> {
+    /// The tree this state would have after `diff`, without applying it: a block is checked
+    /// against its header before anything is changed. Costs O(diff × log state).
+    pub fn stage(&self, diff: &StateDiff) -> Result<StagedTree, StateError> {
         let changes = leaf_changes(diff);
         let tree = self.tree.with(&changes)?;
-        let root = tree.root();
-        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some((changes, tree));
-        Ok(root)
+        Ok(StagedTree {
+            base: self.tree.root(),
+            changes,
+            tree,
+        })
     }
 
     /// The records with keys in `from..to`, in key order.
@@ -445,7 +473,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_after_equals_root_of_applied_diff() {
+    fn a_staged_tree_is_the_applied_tree_and_a_moved_state_refuses_it() {
         let mut s = State::from_pairs((0u8..20).map(|i| (vec![i], vec![i; 3])));
         let mut diff = StateDiff::new();
         diff.insert(vec![0], None);
@@ -453,11 +481,11 @@ mod tests {
         diff.insert(vec![7, 1], Some(vec![1]));
         diff.insert(vec![30], Some(vec![2]));
         diff.insert(vec![31], None);
-        // A root computed for one diff is not reused for another.
+        // A tree staged on one state is refused once that state has moved on.
         let mut other = s.clone();
         let mut small = StateDiff::new();
         small.insert(vec![3], Some(vec![4]));
-        let _ = other.root_after(&diff).expect("in memory");
+        let stale = other.stage(&diff).expect("in memory");
         other.apply(&small).expect("in memory");
         let rebuilt = State::from_pairs(other.pairs().expect("in memory"));
         assert_eq!(other.root(), rebuilt.root());
@@ -465,16 +493,32 @@ mod tests {
             other.raw(&[3]).expect("in memory").as_deref(),
             Some(&[4u8][..])
         );
+        let before = other.root();
+        assert!(matches!(
+            other.apply_staged(&diff, stale),
+            Err(StateError::Stale { .. })
+        ));
+        assert_eq!(other.root(), before, "a refused tree changes nothing");
 
-        let predicted = s.root_after(&diff).expect("in memory");
-        s.apply(&diff).expect("in memory");
+        let staged = s.stage(&diff).expect("in memory");
+        let predicted = staged.root();
+        assert_eq!(staged.leaves(), leaf_changes(&diff).as_slice());
+        let mut by_apply = s.clone();
+        by_apply.apply(&diff).expect("in memory");
+        s.apply_staged(&diff, staged).expect("staged on this state");
         assert_eq!(predicted, s.root());
+        assert_eq!(by_apply.root(), s.root());
+        assert_eq!(
+            by_apply.pairs().expect("in memory"),
+            s.pairs().expect("in memory")
+        );
         let rebuilt = State::from_pairs(s.pairs().expect("in memory"));
         assert_eq!(rebuilt.root(), s.root());
         assert_eq!(
             State::default()
-                .root_after(&StateDiff::new())
-                .expect("in memory"),
+                .stage(&StateDiff::new())
+                .expect("in memory")
+                .root(),
             State::default().root()
         );
     }

@@ -7,14 +7,15 @@
 //! replay through the state machine to the same outcomes and the same state root.
 
 use crate::execute::{
-    execute_candidates, execute_identified, BlockContext, ExecuteError, Execution, Signatures,
+    execute_candidates, execute_identified, BlockContext, ExecuteError, Execution, Signature,
 };
-use crate::store::{State, StateRead};
+use crate::store::{StagedTree, State, StateRead};
 use crate::{Rejection, StateError};
 use tally_types::block::{outcomes_root, validators_hash};
+use tally_types::keys::{verify_batch, SignatureCheck};
 use tally_types::{
-    Block, BlockHeader, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, Name, PublicKey,
-    SignedEntry, TimestampMs,
+    Block, BlockHeader, CommitCertificate, Domain, EntryId, EntryOutcome, Genesis, Hash,
+    IdentifiedEntry, Name, PublicKey, SignedEntry, TimestampMs, Unverified, VerifiedEntry,
 };
 
 /// Below this many signatures a block's entries are checked on the calling thread: starting
@@ -28,53 +29,90 @@ pub fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Checks entry signatures in batches on every core and says how to execute the entries:
-/// `AlreadyVerified` when every one is valid, `Verify` otherwise. Verification bounds a node's
-/// throughput, and a block's signatures are independent, so a block is checked in as many
-/// slices as the machine has cores, each slice in one batch
-/// ([`SignedEntry::verify_signatures`]). Which entry failed, and why, is left to the sequential
-/// replay with `Verify`, so a bad block is reported the same on every machine.
-pub fn signatures_checked<E: std::borrow::Borrow<SignedEntry> + Sync>(entries: &[E]) -> Signatures {
-    let ids: Vec<EntryId> = entries.iter().map(|e| e.borrow().id()).collect();
-    signatures_checked_of(entries, &ids)
-}
-
-/// [`signatures_checked`] for a caller that has the entries' ids already; it vouches that
-/// `ids[i]` is `entries[i].id()` ([`SignedEntry::verify_signatures_of`]).
-pub fn signatures_checked_of<E: std::borrow::Borrow<SignedEntry> + Sync>(
-    entries: &[E],
-    ids: &[EntryId],
-) -> Signatures {
+/// Checks entries that arrive together (a batch submission, a relay) on every core, each
+/// slice in one batch ([`VerifiedEntry::verify_all`]): verification bounds a node's
+/// throughput, and the entries' signatures are independent.
+pub fn verify_entries(entries: Vec<IdentifiedEntry>) -> Vec<Result<VerifiedEntry, Unverified>> {
     let threads = cores();
-    let valid = if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
-        SignedEntry::verify_signatures_of(entries, ids)
-    } else {
-        let slice = entries.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let slices: Vec<_> = entries
-                .chunks(slice)
-                .zip(ids.chunks(slice))
-                .map(|(e, i)| s.spawn(move || SignedEntry::verify_signatures_of(e, i)))
-                .collect();
-            slices.into_iter().all(|h| h.join().unwrap_or(false))
-        })
-    };
-    verdict(valid && entries.len() == ids.len())
+    if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
+        return VerifiedEntry::verify_all(entries);
+    }
+    let slice = entries.len().div_ceil(threads);
+    let mut slices = Vec::with_capacity(threads);
+    let mut rest = entries;
+    while rest.len() > slice {
+        let tail = rest.split_off(slice);
+        slices.push(rest);
+        rest = tail;
+    }
+    slices.push(rest);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = slices
+            .into_iter()
+            .map(|part| s.spawn(move || VerifiedEntry::verify_all(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
-fn verdict(valid: bool) -> Signatures {
-    if valid {
-        Signatures::AlreadyVerified
-    } else {
-        Signatures::Verify
+/// Entries whose signatures a node has checked already: a block's entries found here are not
+/// checked again. A mempool is one, since it holds only [`VerifiedEntry`]s.
+pub trait KnownEntries {
+    /// Whether this exact entry, signature included, is held as verified.
+    fn holds(&self, entry: &SignedEntry) -> bool;
+}
+
+/// Nothing known: every signature of a block is checked (an auditor, a chain copy).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoneKnown;
+
+impl KnownEntries for NoneKnown {
+    fn holds(&self, _: &SignedEntry) -> bool {
+        false
     }
 }
 
-/// What a replay needs of a block's entries that the state does not change: whether their
-/// signatures hold, their ids, and the root they hash to.
+/// Whether every entry's signature holds over its id, checked in one batch.
+fn batch_valid(entries: &[(&SignedEntry, &EntryId)]) -> bool {
+    let checks: Vec<SignatureCheck<'_>> = entries
+        .iter()
+        .map(|(e, id)| SignatureCheck {
+            key: &e.body.author,
+            domain: Domain::EntrySignature,
+            message: id.as_bytes(),
+            signature: &e.signature,
+        })
+        .collect();
+    verify_batch(&checks)
+}
+
+/// [`batch_valid`] on every core, in as many slices as the machine has: a block's signatures
+/// are independent.
+fn batch_valid_on_all_cores(entries: &[(&SignedEntry, &EntryId)]) -> bool {
+    let threads = cores();
+    if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
+        return batch_valid(entries);
+    }
+    let slice = entries.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let slices: Vec<_> = entries
+            .chunks(slice)
+            .map(|part| s.spawn(move || batch_valid(part)))
+            .collect();
+        slices.into_iter().all(|h| h.join().unwrap_or(false))
+    })
+}
+
+/// What a replay needs of a block's entries that the state does not change: their ids (each
+/// body hashed once), the root they hash to, and whether their signatures all held. When one
+/// did not, the replay checks each at its entry's turn, so that the first bad entry is the one
+/// reported, the same on every machine.
 #[derive(Debug, Clone)]
 struct Found {
-    signatures: Signatures,
+    signature: Signature,
     ids: Vec<EntryId>,
     entries_root: Hash,
 }
@@ -83,24 +121,31 @@ impl Found {
     /// Works it out on this thread, the signatures in one batch.
     fn of(entries: &[SignedEntry]) -> Self {
         let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
-        let valid = SignedEntry::verify_signatures_of(entries, &ids);
-        Found {
-            signatures: verdict(valid),
-            ids,
-            entries_root: Block::compute_entries_root(entries),
-        }
+        let pairs: Vec<(&SignedEntry, &EntryId)> = entries.iter().zip(&ids).collect();
+        let valid = batch_valid(&pairs);
+        Found::with(entries, ids, valid)
     }
 
-    /// The ids and root worked out here, with the signatures as the caller says (`Verify`:
-    /// checked here, on every core).
-    fn with_signatures(entries: &[SignedEntry], signatures: Signatures) -> Self {
-        let signatures = match signatures {
-            Signatures::Verify => signatures_checked(entries),
-            other => other,
-        };
+    /// Works it out with the signatures checked on every core, but for those `known` holds.
+    fn checking(entries: &[SignedEntry], known: &dyn KnownEntries) -> Self {
+        let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
+        let unknown: Vec<(&SignedEntry, &EntryId)> = entries
+            .iter()
+            .zip(&ids)
+            .filter(|(e, _)| !known.holds(e))
+            .collect();
+        let valid = batch_valid_on_all_cores(&unknown);
+        Found::with(entries, ids, valid)
+    }
+
+    fn with(entries: &[SignedEntry], ids: Vec<EntryId>, valid: bool) -> Self {
         Found {
-            signatures,
-            ids: entries.iter().map(SignedEntry::id).collect(),
+            signature: if valid {
+                Signature::Checked
+            } else {
+                Signature::Check
+            },
+            ids,
             entries_root: Block::compute_entries_root(entries),
         }
     }
@@ -110,7 +155,7 @@ impl Found {
 /// to work out once the cheaper checks of the header have passed.
 enum Findings<'a> {
     Ready(&'a Found),
-    Later(Signatures),
+    Later(&'a dyn KnownEntries),
 }
 
 /// A block read from a chain copy, with what can be checked of it before its turn: its
@@ -193,8 +238,10 @@ pub struct BuiltBlock {
     pub block: Block,
     /// Outcomes, rejections and the state diff.
     pub execution: Execution,
+    /// The state tree after the block, for its commit.
+    pub staged: StagedTree,
     /// Candidates that could not be ordered, with why (a rotated author, a used sequence).
-    pub left_out: Vec<(SignedEntry, Rejection)>,
+    pub left_out: Vec<(VerifiedEntry, Rejection)>,
 }
 
 /// Builds the next block from candidate entries (in mempool order). Entries that can no longer
@@ -204,8 +251,7 @@ pub fn build_block(
     tip: &Tip,
     timestamp: TimestampMs,
     proposer: PublicKey,
-    candidates: impl IntoIterator<Item = SignedEntry>,
-    signatures: Signatures,
+    candidates: impl IntoIterator<Item = VerifiedEntry>,
 ) -> Result<BuiltBlock, StateError> {
     let timestamp = timestamp.max(tip.timestamp);
     let ctx = BlockContext {
@@ -213,7 +259,8 @@ pub fn build_block(
         height: tip.height + 1,
         timestamp,
     };
-    let (exec, left_out) = execute_candidates(state, &ctx, candidates, signatures)?;
+    let (exec, left_out) = execute_candidates(state, &ctx, candidates)?;
+    let staged = state.stage(&exec.diff)?;
     let header = BlockHeader {
         chain_id: tip.chain_id.clone(),
         height: ctx.height,
@@ -223,7 +270,7 @@ pub fn build_block(
         entry_count: exec.entries.len() as u32,
         entries_root: Block::compute_entries_root(&exec.entries),
         outcomes_root: outcomes_root(&exec.outcomes),
-        state_root: state.root_after(&exec.diff)?,
+        state_root: staged.root(),
         validators_hash: validators_hash(&state.validators()?),
     };
     let block = Block {
@@ -233,24 +280,27 @@ pub fn build_block(
     Ok(BuiltBlock {
         block,
         execution: exec,
+        staged,
         left_out,
     })
 }
 
 /// Checks a block against the chain it claims to extend, replaying its entries. Returns the
-/// execution (to apply and store) when every check holds. Does not check a certificate.
+/// execution and the state tree after it (to store and apply) when every check holds. Does not
+/// check a certificate. The signatures of entries `known` holds are not checked again; the
+/// others are, on every core.
 pub fn check_block(
     state: &State,
     tip: &Tip,
     block: &Block,
-    signatures: Signatures,
-) -> Result<Execution, Violation> {
-    let exec = replay_block(state, tip, block, Findings::Later(signatures))?;
-    let root = state
-        .root_after(&exec.diff)
+    known: &dyn KnownEntries,
+) -> Result<(Execution, StagedTree), Violation> {
+    let exec = replay_block(state, tip, block, Findings::Later(known))?;
+    let staged = state
+        .stage(&exec.diff)
         .map_err(|e| violation(block.header.height, "state", e.to_string()))?;
-    check_state_root(&block.header, root)?;
-    Ok(exec)
+    check_state_root(&block.header, staged.root())?;
+    Ok((exec, staged))
 }
 
 /// The state root rule: the header commits to the state the block leaves.
@@ -343,8 +393,8 @@ fn replay_block(
     let worked_out;
     let found = match findings {
         Findings::Ready(found) => found,
-        Findings::Later(signatures) => {
-            worked_out = Found::with_signatures(&block.entries, signatures);
+        Findings::Later(known) => {
+            worked_out = Found::checking(&block.entries, known);
             &worked_out
         }
     };
@@ -360,7 +410,7 @@ fn replay_block(
         height,
         timestamp: h.timestamp,
     };
-    let exec = match execute_identified(state, &ctx, &block.entries, &found.ids, found.signatures) {
+    let exec = match execute_identified(state, &ctx, &block.entries, &found.ids, found.signature) {
         Ok(exec) => exec,
         Err(ExecuteError::InvalidBlock(e)) => {
             return Err(Violation {
@@ -426,7 +476,7 @@ impl ChainVerifier {
         block: &Block,
         cert: &CommitCertificate,
     ) -> Result<BlockSummary, Violation> {
-        self.verify(block, Findings::Later(Signatures::Verify), cert)
+        self.verify(block, Findings::Later(&NoneKnown), cert)
     }
 
     /// [`ChainVerifier::verify_next`] for a block whose own checks were made beforehand,

@@ -6,7 +6,7 @@ mod common;
 
 use common::seed::*;
 use common::*;
-use tally_state::{build_block, BuiltBlock, ChainVerifier, Signatures, State, Tip, Violation};
+use tally_state::{build_block, BuiltBlock, ChainVerifier, State, Tip, Violation};
 use tally_types::{Block, Genesis, Hash, Role, SignedEntry, TimestampMs};
 
 /// Builds `blocks` on genesis, one after the other, returning each and the builder's state.
@@ -20,8 +20,7 @@ fn chain(g: &Genesis, blocks: Vec<Vec<SignedEntry>>) -> (Vec<BuiltBlock>, State)
             &tip,
             TimestampMs(T0.0 + i as u64 * MINUTE),
             pk(VALIDATOR),
-            entries,
-            Signatures::Verify,
+            verified(&entries),
         )
         .expect("block builds");
         state.apply(&b.execution.diff).expect("in memory");

@@ -6,7 +6,7 @@ mod common;
 
 use common::seed::*;
 use common::*;
-use tally_state::{build_block, BuiltBlock, Signatures, State, Tip};
+use tally_state::{build_block, BuiltBlock, State, Tip};
 use tally_types::{
     CertificateError, CommitCertificate, Genesis, InclusionProof, Keypair, ProofError, RejectCode,
     Role, SignedEntry, ValidatorGenesis,
@@ -28,15 +28,14 @@ fn four_validator_genesis() -> Genesis {
     g
 }
 
-fn block_of(g: &Genesis, entries: Vec<SignedEntry>, signatures: Signatures) -> BuiltBlock {
+fn block_of(g: &Genesis, entries: Vec<SignedEntry>) -> BuiltBlock {
     let state = State::genesis(g);
     build_block(
         &state,
         &Tip::genesis(g),
         T0,
         pk(VALIDATORS[0]),
-        entries,
-        signatures,
+        verified(&entries),
     )
     .expect("block builds")
 }
@@ -66,7 +65,7 @@ fn proof_at(built: &BuiltBlock, cert: &CommitCertificate, index: usize) -> Inclu
 
 fn fixture() -> (Genesis, BuiltBlock, CommitCertificate) {
     let g = four_validator_genesis();
-    let built = block_of(&g, mixed_entries(), Signatures::Verify);
+    let built = block_of(&g, mixed_entries());
     let cert = certify(&built.block.header, &VALIDATORS[..3]);
     (g, built, cert)
 }
@@ -100,7 +99,7 @@ fn every_entry_of_a_block_proves_with_its_outcome() {
 #[test]
 fn a_one_entry_block_proves_with_empty_paths() {
     let g = four_validator_genesis();
-    let built = block_of(&g, mixed_entries()[..1].to_vec(), Signatures::Verify);
+    let built = block_of(&g, mixed_entries()[..1].to_vec());
     let cert = certify(&built.block.header, &VALIDATORS);
     let proof = proof_at(&built, &cert, 0);
     assert!(proof.entry_path.is_empty() && proof.outcome_path.is_empty());
@@ -209,7 +208,7 @@ fn a_proof_for_another_chain_or_validator_set_is_refused() {
     // A genuine block of a one-validator chain with the same id does not prove against the
     // four-validator genesis, even with a valid certificate of its own.
     let solo = genesis();
-    let built_solo = block_of(&solo, mixed_entries(), Signatures::Verify);
+    let built_solo = block_of(&solo, mixed_entries());
     let cert_solo = certify(&built_solo.block.header, &[VALIDATOR]);
     let solo_proof = proof_at(&built_solo, &cert_solo, 0);
     assert_eq!(check(&solo_proof, &solo), Ok(()));
@@ -247,10 +246,12 @@ fn an_entry_whose_signature_fails_is_refused_even_in_a_certified_block() {
     // Validators verify signatures before they vote, so this block could only be certified by
     // a quorum that lies; the checker does not take their word for the author's signature.
     let g = four_validator_genesis();
-    let mut entries = mixed_entries();
+    let mut built = block_of(&g, mixed_entries());
     let other: Keypair = key(WFP_ADMIN2);
-    entries[0].signature = other.sign(tally_types::Domain::EntrySignature, b"something else");
-    let built = block_of(&g, entries, Signatures::AlreadyVerified);
+    built.block.entries[0].signature =
+        other.sign(tally_types::Domain::EntrySignature, b"something else");
+    built.block.header.entries_root =
+        tally_types::Block::compute_entries_root(&built.block.entries);
     let cert = certify(&built.block.header, &VALIDATORS);
     let proof = proof_at(&built, &cert, 0);
     assert_eq!(proof.verify(&g), Err(ProofError::EntrySignature));

@@ -16,7 +16,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::FileFailurePersistence;
 use tally_state::records::VoucherStatus;
 use tally_state::{
-    execute_block, execute_candidates, BlockContext, Execution, Rejection, Signatures, State,
+    execute_block, execute_candidates, execute_verified, BlockContext, Execution, Rejection, State,
     StateDiff, StateRead,
 };
 use tally_types::{
@@ -235,13 +235,8 @@ fn close_block(
     block: PlannedBlock,
     vouchers: &mut Vec<(EntryId, usize)>,
 ) {
-    let exec = execute_block(
-        planner_state,
-        &block.ctx,
-        &block.entries,
-        Signatures::AlreadyVerified,
-    )
-    .unwrap_or_else(|e| panic!("planned block {} is valid: {e}", block.ctx.height));
+    let exec = execute_verified(planner_state, &block.ctx, &verified(&block.entries))
+        .unwrap_or_else(|e| panic!("planned block {} is valid: {e}", block.ctx.height));
     planner_state.apply(&exec.diff).expect("applies");
     vouchers.retain(|(id, _)| {
         planner_state
@@ -420,13 +415,12 @@ fn run(
     let mut state = State::genesis(&genesis());
     let mut results = Vec::new();
     for block in blocks {
-        let exec =
-            execute_block(&state, &block.ctx, &block.entries, Signatures::Verify).map_err(|e| {
-                TestCaseError::fail(format!(
-                    "every planned entry is admissible, yet block {} is invalid: {e}",
-                    block.ctx.height
-                ))
-            })?;
+        let exec = execute_block(&state, &block.ctx, &block.entries).map_err(|e| {
+            TestCaseError::fail(format!(
+                "every planned entry is admissible, yet block {} is invalid: {e}",
+                block.ctx.height
+            ))
+        })?;
         prop_assert_eq!(&exec.entries, &block.entries);
         let before = state.clone();
         state.apply(&exec.diff).expect("applies");
@@ -687,20 +681,15 @@ proptest! {
     }
 
     #[test]
-    fn already_verified_signatures_give_the_same_execution_as_verifying(ops in ops()) {
+    fn verified_entries_give_the_same_execution_as_checking_each_in_turn(ops in ops()) {
         let blocks = plan(&ops);
-        run(&blocks, |block, before, verified, _| {
-            let trusted = execute_block(
-                before,
-                &block.ctx,
-                &block.entries,
-                Signatures::AlreadyVerified,
-            )
-            .map_err(|e| TestCaseError::fail(format!("AlreadyVerified refused the block: {}", e)))?;
-            prop_assert_eq!(&trusted.entries, &verified.entries);
-            prop_assert_eq!(&trusted.outcomes, &verified.outcomes);
-            prop_assert_eq!(&trusted.rejections, &verified.rejections);
-            prop_assert_eq!(&trusted.diff, &verified.diff);
+        run(&blocks, |block, before, checked_in_turn, _| {
+            let trusted = execute_verified(before, &block.ctx, &verified(&block.entries))
+                .map_err(|e| TestCaseError::fail(format!("verified entries refused: {}", e)))?;
+            prop_assert_eq!(&trusted.entries, &checked_in_turn.entries);
+            prop_assert_eq!(&trusted.outcomes, &checked_in_turn.outcomes);
+            prop_assert_eq!(&trusted.rejections, &checked_in_turn.rejections);
+            prop_assert_eq!(&trusted.diff, &checked_in_turn.diff);
             Ok(())
         })?;
     }
@@ -712,8 +701,7 @@ proptest! {
             let (candidates, left_out) = execute_candidates(
                 before,
                 &block.ctx,
-                block.entries.clone(),
-                Signatures::Verify,
+                verified(&block.entries),
             )
             .map_err(|e| TestCaseError::fail(format!("state decodes: {}", e)))?;
             prop_assert!(left_out.is_empty(), "left out: {:?}", left_out);

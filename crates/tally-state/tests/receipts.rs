@@ -6,7 +6,7 @@ mod common;
 
 use common::seed::*;
 use common::*;
-use tally_state::{build_block, BuiltBlock, Signatures, Tip};
+use tally_state::{build_block, BuiltBlock, Tip};
 use tally_types::receipt::base45;
 use tally_types::{
     CommitCertificate, EntryOutcome, HeldTokens, InclusionProof, Receipt, ReceiptError, RejectCode,
@@ -52,8 +52,7 @@ impl Fixture {
             &tip,
             chain.now,
             pk(VALIDATOR),
-            entries,
-            Signatures::Verify,
+            verified(&entries),
         )
         .expect("block builds");
         let cert = certify(&built.block.header, &[VALIDATOR]);

@@ -13,7 +13,7 @@ use tally_state::records::{
     AttestationStatus, Programme, RegistryRecord, SubjectRecord, Title, VendorAccount, Voucher,
     VoucherStatus,
 };
-use tally_state::{execute_block, ExecuteError, Signatures, StateRead};
+use tally_state::{execute_block, execute_verified, ExecuteError, StateRead};
 use tally_types::entry::key_rotation_message;
 use tally_types::{
     CivilDate, Domain, EntryBody, EntryId, EntryOutcome, Hash, Payload, PublicKey, ReasonCode,
@@ -382,8 +382,7 @@ fn execute_candidates_leaves_out_unorderable_entries_and_orders_the_rest() {
     let (exec, left_out) = tally_state::execute_candidates(
         &c.state,
         &c.ctx(),
-        vec![first.clone(), replay, skipped, second.clone(), outsider],
-        Signatures::Verify,
+        verified(&[first.clone(), replay, skipped, second.clone(), outsider]),
     )
     .expect("the state decodes");
     assert_eq!(exec.entries, vec![first.clone(), second.clone()]);
@@ -761,12 +760,7 @@ fn rotation_with_a_bad_proof_is_refused_at_admission_bad_signature() {
         );
         c.assert_refused(vec![entry.clone()], 0, RejectCode::BadSignature);
         // The proof is checked even when entry signatures are taken as verified.
-        match execute_block(
-            &c.state,
-            &c.ctx(),
-            std::slice::from_ref(&entry),
-            Signatures::AlreadyVerified,
-        ) {
+        match execute_verified(&c.state, &c.ctx(), &verified(std::slice::from_ref(&entry))) {
             Err(ExecuteError::InvalidBlock(ib)) => {
                 assert_eq!(ib.rejection.code, RejectCode::BadSignature)
             }
@@ -1661,7 +1655,7 @@ fn issuing_after_released_budget_never_overflows_the_issued_total() {
     let ctx = c.ctx();
     // The state is not used after a panic, so whatever a panic left in it does not matter.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        execute_block(&state, &ctx, &[entry], Signatures::Verify).map(|e| e.outcomes)
+        execute_block(&state, &ctx, &[entry]).map(|e| e.outcomes)
     }));
     match result {
         // Accepted, or refused with a reason: either is a decision, a panic is not.

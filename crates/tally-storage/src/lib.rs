@@ -16,7 +16,9 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
-use tally_state::{leaf_changes, Backing, Pairs, Rejection, State, StateDiff, StateError};
+use tally_state::{
+    leaf_changes, Backing, Pairs, Rejection, StagedTree, State, StateDiff, StateError,
+};
 use tally_types::{
     codec, Block, CommitCertificate, EntryId, EntryOutcome, Genesis, Hash, InclusionProof,
     PublicKey, TimestampMs,
@@ -158,6 +160,9 @@ pub struct CommitBatch<'a> {
     pub rejections: &'a [Option<Rejection>],
     /// The state changes.
     pub diff: &'a StateDiff,
+    /// The state tree after them, staged when the block was built or checked: its changed
+    /// leaves are stored beside the records without hashing them again.
+    pub staged: &'a StagedTree,
 }
 
 /// An open data directory.
@@ -361,7 +366,8 @@ impl Store {
             timestamp: genesis.genesis_time,
         };
         let mut batch = WriteBatch::default();
-        self.put_state_diff(&mut batch, &State::genesis_diff(genesis))?;
+        let diff = State::genesis_diff(genesis);
+        self.put_state_diff(&mut batch, &diff, &leaf_changes(&diff))?;
         let meta = self.cf(cf::META)?;
         batch.put_cf(meta, META_GENESIS, codec::encode(genesis));
         batch.put_cf(meta, META_HEAD, codec::encode(&head));
@@ -413,6 +419,11 @@ impl Store {
         {
             return Err(not_next("outcomes do not match entries".into()));
         }
+        if c.staged.root() != header.state_root || c.staged.leaves().len() != c.diff.len() {
+            return Err(not_next(
+                "the staged state tree is not the one the header commits to".into(),
+            ));
+        }
         let new_head = Head {
             height: header.height,
             hash,
@@ -434,7 +445,7 @@ impl Store {
             };
             batch.put_cf(entries_cf, id.as_bytes(), codec::encode(&rec));
         }
-        self.put_state_diff(&mut batch, c.diff)?;
+        self.put_state_diff(&mut batch, c.diff, c.staged.leaves())?;
         batch.put_cf(self.cf(cf::META)?, META_HEAD, codec::encode(&new_head));
         self.db.write_opt(batch, &Self::synced())?;
         Ok(new_head)
@@ -538,7 +549,12 @@ impl Store {
     }
 
     /// Adds a state diff to a batch: the records, and the tree leaves they hash to.
-    fn put_state_diff(&self, batch: &mut WriteBatch, diff: &StateDiff) -> Result<()> {
+    fn put_state_diff(
+        &self,
+        batch: &mut WriteBatch,
+        diff: &StateDiff,
+        leaves: &[tally_state::tree::Change],
+    ) -> Result<()> {
         let state_cf = self.cf(cf::STATE)?;
         for (k, v) in diff {
             match v {
@@ -547,7 +563,7 @@ impl Store {
             }
         }
         let leaves_cf = self.cf(cf::LEAVES)?;
-        for (path, leaf) in leaf_changes(diff) {
+        for (path, leaf) in leaves {
             match leaf {
                 Some(leaf) => batch.put_cf(leaves_cf, path.as_bytes(), leaf.as_bytes()),
                 None => batch.delete_cf(leaves_cf, path.as_bytes()),
@@ -789,7 +805,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_state::{build_block, BuiltBlock, Signatures, StateRead, Tip};
+    use tally_state::{build_block, BuiltBlock, StateRead, Tip};
     use tally_types::{Domain, EntryBody, Keypair, Payload, Role};
 
     fn genesis(admin: &Keypair, validator: &Keypair) -> Genesis {
@@ -824,14 +840,16 @@ mod tests {
         }
         .sign(admin);
         let BuiltBlock {
-            block, execution, ..
+            block,
+            execution,
+            staged,
+            ..
         } = build_block(
             state,
             &tip,
             TimestampMs(head.timestamp.0 + 1000),
             validator.public(),
-            [entry],
-            Signatures::Verify,
+            [tally_types::VerifiedEntry::verify(entry).expect("signed")],
         )
         .expect("builds");
         let cert = CommitCertificate::signed_by(&block.header, 0, [validator]);
@@ -842,9 +860,12 @@ mod tests {
                 outcomes: &execution.outcomes,
                 rejections: &execution.rejections,
                 diff: &execution.diff,
+                staged: &staged,
             })
             .expect("commits");
-        state.apply(&execution.diff).expect("applies");
+        state
+            .apply_staged(&execution.diff, staged)
+            .expect("applies");
         new_head
     }
 
@@ -913,6 +934,7 @@ mod tests {
             outcomes: &[(block1.entries[0].id(), EntryOutcome::Accepted)],
             rejections: &[None],
             diff: &StateDiff::new(),
+            staged: &state.stage(&StateDiff::new()).expect("stages"),
         });
         assert!(
             matches!(
@@ -993,7 +1015,6 @@ mod tests {
                     timestamp: block.header.timestamp,
                 },
                 &block.entries,
-                Signatures::Verify,
             )
             .expect("replays");
             in_memory.apply(&exec.diff).expect("applies");

@@ -535,40 +535,6 @@ impl SignedEntry {
             .verify_hash(Domain::EntrySignature, &self.id(), &self.signature)
     }
 
-    /// Whether every entry's signature is valid, checked in one batch ([`verify_batch`]): the
-    /// same decision as [`SignedEntry::verify_signature`] on each, at about a third of the cost.
-    pub fn verify_signatures<E: std::borrow::Borrow<SignedEntry>>(entries: &[E]) -> bool {
-        let ids: Vec<EntryId> = entries.iter().map(|e| e.borrow().id()).collect();
-        Self::verify_signatures_of(entries, &ids)
-    }
-
-    /// [`SignedEntry::verify_signatures`] for a caller that has the entries' ids already (a
-    /// replay needs them too). Each signature is checked over the id it is given, not over the
-    /// entry's body: the caller vouches that `ids[i]` is `entries[i].id()`, or an entry whose
-    /// body was changed under another entry's signature would pass.
-    pub fn verify_signatures_of<E: std::borrow::Borrow<SignedEntry>>(
-        entries: &[E],
-        ids: &[EntryId],
-    ) -> bool {
-        if entries.len() != ids.len() {
-            return false;
-        }
-        let checks: Vec<SignatureCheck<'_>> = entries
-            .iter()
-            .zip(ids)
-            .map(|(e, id)| {
-                let e = e.borrow();
-                SignatureCheck {
-                    key: &e.body.author,
-                    domain: Domain::EntrySignature,
-                    message: id.as_bytes(),
-                    signature: &e.signature,
-                }
-            })
-            .collect();
-        verify_batch(&checks)
-    }
-
     /// The canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         codec::encode(self)
@@ -580,6 +546,151 @@ impl SignedEntry {
             return Err(EntryFormatError::TooLarge(bytes.len()));
         }
         Ok(codec::decode(bytes)?)
+    }
+}
+
+/// A signed entry with its id, worked out once from its body when this was made. A node looks
+/// an arriving entry up by its id before it pays for a signature check (pending already? in a
+/// block checked at this height?), and the check then uses the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentifiedEntry {
+    entry: SignedEntry,
+    id: EntryId,
+}
+
+impl IdentifiedEntry {
+    /// Hashes the entry's body to its id.
+    pub fn new(entry: SignedEntry) -> Self {
+        let id = entry.id();
+        IdentifiedEntry { entry, id }
+    }
+
+    /// The entry.
+    pub fn entry(&self) -> &SignedEntry {
+        &self.entry
+    }
+
+    /// Its id.
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// The entry, for a caller that needs it owned.
+    pub fn into_entry(self) -> SignedEntry {
+        self.entry
+    }
+}
+
+impl From<SignedEntry> for IdentifiedEntry {
+    fn from(entry: SignedEntry) -> Self {
+        IdentifiedEntry::new(entry)
+    }
+}
+
+/// A signed entry whose author's signature has been checked, with the id it was checked over.
+///
+/// Only [`VerifiedEntry::verify`] and [`VerifiedEntry::verify_all`] make one, and only by
+/// checking, so a function that takes a `VerifiedEntry` neither checks the signature again nor
+/// hashes the body again, and needs no caller's word that either was done. A mempool holds
+/// entries of this type and blocks are built from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedEntry {
+    entry: SignedEntry,
+    id: EntryId,
+}
+
+/// An entry whose signature does not verify, with its id (so that saying why the entry is
+/// refused costs no second hash) and why. The entry is boxed: this is the rare path, and the
+/// answer of every check is no larger than a checked entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified {
+    /// The entry.
+    pub entry: Box<SignedEntry>,
+    /// Its id.
+    pub id: EntryId,
+    /// Why its signature was refused.
+    pub error: KeyError,
+}
+
+impl VerifiedEntry {
+    /// Checks the author's signature over the entry's id (the rule is in [`crate::keys`]).
+    pub fn verify(entry: impl Into<IdentifiedEntry>) -> Result<Self, Unverified> {
+        let IdentifiedEntry { entry, id } = entry.into();
+        match entry
+            .body
+            .author
+            .verify_hash(Domain::EntrySignature, &id, &entry.signature)
+        {
+            Ok(()) => Ok(VerifiedEntry { entry, id }),
+            Err(error) => Err(Unverified {
+                entry: Box::new(entry),
+                id,
+                error,
+            }),
+        }
+    }
+
+    /// Checks entries that arrive together in one batch ([`verify_batch`]: the same decision
+    /// as [`VerifiedEntry::verify`] on each, at about a third of the cost). When the batch
+    /// fails, each entry is checked on its own, so that only the bad ones are refused.
+    pub fn verify_all(entries: Vec<IdentifiedEntry>) -> Vec<Result<Self, Unverified>> {
+        // One entry is checked on its own: a batch of one costs more.
+        let together = entries.len() > 1 && {
+            let checks: Vec<SignatureCheck<'_>> = entries
+                .iter()
+                .map(|e| SignatureCheck {
+                    key: &e.entry.body.author,
+                    domain: Domain::EntrySignature,
+                    message: e.id.as_bytes(),
+                    signature: &e.entry.signature,
+                })
+                .collect();
+            verify_batch(&checks)
+        };
+        entries
+            .into_iter()
+            .map(|e| {
+                if together {
+                    Ok(VerifiedEntry {
+                        entry: e.entry,
+                        id: e.id,
+                    })
+                } else {
+                    Self::verify(e)
+                }
+            })
+            .collect()
+    }
+
+    /// The entry.
+    pub fn entry(&self) -> &SignedEntry {
+        &self.entry
+    }
+
+    /// Its id, worked out once before it was checked.
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// The entry, for a caller that needs it owned (a block's entries).
+    pub fn into_entry(self) -> SignedEntry {
+        self.entry
+    }
+}
+
+impl std::ops::Deref for IdentifiedEntry {
+    type Target = SignedEntry;
+
+    fn deref(&self) -> &SignedEntry {
+        &self.entry
+    }
+}
+
+impl std::ops::Deref for VerifiedEntry {
+    type Target = SignedEntry;
+
+    fn deref(&self) -> &SignedEntry {
+        &self.entry
     }
 }
 
@@ -689,6 +800,43 @@ mod tests {
             "the id does not cover the signature"
         );
         assert!(other_sig.verify_signature().is_err());
+    }
+
+    #[test]
+    fn only_a_good_signature_makes_a_verified_entry_and_a_batch_refuses_only_the_bad_ones() {
+        let entries: Vec<SignedEntry> = (0..6).map(|i| sample(i).1).collect();
+        let v = VerifiedEntry::verify(entries[0].clone()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((v.id(), v.entry()), (entries[0].id(), &entries[0]));
+        let mut forged = entries.clone();
+        forged[2].signature.0[0] ^= 1;
+        forged[4].body.sequence += 100;
+        let bad = VerifiedEntry::verify(forged[2].clone()).err();
+        assert_eq!(
+            bad.map(|b| (b.id, *b.entry)),
+            Some((forged[2].id(), forged[2].clone()))
+        );
+        let checked = VerifiedEntry::verify_all(forged.iter().cloned().map(Into::into).collect());
+        let refused: Vec<usize> = checked
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            refused,
+            vec![2, 4],
+            "a changed body fails under its old signature"
+        );
+        for (c, e) in checked.iter().zip(&forged) {
+            let id = match c {
+                Ok(v) => v.id(),
+                Err(u) => u.id,
+            };
+            assert_eq!(id, e.id(), "each answer carries its entry's id");
+        }
+        let all_good = VerifiedEntry::verify_all(entries.iter().cloned().map(Into::into).collect());
+        assert!(all_good.iter().all(Result::is_ok));
+        assert!(VerifiedEntry::verify_all(Vec::new()).is_empty());
     }
 
     #[test]

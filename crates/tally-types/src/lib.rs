@@ -25,7 +25,8 @@ pub use block::{
 pub use codec::{decode, encode, CodecError};
 pub use entry::{
     decode_entries, encode_entries, frame_entries, EntriesFormatError, EntryBody, EntryFormatError,
-    EntryId, Payload, ReasonCode, RegistryEvent, RegistryKind, Role, SignedEntry, ENTRY_BYTES_MAX,
+    EntryId, IdentifiedEntry, Payload, ReasonCode, RegistryEvent, RegistryKind, Role, SignedEntry,
+    Unverified, VerifiedEntry, ENTRY_BYTES_MAX,
 };
 pub use genesis::{AgencyGenesis, Genesis, GenesisError, ValidatorGenesis};
 pub use hash::{Domain, Hash};

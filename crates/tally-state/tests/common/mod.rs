@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tally_state::records::KeyRecord;
 use tally_state::{
-    execute_block, execute_candidates, BlockContext, ExecuteError, Execution, InvalidBlock,
-    Rejection, Signatures, State, StateRead,
+    execute_block, execute_candidates, refusal_of_unverified, BlockContext, ExecuteError,
+    Execution, InvalidBlock, Rejection, State, StateRead,
 };
 use tally_types::entry::{key_rotation_message, RegistryEvent};
 use tally_types::{
     AgencyGenesis, CivilDate, Commitment, DedupToken, Domain, EntryBody, EntryId, EntryOutcome,
     Genesis, Keypair, Name, Payload, PublicKey, RejectCode, Role, SignedEntry, SubjectToken,
-    TimestampMs, ValidatorGenesis,
+    TimestampMs, ValidatorGenesis, VerifiedEntry,
 };
 
 /// The chain's start: 2027-01-15T08:00:00Z.
@@ -415,7 +415,7 @@ impl Chain {
 
     /// Executes a block against the current state without committing it.
     pub fn try_block(&self, entries: &[SignedEntry]) -> Result<Execution, ExecuteError> {
-        execute_block(&self.state, &self.ctx(), entries, Signatures::Verify)
+        execute_block(&self.state, &self.ctx(), entries)
     }
 
     /// Executes, checks and commits a block; the next block is one minute later.
@@ -524,19 +524,33 @@ impl Chain {
                 exec.outcomes
             ),
         }
-        let (_, left_out) = execute_candidates(
-            &self.state,
-            &self.ctx(),
-            entries.clone(),
-            Signatures::Verify,
-        )
-        .expect("the state decodes");
-        assert!(
-            left_out
-                .iter()
-                .any(|(e, r)| e == &entries[index] && r.code == code),
-            "execute_candidates leaves the entry out with {code}: {left_out:?}"
-        );
+        // Only entries whose signatures hold can be candidates; one that does not is refused
+        // at the door, for the same reason.
+        let (candidates, unverified): (Vec<_>, Vec<_>) =
+            VerifiedEntry::verify_all(entries.iter().cloned().map(Into::into).collect())
+                .into_iter()
+                .partition(Result::is_ok);
+        let candidates = candidates.into_iter().flatten();
+        let (_, left_out) =
+            execute_candidates(&self.state, &self.ctx(), candidates).expect("the state decodes");
+        match unverified
+            .into_iter()
+            .filter_map(Result::err)
+            .find(|u| *u.entry == entries[index])
+        {
+            Some(u) => assert_eq!(
+                refusal_of_unverified(&self.state, &self.ctx().chain_id, &u)
+                    .expect("the state decodes")
+                    .code,
+                code
+            ),
+            None => assert!(
+                left_out
+                    .iter()
+                    .any(|(e, r)| e.entry() == &entries[index] && r.code == code),
+                "execute_candidates leaves the entry out with {code}: {left_out:?}"
+            ),
+        }
         assert_eq!(self.state.root(), root, "refusing a block changes nothing");
         self.discard();
     }
@@ -560,4 +574,12 @@ pub fn certify(
 ) -> tally_types::CommitCertificate {
     let keys: Vec<Keypair> = signers.iter().map(|s| key(*s)).collect();
     tally_types::CommitCertificate::signed_by(header, 0, &keys)
+}
+
+/// Entries whose signatures hold, as a mempool would hold them.
+pub fn verified(entries: &[SignedEntry]) -> Vec<VerifiedEntry> {
+    entries
+        .iter()
+        .map(|e| VerifiedEntry::verify(e.clone()).expect("a valid signature"))
+        .collect()
 }

@@ -331,9 +331,9 @@ pub fn verify(data_dir: &Path, genesis: Option<&Path>, json: bool) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_state::{build_block, Signatures, Tip};
+    use tally_state::{build_block, Tip};
     use tally_storage::CommitBatch;
-    use tally_types::{EntryBody, Keypair, Payload, Role, TimestampMs};
+    use tally_types::{EntryBody, Keypair, Payload, Role, TimestampMs, VerifiedEntry};
 
     const BLOCKS: u64 = 7;
 
@@ -365,8 +365,7 @@ mod tests {
                 &tip,
                 TimestampMs(tip.timestamp.0 + 1000),
                 validator.public(),
-                [entry],
-                Signatures::Verify,
+                [VerifiedEntry::verify(entry).expect("signed")],
             )
             .expect("builds");
             let mut block = built.block;
@@ -382,6 +381,7 @@ mod tests {
                     outcomes: &built.execution.outcomes,
                     rejections: &built.execution.rejections,
                     diff: &built.execution.diff,
+                    staged: &built.staged,
                 })
                 .expect("commits");
             state.apply(&built.execution.diff).expect("applies");

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tally_state::{build_block, State, Tip};
 use tally_storage::{CommitBatch, Store};
-use tally_types::{CommitCertificate, EntryOutcome, Keypair, SignedEntry};
+use tally_types::{CommitCertificate, EntryOutcome, Keypair, SignedEntry, VerifiedEntry};
 
 /// Validators of the chain's devnet: three hold the chain, the fourth catches up.
 const VALIDATORS: usize = 4;
@@ -193,6 +193,14 @@ fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
     let per_stream = (entries as usize).div_ceil(STREAMS);
     let streams = setup.sign_streams(STREAMS, per_stream, |e| e)?;
     let mut committed = 0u64;
+    // Blocks are built from checked entries, as a validator builds them from its mempool: the
+    // chain is generated at the machine's batch-verify rate, not measured.
+    let verified = |batch: Vec<SignedEntry>| -> anyhow::Result<Vec<VerifiedEntry>> {
+        tally_state::verify_entries(batch.into_iter().map(Into::into).collect())
+            .into_iter()
+            .map(|e| e.map_err(|bad| anyhow!("generated entry {} does not verify", bad.id)))
+            .collect()
+    };
     let mut commit = |batch: Vec<SignedEntry>| -> anyhow::Result<()> {
         let n = batch.len();
         let built = build_block(
@@ -200,8 +208,7 @@ fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
             &tip,
             tally_types::TimestampMs(crate::time_arg::now_ms()),
             keys[0].public(),
-            batch,
-            tally_state::Signatures::AlreadyVerified,
+            verified(batch)?,
         )?;
         if !built.left_out.is_empty() || built.block.entries.len() != n {
             bail!(
@@ -228,8 +235,9 @@ fn write_chain(dir: &Path, entries: u64) -> anyhow::Result<(u64, u64)> {
             outcomes: &built.execution.outcomes,
             rejections: &built.execution.rejections,
             diff: &built.execution.diff,
+            staged: &built.staged,
         })?;
-        state.apply(&built.execution.diff)?;
+        state.apply_staged(&built.execution.diff, built.staged)?;
         tip = Tip {
             chain_id: tip.chain_id.clone(),
             height: head.height,
