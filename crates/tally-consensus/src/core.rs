@@ -19,6 +19,12 @@ use tally_types::{CommitCertificate, Hash, Keypair, Name, PublicKey};
 /// grow a node's memory by signing votes for absurd rounds.
 pub const FUTURE_ROUNDS_MAX: u32 = 64;
 
+/// How many rounds back a validator signs again its precommits that a crash took from its
+/// memory, for validators still in those rounds ([`Core::handle`] on a tick): the rounds it
+/// left most recently, so a peer claiming to lag far behind costs a bounded number of
+/// signatures.
+pub const LEFT_ROUNDS_RESTORED: u32 = 4;
+
 /// A timeout the host must deliver back as [`Input::Timeout`] after the given delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timeout {
@@ -503,6 +509,7 @@ impl Core {
                     // A validator stuck in an earlier round may be waiting for votes we sent
                     // there and it lost; it cannot skip ahead on fewer than f+1 of us.
                     for (to, from_round) in std::mem::take(&mut self.peers_lagging) {
+                        self.restore_left_precommits(from_round);
                         for message in self.log.own(&self.me, from_round..self.round) {
                             self.effects.push(Effect::Send { to, message });
                         }
@@ -888,6 +895,40 @@ impl Core {
             pol_round,
         );
         self.sign_and_send(Message::Proposal(p));
+    }
+
+    /// Our precommits of the rounds since `from` (at most [`LEFT_ROUNDS_RESTORED`] back) that
+    /// the log no longer holds, signed again. A validator that crashed after leaving a round
+    /// resumes from a record of its current round only, so its precommits of earlier rounds
+    /// are gone from its memory; if they were also lost on the way, validators still in such a
+    /// round may wait for them forever (with f silent, every honest precommit is needed). Each
+    /// is known without being remembered: a precommit for a value locks on it, so in a round
+    /// above the lock's ours was nil (or not signed), and in the lock's round it was for the
+    /// locked value. Signatures are deterministic, so signing it again repeats the one sent;
+    /// a nil precommit never signed before conflicts with nothing, since this validator can
+    /// no longer lock in a round it has left. Below the lock's round nothing is known, and
+    /// nothing is signed.
+    fn restore_left_precommits(&mut self, from: u32) {
+        let first = from.max(self.round.saturating_sub(LEFT_ROUNDS_RESTORED));
+        for round in first..self.round {
+            if self.log.holds_vote_of(&self.me, VoteKind::Precommit, round) {
+                continue;
+            }
+            let block = match self.locked {
+                Some((lr, _)) if lr > round => continue,
+                Some((lr, lv)) if lr == round => Some(lv),
+                _ => None,
+            };
+            let v = Vote::sign(
+                &self.key,
+                &self.chain_id,
+                VoteKind::Precommit,
+                self.height,
+                round,
+                block,
+            );
+            self.log.insert(Message::Vote(v));
+        }
     }
 
     fn sign_vote(&mut self, kind: VoteKind, block: Option<Hash>) {

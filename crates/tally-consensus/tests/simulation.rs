@@ -1311,12 +1311,15 @@ fn f_plus_one_down_stops_commits_and_they_resume_on_return() {
 
 /// Seeds a wider run once failed on, kept so that they never fail again. Each is `(scenario,
 /// n, seed)`, replayed exactly as `replay` would.
-const REGRESSIONS: [(&str, usize, u64); 2] = [
+const REGRESSIONS: [(&str, usize, u64); 3] = [
     // Liveness after healing: a validator in round 1 had lost its round-0 precommit, the two
     // honest others waited in round 0 for it, and copies of their round-0 votes (duplicates to
     // it) never told it they were behind.
     ("silent", 4, 165),
     ("byzantine", 4, 1425),
+    // The same, but the validator in round 1 had crashed and restarted since, so its round-0
+    // precommit was gone from its memory too: it signs it again (LEFT_ROUNDS_RESTORED).
+    ("byzantine", 7, 1163),
 ];
 
 #[test]
