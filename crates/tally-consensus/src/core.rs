@@ -19,11 +19,12 @@ use tally_types::{CommitCertificate, Hash, Keypair, Name, PublicKey};
 /// grow a node's memory by signing votes for absurd rounds.
 pub const FUTURE_ROUNDS_MAX: u32 = 64;
 
-/// How many rounds back a validator signs again its precommits that a crash took from its
-/// memory, for validators still in those rounds ([`Core::handle`] on a tick): the rounds it
-/// left most recently, so a peer claiming to lag far behind costs a bounded number of
-/// signatures.
-pub const LEFT_ROUNDS_RESTORED: u32 = 4;
+/// How many rounds before the current one a validator's own messages are kept in its safety
+/// record. Validators still in a round it left may wait for its votes there, lost on the way;
+/// after a crash it can send them again only if it kept them (with f validators silent, every
+/// honest vote is needed). The rounds it left most recently are the ones others lag in, and
+/// the bound keeps the record small.
+pub const LEFT_ROUNDS_KEPT: u32 = 4;
 
 /// A timeout the host must deliver back as [`Input::Timeout`] after the given delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,6 +56,46 @@ pub struct SafetyRecord {
     /// The 2f+1 prevotes behind `valid`, so that after a restart this validator can still
     /// show the proof of lock its re-proposal relies on (liveness, not safety).
     pub proof_of_lock: Vec<Vote>,
+    /// Every message this validator signed at `height` in the [`LEFT_ROUNDS_KEPT`] rounds
+    /// before `round`, so that after a restart it can still send them to validators that lag
+    /// in those rounds.
+    pub left: Vec<Message>,
+}
+
+/// [`SafetyRecord`] as the release before `left` wrote it: a record on disk from that release
+/// is read as one that kept no earlier rounds.
+#[derive(Serialize, Deserialize)]
+struct SafetyRecordWithoutLeft {
+    height: u64,
+    round: u32,
+    step: Step,
+    locked: Option<(u32, Hash)>,
+    valid: Option<(u32, Hash)>,
+    signed: Vec<Message>,
+    proof_of_lock: Vec<Vote>,
+}
+
+impl SafetyRecord {
+    /// Reads a record's canonical bytes, as this release writes them or as the release before
+    /// did (without `left`), so a data directory survives the upgrade.
+    pub fn decode(bytes: &[u8]) -> Result<Self, tally_types::CodecError> {
+        match tally_types::codec::decode::<SafetyRecord>(bytes) {
+            Ok(r) => Ok(r),
+            Err(e) => match tally_types::codec::decode::<SafetyRecordWithoutLeft>(bytes) {
+                Ok(r) => Ok(SafetyRecord {
+                    height: r.height,
+                    round: r.round,
+                    step: r.step,
+                    locked: r.locked,
+                    valid: r.valid,
+                    signed: r.signed,
+                    proof_of_lock: r.proof_of_lock,
+                    left: Vec::new(),
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
 }
 
 /// Proof that a validator signed two different messages where it may sign one.
@@ -326,6 +367,14 @@ impl Core {
                         return Err(ConsensusError::ForeignRecord);
                     }
                 }
+                for m in &r.left {
+                    if m.signer() != me || m.height() != height || m.round() >= r.round {
+                        return Err(ConsensusError::ForeignRecord);
+                    }
+                }
+                for m in r.left {
+                    core.log.insert(m);
+                }
                 core.round = r.round;
                 core.step = r.step;
                 core.locked = r.locked;
@@ -509,7 +558,6 @@ impl Core {
                     // A validator stuck in an earlier round may be waiting for votes we sent
                     // there and it lost; it cannot skip ahead on fewer than f+1 of us.
                     for (to, from_round) in std::mem::take(&mut self.peers_lagging) {
-                        self.restore_left_precommits(from_round);
                         for message in self.log.own(&self.me, from_round..self.round) {
                             self.effects.push(Effect::Send { to, message });
                         }
@@ -851,6 +899,10 @@ impl Core {
             proof_of_lock: self.valid.map_or_else(Vec::new, |(vr, v)| {
                 self.log.prevotes_for(vr, &v).into_iter().cloned().collect()
             }),
+            left: self.log.own(
+                &self.me,
+                self.round.saturating_sub(LEFT_ROUNDS_KEPT)..self.round,
+            ),
         }
     }
 
@@ -895,40 +947,6 @@ impl Core {
             pol_round,
         );
         self.sign_and_send(Message::Proposal(p));
-    }
-
-    /// Our precommits of the rounds since `from` (at most [`LEFT_ROUNDS_RESTORED`] back) that
-    /// the log no longer holds, signed again. A validator that crashed after leaving a round
-    /// resumes from a record of its current round only, so its precommits of earlier rounds
-    /// are gone from its memory; if they were also lost on the way, validators still in such a
-    /// round may wait for them forever (with f silent, every honest precommit is needed). Each
-    /// is known without being remembered: a precommit for a value locks on it, so in a round
-    /// above the lock's ours was nil (or not signed), and in the lock's round it was for the
-    /// locked value. Signatures are deterministic, so signing it again repeats the one sent;
-    /// a nil precommit never signed before conflicts with nothing, since this validator can
-    /// no longer lock in a round it has left. Below the lock's round nothing is known, and
-    /// nothing is signed.
-    fn restore_left_precommits(&mut self, from: u32) {
-        let first = from.max(self.round.saturating_sub(LEFT_ROUNDS_RESTORED));
-        for round in first..self.round {
-            if self.log.holds_vote_of(&self.me, VoteKind::Precommit, round) {
-                continue;
-            }
-            let block = match self.locked {
-                Some((lr, _)) if lr > round => continue,
-                Some((lr, lv)) if lr == round => Some(lv),
-                _ => None,
-            };
-            let v = Vote::sign(
-                &self.key,
-                &self.chain_id,
-                VoteKind::Precommit,
-                self.height,
-                round,
-                block,
-            );
-            self.log.insert(Message::Vote(v));
-        }
     }
 
     fn sign_vote(&mut self, kind: VoteKind, block: Option<Hash>) {
@@ -1117,5 +1135,87 @@ impl Core {
             _ => return,
         };
         self.effects.push(Effect::Evidence(evidence));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(key: &Keypair, kind: VoteKind, round: u32) -> Message {
+        let chain = Name::new("record-chain").unwrap_or_else(|e| panic!("{e}"));
+        Message::Vote(Vote::sign(key, &chain, kind, 7, round, None))
+    }
+
+    #[test]
+    fn a_record_of_the_release_before_left_reads_as_one_that_kept_no_earlier_rounds() {
+        let key = Keypair::from_seed_for_tests(3);
+        let old = SafetyRecordWithoutLeft {
+            height: 7,
+            round: 2,
+            step: Step::Prevote,
+            locked: None,
+            valid: None,
+            signed: vec![vote(&key, VoteKind::Prevote, 2)],
+            proof_of_lock: Vec::new(),
+        };
+        let read = SafetyRecord::decode(&tally_types::codec::encode(&old))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((read.height, read.round, read.step), (7, 2, Step::Prevote));
+        assert_eq!(read.signed, old.signed);
+        assert!(read.left.is_empty());
+
+        let new = SafetyRecord {
+            left: vec![
+                vote(&key, VoteKind::Prevote, 1),
+                vote(&key, VoteKind::Precommit, 1),
+            ],
+            ..read
+        };
+        let bytes = tally_types::codec::encode(&new);
+        assert_eq!(SafetyRecord::decode(&bytes), Ok(new));
+        assert!(SafetyRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_restarted_validator_holds_its_messages_of_the_rounds_it_left_and_refuses_others() {
+        let key = Keypair::from_seed_for_tests(3);
+        let other = Keypair::from_seed_for_tests(4);
+        let set =
+            ValidatorSet::new(&[key.public(), other.public()]).unwrap_or_else(|e| panic!("{e}"));
+        let chain = Name::new("record-chain").unwrap_or_else(|e| panic!("{e}"));
+        let record = |left: Vec<Message>| SafetyRecord {
+            height: 7,
+            round: 2,
+            step: Step::Propose,
+            locked: None,
+            valid: None,
+            signed: Vec::new(),
+            proof_of_lock: Vec::new(),
+            left,
+        };
+        let core = |r: SafetyRecord| {
+            Core::new(
+                chain.clone(),
+                Keypair::from_seed_for_tests(3),
+                set.clone(),
+                Timeouts::default(),
+                6,
+                Some(r),
+            )
+        };
+        let left = vec![vote(&key, VoteKind::Precommit, 1)];
+        let c = core(record(left.clone())).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.log.own(&key.public(), 0..2), left);
+        assert_eq!(c.record().left, left, "kept through the next persist");
+        for foreign in [
+            vote(&other, VoteKind::Precommit, 1),
+            vote(&key, VoteKind::Precommit, 2),
+        ] {
+            assert_eq!(
+                core(record(vec![foreign])).err(),
+                Some(ConsensusError::ForeignRecord)
+            );
+        }
     }
 }

@@ -18,7 +18,7 @@ pub mod validators;
 
 pub use crate::core::{
     Core, Counters, Effect, Evidence, Input, SafetyRecord, Timeout, FUTURE_ROUNDS_MAX,
-    LEFT_ROUNDS_RESTORED,
+    LEFT_ROUNDS_KEPT,
 };
 pub use message::{Message, Proposal, Step, Vote, VoteKind};
 pub use validators::ValidatorSet;

@@ -149,14 +149,6 @@ impl HeightLog {
         self.votes_for(VoteKind::Prevote, round, block)
     }
 
-    /// Whether a vote of `kind` by `signer` in `round` is held.
-    pub(crate) fn holds_vote_of(&self, signer: &PublicKey, kind: VoteKind, round: u32) -> bool {
-        self.rounds
-            .get(&round)
-            .and_then(|r| r.votes(kind).get(signer))
-            .is_some_and(|vs| !vs.is_empty())
-    }
-
     /// The messages `signer` signed in `rounds`, oldest round first.
     pub(crate) fn own(&self, signer: &PublicKey, rounds: std::ops::Range<u32>) -> Vec<Message> {
         let mut out = Vec::new();

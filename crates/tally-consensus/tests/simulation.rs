@@ -106,6 +106,16 @@ struct Scenario {
     /// Validators that are down from the start until `down_until_ms`.
     down_from_start: usize,
     down_until_ms: u64,
+    /// A bug planted in the honest validators' host, to show the checks catch it.
+    planted: Option<Planted>,
+}
+
+/// Bugs a host could have, planted on purpose: a run with one must fail its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planted {
+    /// The host does not make a safety record durable when it records a vote, and sends the
+    /// vote anyway: after a crash the validator resumes from an older record.
+    SkipPersistBeforeVote,
 }
 
 impl Scenario {
@@ -123,6 +133,7 @@ impl Scenario {
             uneven_work: false,
             down_from_start: 0,
             down_until_ms: 0,
+            planted: None,
         }
     }
 
@@ -586,7 +597,12 @@ impl World {
             }
             let epoch = self.nodes[i].epoch;
             match e {
-                Effect::Persist(r) => self.nodes[i].disk_record = Some(r),
+                Effect::Persist(r) => {
+                    let vote = matches!(r.signed.last(), Some(Message::Vote(_)));
+                    if !(vote && self.sc.planted == Some(Planted::SkipPersistBeforeVote)) {
+                        self.nodes[i].disk_record = Some(r);
+                    }
+                }
                 Effect::Broadcast(m) => {
                     if self.honest(i) {
                         self.check_never_signed_twice(i, &m)?;
@@ -1309,17 +1325,44 @@ fn f_plus_one_down_stops_commits_and_they_resume_on_return() {
     }
 }
 
+/// The checks have teeth: a host that skips the safety record before a vote is caught signing
+/// twice for one slot, within a few seeds of crashes.
+#[test]
+fn a_persist_skipped_before_a_vote_is_caught() {
+    let mut caught = None;
+    for seed in 0..200 {
+        let sc = Scenario {
+            planted: Some(Planted::SkipPersistBeforeVote),
+            ..scenario("crashes")(4, &mut Rng(seed ^ 0x5EED))
+        };
+        if let Err(e) = run_one("crashes, planted", &sc, seed, false) {
+            caught = Some((seed, e));
+            break;
+        }
+    }
+    let (seed, e) = caught.expect("200 seeds of crashes never caught a skipped persist");
+    println!("caught at seed {seed}: {e}");
+    assert!(
+        e.contains("signed two messages for one slot"),
+        "seed {seed}: {e}"
+    );
+}
+
 /// Seeds a wider run once failed on, kept so that they never fail again. Each is `(scenario,
 /// n, seed)`, replayed exactly as `replay` would.
-const REGRESSIONS: [(&str, usize, u64); 3] = [
+const REGRESSIONS: [(&str, usize, u64); 4] = [
     // Liveness after healing: a validator in round 1 had lost its round-0 precommit, the two
     // honest others waited in round 0 for it, and copies of their round-0 votes (duplicates to
     // it) never told it they were behind.
     ("silent", 4, 165),
     ("byzantine", 4, 1425),
     // The same, but the validator in round 1 had crashed and restarted since, so its round-0
-    // precommit was gone from its memory too: it signs it again (LEFT_ROUNDS_RESTORED).
+    // precommit was gone from its memory too: the safety record now keeps the messages of the
+    // rounds it left (LEFT_ROUNDS_KEPT).
     ("byzantine", 7, 1163),
+    // A restarted validator's prevote of a round it left was lost with it, and the honest
+    // others waited in that round's prevote step.
+    ("silent", 4, 2288),
 ];
 
 #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tally_consensus::{Core, SafetyRecord, ValidatorSet};
 use tally_network::NetworkHandle;
 use tally_state::{Rejection, StateRead};
-use tally_types::{codec, EntryId, Genesis, IdentifiedEntry, Keypair, PublicKey, SignedEntry};
+use tally_types::{EntryId, Genesis, IdentifiedEntry, Keypair, PublicKey, SignedEntry};
 use tokio_util::sync::CancellationToken;
 
 /// Everything that stops a node.
@@ -354,7 +354,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     let core = if is_validator {
         let record = match store.safety_record()? {
-            Some(bytes) => Some(codec::decode::<SafetyRecord>(&bytes).map_err(|e| {
+            Some(bytes) => Some(SafetyRecord::decode(&bytes).map_err(|e| {
                 NodeError::Corrupt(format!(
                     "the consensus safety record does not decode ({e}); it may be from an older version"
                 ))
