@@ -74,15 +74,19 @@ impl NodeClient {
         }
     }
 
-    /// The node's chain id.
-    pub fn chain_id(&self) -> anyhow::Result<Name> {
+    /// The node's chain id and the most entries it takes in one `POST /v1/entries/batch`,
+    /// from one `GET /v1/status`: what an outbox sync needs before it sends.
+    pub fn chain_and_batch_max(&self) -> anyhow::Result<(Name, usize)> {
         let s = self
             .get("/v1/status")?
             .ok_or_else(|| anyhow!("node has no /v1/status"))?;
         let id = s["chain_id"]
             .as_str()
             .ok_or_else(|| anyhow!("status without chain_id"))?;
-        Ok(Name::new(id)?)
+        let max = s["limits"]["batch_entries_max"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("status without limits.batch_entries_max"))?;
+        Ok((Name::new(id)?, usize::try_from(max).unwrap_or(usize::MAX)))
     }
 
     /// What signing as `key` needs, in one round trip: the chain id, and the key's next free
@@ -103,17 +107,6 @@ impl NodeClient {
             ),
         };
         Ok((Name::new(id)?, next))
-    }
-
-    /// The most entries the node takes in one `POST /v1/entries/batch`.
-    pub fn batch_entries_max(&self) -> anyhow::Result<usize> {
-        let s = self
-            .get("/v1/status")?
-            .ok_or_else(|| anyhow!("node has no /v1/status"))?;
-        s["limits"]["batch_entries_max"]
-            .as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| anyhow!("status without limits.batch_entries_max"))
     }
 
     /// Submits a signed entry (canonical bytes).

@@ -250,7 +250,7 @@ fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome
     let (outbox, c) = open(args)?;
     report_damage(&outbox, &c);
     let client = NodeClient::new(node);
-    let chain_id = client.chain_id()?;
+    let (chain_id, batch_max) = client.chain_and_batch_max()?;
     if let Some(known) = &c.chain_id {
         if *known != chain_id {
             bail!("the outbox is for chain {known}, the node at {node} is on {chain_id}");
@@ -259,7 +259,7 @@ fn sync(args: &OutboxArgs, node: &str, wait: Duration) -> anyhow::Result<Outcome
     let key = key_of(args)?;
     let mut lines = Vec::new();
     let mut stopped = None;
-    let window_len = client.batch_entries_max()?.clamp(1, SYNC_WINDOW);
+    let window_len = batch_max.clamp(1, SYNC_WINDOW);
     for window in c.pending().chunks(window_len) {
         let mut sent = Vec::new();
         // The window in one request. An entry a sync cut short sent already is answered
