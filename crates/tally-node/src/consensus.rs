@@ -108,7 +108,7 @@ impl BlockSource for StoreSource {
                 break;
             };
             let item = CertifiedBlock { block, certificate };
-            let size = codec::encode(&item).len() + 16;
+            let size = codec::encoded_len(&item) + 16;
             if used + size > bytes_max && !out.is_empty() {
                 break;
             }

@@ -216,7 +216,7 @@ impl Shared {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for e in entries {
-            let size = tally_types::encode(e).len();
+            let size = tally_types::codec::encoded_len(e);
             if !batch.is_empty() && bytes + size > RELAY_BATCH_BYTES_MAX {
                 let full = std::mem::take(&mut batch);
                 net.send_all(to.iter().copied(), &tally_network::Request::Entries(full));

@@ -43,6 +43,16 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
+/// The length of a value's canonical encoding, without making it: a sender that batches
+/// values up to a byte limit measures each before the batch is encoded once.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, config()) {
+        Ok(()) => size.bytes_written,
+        Err(e) => panic!("canonical encoding failed for a tally type: {e}"),
+    }
+}
+
 /// Decodes a value, refusing trailing or non-canonical bytes.
 pub fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, CodecError> {
     let value = decode_own(bytes)?;
@@ -68,6 +78,12 @@ pub fn decode_own<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_measured_length_is_the_encoding_length() {
+        let value = (7u64, vec![1u8, 2, 3], String::from("tally"), Some(true));
+        assert_eq!(encoded_len(&value), encode(&value).len());
+    }
 
     #[test]
     fn rejects_trailing_and_truncated() {
