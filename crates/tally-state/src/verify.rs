@@ -51,9 +51,11 @@ pub fn verify_entries(entries: Vec<IdentifiedEntry>) -> Vec<Result<VerifiedEntry
             .into_iter()
             .map(|part| s.spawn(move || VerifiedEntry::verify_all(part)))
             .collect();
+        // A slice's answers are never dropped: each entry must get one, in order. A panic in
+        // a check is a bug, and goes on up.
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
