@@ -117,7 +117,8 @@ where
 }
 
 async fn status(AxState(shared): Ctx) -> ApiResult {
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let head = l.head();
     Ok(Json(json!({
         "chain_id": l.genesis.chain_id,
@@ -366,7 +367,8 @@ async fn drain(mut body: Body, mut seen: usize, until: usize) {
 
 async fn entry(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
     let id: EntryId = parse("entry id", &id)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let v = match l.status(&id)? {
         EntryStatus::Pending => json!({ "id": id, "status": "pending" }),
         EntryStatus::Ordered(rec) => match (rec.outcome, rec.rejection) {
@@ -414,7 +416,8 @@ async fn proof(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
 
 async fn key(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
     let k: PublicKey = parse("public key", &k)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let rec = l
         .state()
         .key_record(&k)?
@@ -436,7 +439,8 @@ async fn key(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
 /// because the device still needs the chain id to say which chain refused it.
 async fn signing(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
     let k: PublicKey = parse("public key", &k)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let next_free = l.next_sequence(&k)?;
     Ok(Json(json!({
         "chain_id": l.genesis.chain_id,
@@ -447,7 +451,8 @@ async fn signing(AxState(shared): Ctx, Path(k): Path<String>) -> ApiResult {
 }
 
 async fn programmes(AxState(shared): Ctx) -> ApiResult {
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let list: Vec<Value> = l
         .state()
         .programmes()?
@@ -467,7 +472,8 @@ fn programme_json(id: &Name, p: &tally_state::records::Programme) -> Value {
 
 async fn programme(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
     let id: Name = parse("programme id", &id)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let p = l
         .state()
         .programme(&id)?
@@ -481,7 +487,8 @@ async fn vendor_account(
 ) -> ApiResult {
     let id: Name = parse("programme id", &id)?;
     let vendor: PublicKey = parse("vendor key", &vendor)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let a = l.state().vendor_account(&id, &vendor)?.ok_or_else(|| {
         ApiError::not_found(format_args!("redemptions for vendor {vendor} in {id}"))
     })?;
@@ -492,7 +499,8 @@ async fn vendor_account(
 
 async fn voucher(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
     let id: EntryId = parse("voucher id", &id)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let v = l
         .state()
         .voucher(&id)?
@@ -510,7 +518,8 @@ async fn voucher(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
 
 async fn attestation(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
     let id: EntryId = parse("attestation id", &id)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let a = l
         .state()
         .attestation(&id)?
@@ -529,7 +538,8 @@ async fn attestation(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult 
 
 async fn registry_record(AxState(shared): Ctx, Path(id): Path<String>) -> ApiResult {
     let id: EntryId = parse("record id", &id)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let r = l
         .state()
         .registry_record(&id)?
@@ -541,7 +551,8 @@ async fn registry_record(AxState(shared): Ctx, Path(id): Path<String>) -> ApiRes
 
 async fn subject(AxState(shared): Ctx, Path(token): Path<String>) -> ApiResult {
     let token: SubjectToken = parse("subject token", &token)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let s = l
         .state()
         .subject(&token)?
@@ -551,7 +562,8 @@ async fn subject(AxState(shared): Ctx, Path(token): Path<String>) -> ApiResult {
 
 async fn title(AxState(shared): Ctx, Path(parcel): Path<String>) -> ApiResult {
     let parcel: Name = parse("parcel", &parcel)?;
-    let l = shared.ledger()?;
+    let engine = shared.engine()?;
+    let l = engine.ledger();
     let t = l
         .state()
         .title(&parcel)?

@@ -1,15 +1,15 @@
 //! The node's view of the chain: committed state, storage, mempool and recent rejections, and
 //! the step that turns pending entries into a committed block.
 
-use crate::config::NodeConfig;
+use crate::config::{ApiSection, BlockSection, MempoolSection, NodeConfig};
+use crate::engine::Disk;
 use crate::mempool::{InsertError, Mempool};
 use crate::NodeError;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tally_state::{
     build_block, check_block, Execution, Rejection, StagedTree, State, StateRead, Tip,
 };
-use tally_storage::{CommitBatch, EntryRecord, Head, Store};
+use tally_storage::{CommitBatch, EntryRecord, Head};
 use tally_types::{
     Block, CommitCertificate, EntryId, Genesis, IdentifiedEntry, RejectCode, TimestampMs,
     Unverified, VerifiedEntry,
@@ -91,7 +91,7 @@ impl From<tally_storage::StorageError> for SubmitError {
 pub struct Ledger {
     /// The genesis document.
     pub genesis: Genesis,
-    store: Store,
+    disk: Box<dyn Disk>,
     state: State,
     tip: Tip,
     head: Head,
@@ -106,50 +106,67 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// This node's wall clock.
-pub fn now_ms() -> TimestampMs {
-    TimestampMs(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    )
+/// What a ledger holds at most, from the node's config.
+#[derive(Debug, Clone)]
+pub struct LedgerLimits {
+    /// The mempool's bounds.
+    pub mempool: MempoolSection,
+    /// Refusals remembered for status queries (`api.recent_rejections_max`).
+    pub recent_rejections_max: usize,
+    /// Entries in one block (`block.entries_max`).
+    pub block_entries_max: usize,
+}
+
+impl LedgerLimits {
+    /// The limits a config sets.
+    pub fn of(config: &NodeConfig) -> Self {
+        LedgerLimits {
+            mempool: config.mempool.clone(),
+            recent_rejections_max: config.api.recent_rejections_max,
+            block_entries_max: config.block.entries_max,
+        }
+    }
+}
+
+impl Default for LedgerLimits {
+    fn default() -> Self {
+        LedgerLimits {
+            mempool: MempoolSection::default(),
+            recent_rejections_max: ApiSection::default().recent_rejections_max,
+            block_entries_max: BlockSection::default().entries_max,
+        }
+    }
 }
 
 impl Ledger {
-    /// Opens the data directory, initialising it from genesis when new, and reloads the state
-    /// (checked against the head's state root).
-    pub fn open(config: &NodeConfig, genesis: Genesis) -> Result<Self, NodeError> {
-        std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
-            NodeError::Config(format!(
-                "cannot create {}: {e}",
-                config.node.data_dir.display()
-            ))
-        })?;
-        let store = Store::open_with(&config.node.data_dir, config.storage.limits())?;
-        store.init_genesis(&genesis)?;
-        let head = store.head()?;
-        let state = store.load_state()?;
+    /// A ledger over a disk holding `head` and the `state` it leaves.
+    pub fn new(
+        limits: LedgerLimits,
+        genesis: Genesis,
+        disk: Box<dyn Disk>,
+        state: State,
+        head: Head,
+    ) -> Self {
         let tip = Tip {
             chain_id: genesis.chain_id.clone(),
             height: head.height,
             hash: head.hash,
             timestamp: head.timestamp,
         };
-        Ok(Self {
+        Self {
             genesis,
-            store,
+            disk,
             state,
             tip,
             head,
-            mempool: Mempool::new(config.mempool.clone()),
+            mempool: Mempool::new(limits.mempool),
             rejections: RecentRejections {
-                max: config.api.recent_rejections_max,
+                max: limits.recent_rejections_max,
                 order: VecDeque::new(),
                 by_id: HashMap::new(),
             },
-            block_entries_max: config.block.entries_max,
-        })
+            block_entries_max: limits.block_entries_max,
+        }
     }
 
     /// The committed state.
@@ -157,9 +174,9 @@ impl Ledger {
         &self.state
     }
 
-    /// The storage.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// What the ledger reads and writes durably.
+    pub fn disk(&self) -> &dyn Disk {
+        self.disk.as_ref()
     }
 
     /// The last committed block.
@@ -232,7 +249,7 @@ impl Ledger {
             refused.code,
             RejectCode::StaleSequence | RejectCode::RetiredKey
         ) {
-            if let Some(rec) = self.store.entry(id)? {
+            if let Some(rec) = self.disk.entry(id)? {
                 return Ok(Rejection::new(
                     RejectCode::DuplicateEntry,
                     format!("entry {} is already in block {}", id.short(), rec.height),
@@ -248,7 +265,7 @@ impl Ledger {
 
     /// Where an entry stands.
     pub fn status(&self, id: &EntryId) -> Result<EntryStatus, NodeError> {
-        if let Some(rec) = self.store.entry(id)? {
+        if let Some(rec) = self.disk.entry(id)? {
             return Ok(EntryStatus::Ordered(rec));
         }
         if self.mempool.contains(id) {
@@ -271,6 +288,7 @@ impl Ledger {
         &mut self,
         proposer: tally_types::PublicKey,
         allow_empty: bool,
+        now: TimestampMs,
     ) -> Result<Option<(Block, Executed)>, NodeError> {
         let candidates = self
             .mempool
@@ -283,7 +301,7 @@ impl Ledger {
             execution,
             staged,
             left_out,
-        } = build_block(&self.state, &self.tip, now_ms(), proposer, candidates)?;
+        } = build_block(&self.state, &self.tip, now, proposer, candidates)?;
         for (entry, reason) in left_out {
             let id = entry.id();
             tracing::info!(entry = %id.short(), %reason, "entry left out of block");
@@ -300,8 +318,12 @@ impl Ledger {
     /// timestamp no further than [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock, and replay
     /// to exactly the roots it claims. Every entry's signature is checked once on this node:
     /// entries this node's mempool already holds were checked on admission, the rest here.
-    pub fn verify_proposal(&self, block: &Block) -> Result<Executed, ProposalError> {
-        let ahead = block.header.timestamp.0.saturating_sub(now_ms().0);
+    pub fn verify_proposal(
+        &self,
+        block: &Block,
+        now: TimestampMs,
+    ) -> Result<Executed, ProposalError> {
+        let ahead = block.header.timestamp.0.saturating_sub(now.0);
         if ahead > CLOCK_DRIFT_MAX_MS {
             return Err(ProposalError::TooEarly {
                 wait_ms: ahead - CLOCK_DRIFT_MAX_MS,
@@ -334,7 +356,7 @@ impl Ledger {
         certificate: &CommitCertificate,
         (exec, staged): Executed,
     ) -> Result<Head, NodeError> {
-        let head = self.store.commit_block(&CommitBatch {
+        let head = self.disk.commit_block(&CommitBatch {
             block,
             certificate,
             outcomes: &exec.outcomes,

@@ -1,32 +1,35 @@
 //! The tally node: wiring, not rules.
 //!
-//! It admits signed entries into a bounded mempool and relays them to the validators; hosts
-//! the Tendermint core of tally-consensus (proposing blocks built by tally-state, verifying
-//! others' proposals by replaying them, persisting the safety record before every vote);
-//! talks to peers through tally-network; commits each decided block with its state changes
-//! in one synced batch through tally-storage; and serves the HTTP API. Business rules live in
-//! tally-state and nowhere here.
+//! Every decision a node takes lives in the [`engine`], which does no I/O: it admits signed
+//! entries into a bounded mempool and relays them to the validators; hosts the Tendermint
+//! core of tally-consensus (proposing blocks built by tally-state, verifying others' proposals
+//! by replaying them, asking for the safety record to be durable before every vote); and
+//! commits each decided block with its state changes in one synced batch. Around it, the
+//! [`consensus`] thread owns the clocks, RocksDB's writes and the tally-network handle, and
+//! [`api`] serves HTTP. Business rules live in tally-state and nowhere here.
 
 pub mod api;
 pub mod config;
 pub mod consensus;
+pub mod engine;
 pub mod keyfile;
 pub mod ledger;
+pub mod memdisk;
 pub mod mempool;
 
 use crate::config::NodeConfig;
-use crate::consensus::{ConsensusStatus, Driver, DriverParts, Event, Role, StoreSource};
-use crate::ledger::{Ledger, SubmitError};
+use crate::consensus::{Clock, StoreSource, Wake};
+use crate::engine::{ConsensusStatus, Engine, EngineConfig};
+use crate::ledger::{Ledger, LedgerLimits};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-use tally_consensus::{Core, SafetyRecord, ValidatorSet};
+use tally_consensus::SafetyRecord;
 use tally_network::NetworkHandle;
 use tally_state::{Rejection, StateRead};
-use tally_types::{EntryId, Genesis, IdentifiedEntry, Keypair, PublicKey, SignedEntry};
+use tally_types::{EntryId, Genesis, IdentifiedEntry, PublicKey, SignedEntry};
 use tokio_util::sync::CancellationToken;
 
 /// Everything that stops a node.
@@ -52,80 +55,49 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
-/// Most bytes of entries in one relay request: well inside the smallest
-/// `network.request_bytes_max` a config may set (64 KiB), so a batch always fits a frame.
-pub const RELAY_BATCH_BYTES_MAX: usize = 48 * 1024;
-
-/// Most entries waiting for the driver to relay them.
-pub const RELAY_QUEUE_MAX: usize = 8_192;
-
-/// How long an admitted entry may wait to be relayed with the ones admitted after it. Each
-/// relay is one request to every other validator, so relaying entries one by one as they are
-/// admitted costs a stream and its frames per entry and peer; a short wait batches them, and
-/// is small beside the block interval an entry waits for anyway.
-pub const RELAY_WAIT: Duration = Duration::from_millis(10);
-
-/// Entries queued for relay, and since when the oldest has waited.
-#[derive(Default)]
-struct RelayQueue {
-    entries: Vec<SignedEntry>,
-    since: Option<Instant>,
-}
-
-/// What [`Shared::flush_relays`] did.
-enum Relayed {
-    /// Nothing was queued.
-    Nothing,
-    /// Entries wait until then.
-    Due(Instant),
-    /// The queue went out.
-    Sent,
-}
-
 /// What the node answered of one submitted entry: admitted, or refused with a reason.
 type Answer = (EntryId, Result<(), Rejection>);
 
-/// State shared by the API handlers and the consensus driver.
+/// What the API handlers and the consensus thread share: the engine, behind one lock.
 pub struct Shared {
-    ledger: Mutex<Ledger>,
-    /// The ledger's storage, for reads of what is committed: they need no ledger lock, which
-    /// the consensus driver holds while it checks and commits blocks.
+    engine: Mutex<Engine>,
+    /// The ledger's storage, for reads of what is committed: they need no engine lock, which
+    /// the consensus thread holds while it checks and commits blocks.
     store: tally_storage::Store,
+    clock: Clock,
     stop: AtomicBool,
     node_key: PublicKey,
     api: config::ApiSection,
-    events: SyncSender<Event>,
+    wakes: SyncSender<Wake>,
     net: Option<NetworkHandle>,
-    validators: Vec<PublicKey>,
     consensus: Mutex<ConsensusStatus>,
-    relay_queue: Mutex<RelayQueue>,
     occupancy: mempool::Occupancy,
 }
 
 impl Shared {
-    /// Locks the ledger. A poisoned lock means the driver panicked: the node has halted.
-    pub fn ledger(&self) -> Result<MutexGuard<'_, Ledger>, NodeError> {
-        self.ledger.lock().map_err(|_| NodeError::Halted)
+    /// Locks the engine. A poisoned lock means the consensus thread panicked: the node has
+    /// halted.
+    pub fn engine(&self) -> Result<MutexGuard<'_, Engine>, NodeError> {
+        self.engine.lock().map_err(|_| NodeError::Halted)
     }
 
-    /// Admits entries submitted to the API, in order, and queues those admitted for relay.
-    /// Each entry is admitted or refused on its own, with its id. What the mempool would refuse
-    /// whatever the signature (pending already, a sequence number used or too far ahead) is
-    /// refused before any check, so a submitter that runs ahead of its commits and retries
-    /// costs lookups, not signature checks; then the rest claim room in the mempool, and what
-    /// finds none is refused `mempool_full` unchecked. The others' signatures are checked
-    /// before the ledger lock is taken, many at once in one batch
-    /// ([`tally_state::verify_entries`]), so submissions on many connections are checked in
-    /// parallel. Each entry is hashed to its id once.
+    /// Admits entries submitted to the API, in order. Each entry is admitted or refused on
+    /// its own, with its id. What the mempool would refuse whatever the signature (pending
+    /// already, a sequence number used or too far ahead) is refused before any check, so a
+    /// submitter that runs ahead of its commits and retries costs lookups, not signature
+    /// checks; then the rest claim room in the mempool, and what finds none is refused
+    /// `mempool_full` unchecked. The others' signatures are checked before the engine's lock
+    /// is taken, many at once in one batch ([`tally_state::verify_entries`]), so submissions
+    /// on many connections are checked in parallel. Each entry is hashed to its id once.
     fn submit(&self, entries: Vec<SignedEntry>) -> Result<Vec<Answer>, NodeError> {
         let entries: Vec<IdentifiedEntry> = entries.into_iter().map(IdentifiedEntry::new).collect();
         let ids: Vec<EntryId> = entries.iter().map(IdentifiedEntry::id).collect();
         let mut answers: Vec<Option<Result<(), Rejection>>> = vec![None; ids.len()];
         let (mut to_check, mut at) = (Vec::new(), Vec::new());
         {
-            let mut ledger = self.ledger()?;
+            let mut engine = self.engine()?;
             for (i, entry) in entries.into_iter().enumerate() {
-                match ledger.refusal_unchecked(&entry)? {
+                match engine.refusal_unchecked(&entry)? {
                     Some(r) => answers[i] = Some(Err(r)),
                     None => {
                         to_check.push(entry);
@@ -137,23 +109,14 @@ impl Shared {
         let claim = self.occupancy.claim(to_check.len());
         to_check.truncate(claim.entries());
         let checked = tally_state::verify_entries(to_check);
-        let mut admitted = Vec::with_capacity(checked.len());
-        {
-            let mut ledger = self.ledger()?;
-            for (checked, &i) in checked.into_iter().zip(&at) {
-                let relay = checked.as_ref().ok().map(|e| e.entry().clone());
-                answers[i] = Some(match ledger.submit(checked) {
-                    Ok(_) => {
-                        admitted.extend(relay);
-                        Ok(())
-                    }
-                    Err(SubmitError::Rejected(r)) => Err(r),
-                    Err(SubmitError::Node(e)) => return Err(e),
-                });
-            }
-        }
+        let submitted = self.engine()?.submit(self.clock.now(), checked)?;
         drop(claim);
-        self.entries_admitted(admitted);
+        for (verdict, &i) in submitted.answers.into_iter().zip(&at) {
+            answers[i] = Some(verdict.map(|_| ()));
+        }
+        if submitted.wake {
+            let _ = self.wakes.try_send(Wake::Work);
+        }
         let full = self.occupancy.full();
         Ok(ids
             .into_iter()
@@ -162,88 +125,13 @@ impl Shared {
             .collect())
     }
 
-    /// Queues admitted entries for relay to the connected validators, so whichever validator
-    /// proposes next can include them, and wakes the driver when the queue was empty: it
-    /// relays what is queued as one batch after [`RELAY_WAIT`], and tells the core there is
-    /// work.
-    fn entries_admitted(&self, entries: Vec<SignedEntry>) {
-        if entries.is_empty() {
-            return;
-        }
-        let wake = match &self.net {
-            Some(_) => {
-                let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
-                let was_empty = queue.entries.is_empty();
-                // Past the bound the driver is behind; the entries still go out with the
-                // periodic relay of pending entries.
-                let room = RELAY_QUEUE_MAX.saturating_sub(queue.entries.len());
-                queue.entries.extend(entries.into_iter().take(room));
-                queue.since.get_or_insert_with(Instant::now);
-                was_empty
-            }
-            None => true,
-        };
-        if wake {
-            let _ = self.events.try_send(Event::Work);
+    fn publish_status(&self, status: &ConsensusStatus) {
+        if let Ok(mut s) = self.consensus.lock() {
+            *s = status.clone();
         }
     }
 
-    /// Relays the queued entries once the oldest has waited [`RELAY_WAIT`].
-    fn flush_relays(&self) -> Relayed {
-        let queued = {
-            let mut queue = self.relay_queue.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(since) = queue.since else {
-                return Relayed::Nothing;
-            };
-            if since.elapsed() < RELAY_WAIT {
-                return Relayed::Due(since + RELAY_WAIT);
-            }
-            queue.since = None;
-            std::mem::take(&mut queue.entries)
-        };
-        self.relay(&queued);
-        Relayed::Sent
-    }
-
-    fn relay(&self, entries: &[SignedEntry]) {
-        let Some(net) = &self.net else { return };
-        let connected = net.connected();
-        let to: Vec<&PublicKey> = self
-            .validators
-            .iter()
-            .filter(|v| connected.contains(v))
-            .collect();
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for e in entries {
-            let size = tally_types::codec::encoded_len(e);
-            if !batch.is_empty() && bytes + size > RELAY_BATCH_BYTES_MAX {
-                let full = std::mem::take(&mut batch);
-                net.send_all(to.iter().copied(), &tally_network::Request::Entries(full));
-                bytes = 0;
-            }
-            batch.push(e.clone());
-            bytes += size;
-        }
-        if !batch.is_empty() {
-            net.send_all(to.iter().copied(), &tally_network::Request::Entries(batch));
-        }
-    }
-
-    /// Relays up to `max` pending entries again (an observer's relay may have been lost).
-    fn relay_pending(&self, max: usize) -> Result<(), NodeError> {
-        let pending: Vec<SignedEntry> = {
-            let l = self.ledger()?;
-            l.mempool().candidates(l.state(), max)?
-        }
-        .into_iter()
-        .map(tally_types::VerifiedEntry::into_entry)
-        .collect();
-        self.relay(&pending);
-        Ok(())
-    }
-
-    /// The consensus status, as the driver last published it.
+    /// The consensus status, as the engine last published it.
     pub fn consensus_status(&self) -> Option<ConsensusStatus> {
         self.consensus.lock().ok().map(|s| s.clone())
     }
@@ -254,6 +142,42 @@ impl Shared {
             .as_ref()
             .map(|n| (n.connected().into_iter().collect(), n.counters()))
     }
+}
+
+/// Opens the data directory, initialising it from genesis when new, and reloads the state
+/// (checked against the head's state root), the safety record and the count of evidence
+/// held.
+fn open_ledger(
+    config: &NodeConfig,
+    genesis: Genesis,
+) -> Result<(Ledger, tally_storage::Store, Option<SafetyRecord>, u64), NodeError> {
+    std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
+        NodeError::Config(format!(
+            "cannot create {}: {e}",
+            config.node.data_dir.display()
+        ))
+    })?;
+    let store = tally_storage::Store::open_with(&config.node.data_dir, config.storage.limits())?;
+    store.init_genesis(&genesis)?;
+    let head = store.head()?;
+    let state = store.load_state()?;
+    let record = match store.safety_record()? {
+        Some(bytes) => Some(SafetyRecord::decode(&bytes).map_err(|e| {
+            NodeError::Corrupt(format!(
+                "the consensus safety record does not decode ({e}); it may be from an older version"
+            ))
+        })?),
+        None => None,
+    };
+    let evidence = store.evidence()?.len() as u64;
+    let ledger = Ledger::new(
+        LedgerLimits::of(config),
+        genesis,
+        Box::new(store.clone()),
+        state,
+        head,
+    );
+    Ok((ledger, store, record, evidence))
 }
 
 /// Reads and validates a genesis file (TOML).
@@ -304,7 +228,7 @@ impl RunningNode {
 
     async fn stop(&mut self) -> Result<(), NodeError> {
         self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = self.shared.events.try_send(Event::Stop);
+        let _ = self.shared.wakes.try_send(Wake::Stop);
         let server = (&mut self.server).await;
         let driver = match self.driver.take() {
             Some(p) => tokio::task::spawn_blocking(move || p.join())
@@ -336,9 +260,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let key = keyfile::read_key_file(&config.node.node_key)
         .map_err(|e| NodeError::Config(e.to_string()))?;
     let me = key.public();
-    let ledger = tokio::task::block_in_place(|| Ledger::open(&config, genesis.clone()))?;
+    let (ledger, store, record, evidence_held) =
+        tokio::task::block_in_place(|| open_ledger(&config, genesis.clone()))?;
+    // The network's allowlist is set at start from the validator set the state holds then.
     let validators = ledger.state().validators()?;
-    let store = ledger.store().clone();
     let head = ledger.head().clone();
     let is_validator = validators.contains(&me);
     if config.network.is_none() && (validators.len() > 1 || !is_validator) {
@@ -352,35 +277,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             }
         )));
     }
-    let core = if is_validator {
-        let record = match store.safety_record()? {
-            Some(bytes) => Some(SafetyRecord::decode(&bytes).map_err(|e| {
-                NodeError::Corrupt(format!(
-                    "the consensus safety record does not decode ({e}); it may be from an older version"
-                ))
-            })?),
-            None => None,
-        };
-        let set = ValidatorSet::new(&validators).map_err(|e| NodeError::Config(e.to_string()))?;
-        Some(
-            Core::new(
-                genesis.chain_id.clone(),
-                Keypair::from_secret_bytes(&key.secret_bytes()),
-                set,
-                config.consensus.timeouts(),
-                head.height,
-                record,
-            )
-            .map_err(|e| NodeError::Corrupt(e.to_string()))?,
-        )
-    } else {
-        None
-    };
     let queue_max = config
         .network
         .as_ref()
         .map_or(1024, |n| n.inbound_queue_max);
-    let (events_tx, events_rx) = sync_channel::<Event>(queue_max);
+    let (wakes_tx, wakes_rx) = sync_channel::<Wake>(queue_max);
     let (network, sync_bytes_max, observers) = match &config.network {
         None => (None, 1 << 20, Vec::new()),
         Some(n) => {
@@ -412,7 +313,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 },
                 &key,
                 Arc::new(StoreSource(store.clone())),
-                events_tx.clone(),
+                wakes_tx.clone(),
             )
             .await
             .map_err(|e| NodeError::Config(format!("network: {e}")))?;
@@ -421,55 +322,46 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             (Some(net), sync_bytes_max, n.observers.clone())
         }
     };
-    let role = if is_validator {
-        Role::Validator
-    } else {
-        Role::Observer
-    };
+    let clock = Clock::new();
+    let occupancy = ledger.mempool().occupancy();
+    let engine = Engine::new(
+        EngineConfig {
+            key,
+            timeouts: config.consensus.timeouts(),
+            observers,
+            networked: network.is_some(),
+            tick_ms: config.consensus.tick_ms,
+            interval_ms: config.block.interval_ms,
+            sync_bytes_max,
+            evidence_held,
+        },
+        ledger,
+        record,
+        clock.now(),
+    )?;
+    let role = engine.role();
     tracing::info!(chain = %genesis.chain_id, height = head.height, head = %head.hash.short(), key = %me.short(), ?role, validators = validators.len(), "opened ledger");
+    let net = network.as_ref().map(|n| n.handle.clone());
     let shared = Arc::new(Shared {
-        occupancy: ledger.mempool().occupancy(),
-        store: store.clone(),
-        ledger: Mutex::new(ledger),
+        consensus: Mutex::new(engine.status().clone()),
+        engine: Mutex::new(engine),
+        occupancy,
+        store,
+        clock,
         stop: AtomicBool::new(false),
         node_key: me,
         api: config.api.clone(),
-        events: events_tx,
-        net: network.as_ref().map(|n| n.handle.clone()),
-        validators: validators.clone(),
-        relay_queue: Mutex::new(RelayQueue::default()),
-        consensus: Mutex::new(ConsensusStatus {
-            role,
-            height: head.height + 1,
-            round: 0,
-            step: None,
-            voting: false,
-            messages: Default::default(),
-            evidence: 0,
-            synced_blocks: 0,
-            rejected_blocks: 0,
-        }),
+        wakes: wakes_tx,
+        net: net.clone(),
     });
     let cancel = CancellationToken::new();
-    let driver = Driver::new(DriverParts {
-        chain_id: genesis.chain_id.clone(),
-        core,
-        shared: shared.clone(),
-        store,
-        net: network.as_ref().map(|n| n.handle.clone()),
-        me,
-        validators,
-        observers,
-        tick: Duration::from_millis(config.consensus.tick_ms),
-        interval: Duration::from_millis(config.block.interval_ms),
-        sync_bytes_max,
-    });
     let driver = {
         let cancel = cancel.clone();
+        let shared = shared.clone();
         std::thread::Builder::new()
             .name("consensus".into())
             .spawn(move || {
-                let result = driver.run(events_rx);
+                let result = consensus::run(shared, net, wakes_rx);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "consensus driver failed; stopping the node");
                 }
