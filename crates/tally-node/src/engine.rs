@@ -429,9 +429,12 @@ impl Engine {
         &self.status
     }
 
-    /// The actions decided since the last call, to carry out in order.
+    /// The actions decided since the last call, to carry out in order. Of several safety
+    /// records, only the last is written, where the first stood (see [`coalesce_persists`]).
     pub fn ready(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
+        let mut actions = std::mem::take(&mut self.actions);
+        coalesce_persists(&mut actions);
+        actions
     }
 
     /// When the engine next has something to do unprompted (a timer, a tick, a relay, a
@@ -1204,5 +1207,47 @@ impl Engine {
             record: codec::encode(record),
             keep,
         });
+    }
+}
+
+/// Makes one synced write of the safety records in a batch of actions. A later record is a
+/// later state of the same validator: at the same height and a round no lower, or at a later
+/// height once the earlier one is committed (commits are written before any action is carried
+/// out), it holds every message of the earlier one that can still matter: a restored core
+/// never goes back to an earlier round, nor to a committed height. So writing the last record where the first
+/// stood, with every block any of them keeps, makes each send durable before it leaves, as
+/// before, for one fsync instead of several: a proposer's proposal and its prevote come out
+/// of one input, and cost one write.
+fn coalesce_persists(actions: &mut Vec<Action>) {
+    let at: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::Persist { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let [first, .., _] = at.as_slice() else {
+        return;
+    };
+    let first = *first;
+    let mut last = None;
+    let mut blocks: Vec<Block> = Vec::new();
+    for &i in at.iter().rev() {
+        if let Action::Persist { record, keep } = actions.remove(i) {
+            last.get_or_insert(record);
+            for block in keep {
+                if !blocks.iter().any(|b| b.header == block.header) {
+                    blocks.push(block);
+                }
+            }
+        }
+    }
+    if let Some(record) = last {
+        actions.insert(
+            first,
+            Action::Persist {
+                record,
+                keep: blocks,
+            },
+        );
     }
 }

@@ -172,13 +172,15 @@ impl Mempool {
         next
     }
 
-    /// Whether this exact entry, signature included, is pending: its signature was checked when
-    /// it was admitted, so a proposed block that carries it need not check it again.
-    pub fn holds(&self, entry: &SignedEntry) -> bool {
+    /// The id of this exact entry, signature included, when it is pending: its signature was
+    /// checked and its id hashed when it was admitted, so a proposed block that carries it
+    /// needs neither again.
+    pub fn verified_id(&self, entry: &SignedEntry) -> Option<EntryId> {
         self.by_author
             .get(&entry.body.author)
             .and_then(|p| p.get(&entry.body.sequence))
-            .is_some_and(|held| held.entry() == entry)
+            .filter(|held| held.entry() == entry)
+            .map(VerifiedEntry::id)
     }
 
     /// Admits an entry after every check that can be made before ordering, given what the
@@ -377,8 +379,8 @@ impl Mempool {
 }
 
 impl KnownEntries for Mempool {
-    fn holds(&self, entry: &SignedEntry) -> bool {
-        Mempool::holds(self, entry)
+    fn verified_id(&self, entry: &SignedEntry) -> Option<EntryId> {
+        Mempool::verified_id(self, entry)
     }
 }
 

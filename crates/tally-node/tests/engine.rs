@@ -1045,6 +1045,25 @@ fn four_validators_agree_and_a_crashed_one_restarts_from_its_disk_and_catches_up
 }
 
 #[test]
+fn a_calm_height_costs_each_validator_three_synced_writes() {
+    // The proposer's records for its proposal and its prevote come out of one input and are
+    // written once; then the precommit's record and the commit. The others: the prevote's
+    // record, the precommit's, the commit.
+    let mut sim = Sim::new(Plan::calm(4), 3);
+    sim.run_until(8_000).expect("the checks hold");
+    let height = sim.height(0);
+    assert!(height >= 10, "only {height} heights");
+    for i in 0..4 {
+        assert_eq!(sim.height(i), height);
+        let writes = sim.nodes[i].disk.synced_writes();
+        assert!(
+            writes <= 3 * height,
+            "node {i}: {writes} synced writes for {height} heights"
+        );
+    }
+}
+
+#[test]
 fn seeded_calm_network_n4_n7() {
     seeds("seeded_calm", Plan::calm, &[4, 7], 10);
 }

@@ -63,8 +63,9 @@ pub fn verify_entries(entries: Vec<IdentifiedEntry>) -> Vec<Result<VerifiedEntry
 /// Entries whose signatures a node has checked already: a block's entries found here are not
 /// checked again. A mempool is one, since it holds only [`VerifiedEntry`]s.
 pub trait KnownEntries {
-    /// Whether this exact entry, signature included, is held as verified.
-    fn holds(&self, entry: &SignedEntry) -> bool;
+    /// The id of this exact entry, signature included, when it is held as verified: it was
+    /// hashed and checked on admission, and is neither hashed nor checked again.
+    fn verified_id(&self, entry: &SignedEntry) -> Option<EntryId>;
 }
 
 /// Nothing known: every signature of a block is checked (an auditor, a chain copy).
@@ -72,8 +73,8 @@ pub trait KnownEntries {
 pub struct NoneKnown;
 
 impl KnownEntries for NoneKnown {
-    fn holds(&self, _: &SignedEntry) -> bool {
-        false
+    fn verified_id(&self, _: &SignedEntry) -> Option<EntryId> {
+        None
     }
 }
 
@@ -130,11 +131,18 @@ impl Found {
 
     /// Works it out with the signatures checked on every core, but for those `known` holds.
     fn checking(entries: &[SignedEntry], known: &dyn KnownEntries) -> Self {
-        let ids: Vec<EntryId> = entries.iter().map(SignedEntry::id).collect();
+        let known: Vec<Option<EntryId>> = entries.iter().map(|e| known.verified_id(e)).collect();
+        let ids: Vec<EntryId> = entries
+            .iter()
+            .zip(&known)
+            .map(|(e, id)| id.unwrap_or_else(|| e.id()))
+            .collect();
         let unknown: Vec<(&SignedEntry, &EntryId)> = entries
             .iter()
             .zip(&ids)
-            .filter(|(e, _)| !known.holds(e))
+            .zip(&known)
+            .filter(|(_, id)| id.is_none())
+            .map(|(pair, _)| pair)
             .collect();
         let valid = batch_valid_on_all_cores(&unknown);
         Found::with(entries, ids, valid)
