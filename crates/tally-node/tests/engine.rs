@@ -4,12 +4,12 @@
 //!
 //! The seeded runs put n = 4 and n = 7 validators through a network that drops, duplicates,
 //! delays (and so reorders) and partitions messages, and through crashes, each followed by a
-//! restart from what the crashed engine had on its disk. Clients keep submitting entries to
-//! live validators and, as a field device's outbox does, submit again those not committed
+//! restart from what the crashed engine had on its disk; an observer follows the chain beside
+//! them. Clients keep submitting entries to live nodes and, as a field device's outbox does, submit again those not committed
 //! yet. After every step the run checks: every two validators hold the same block at a
 //! height, with the same state root, and every certificate is valid; no validator signs two
 //! different messages for one slot; no entry is committed twice. Once the network heals and
-//! every validator is back, every acknowledged entry must be committed on every validator.
+//! every node is back, every acknowledged entry must be committed on every honest node.
 //!
 //! `TALLY_ENGINE_SIM_SEEDS` sets how many seeds each scenario runs (CI: the defaults below);
 //! `TALLY_ENGINE_SIM_N` and `TALLY_ENGINE_SIM_SEED` replay one run. A long background run:
@@ -148,6 +148,9 @@ struct Plan {
     skip_persist: bool,
     /// f validators are Byzantine, each in a way drawn per seed, at random positions.
     byzantine: bool,
+    /// One observer follows the chain too (pushed blocks and its own polls), and clients
+    /// submit to it as to any node.
+    observer: bool,
 }
 
 impl Plan {
@@ -162,6 +165,7 @@ impl Plan {
             chaos_ms: 10_000,
             skip_persist: false,
             byzantine: false,
+            observer: false,
         }
     }
 
@@ -173,6 +177,7 @@ impl Plan {
             partitions: true,
             crashes: true,
             chaos_ms: 20_000,
+            observer: true,
             ..Plan::calm(n)
         }
     }
@@ -281,7 +286,7 @@ impl Sim {
             acknowledged: 0,
             genesis,
         };
-        for i in 0..plan.n {
+        for i in 0..plan.n + usize::from(plan.observer) {
             let disk = MemDisk::new(sim.genesis.clone());
             sim.nodes.push(Node {
                 key: validator_key(i).public(),
@@ -307,7 +312,7 @@ impl Sim {
                 sim.nodes[i].behaviour = b;
             }
         }
-        for i in 0..plan.n {
+        for i in 0..sim.nodes.len() {
             sim.start(i);
         }
         sim
@@ -335,8 +340,11 @@ impl Sim {
             EngineConfig {
                 key: validator_key(i),
                 timeouts: Timeouts::default(),
-                observers: Vec::new(),
-                networked: self.plan.n > 1,
+                observers: match self.plan.observer {
+                    true => vec![validator_key(self.plan.n).public()],
+                    false => Vec::new(),
+                },
+                networked: self.nodes.len() > 1,
                 tick_ms: 250,
                 interval_ms: 100,
                 sync_bytes_max: SYNC_BYTES_MAX,
@@ -846,11 +854,16 @@ impl Sim {
         if self.cut.as_ref().is_some_and(|(_, t)| *t <= self.now_ms) {
             self.heal_cut();
         }
-        let f = (n - 1) / 3;
-        let down = self.nodes.iter().filter(|x| x.engine.is_none()).count();
-        if self.plan.crashes && down < f.max(1) && self.rng.per_mille(30) {
+        let validators = self.plan.n;
+        let f = (validators - 1) / 3;
+        let down = self.nodes[..validators]
+            .iter()
+            .filter(|x| x.engine.is_none())
+            .count();
+        if self.plan.crashes && self.rng.per_mille(30) {
             let i = self.rng.below(n as u64) as usize;
-            if self.nodes[i].engine.is_some() {
+            let allowed = i >= validators || down < f.max(1);
+            if allowed && self.nodes[i].engine.is_some() {
                 let until = self.now_ms + 300 + self.rng.below(4_000);
                 self.crash(i, until);
             }
@@ -943,7 +956,7 @@ fn run(plan: Plan, seed: u64) -> Checked<Sim> {
     let deadline = plan.chaos_ms + SETTLE_MS;
     while !sim.settled() {
         if sim.now_ms >= deadline {
-            let heights: Vec<u64> = (0..plan.n).map(|i| sim.height(i)).collect();
+            let heights: Vec<u64> = (0..sim.nodes.len()).map(|i| sim.height(i)).collect();
             let waiting: usize = sim.clients.iter().map(|c| c.waiting.len()).sum();
             return Err(format!(
                 "LIVENESS: {SETTLE_MS} ms after healing, heights {heights:?}, {waiting} entries not committed"
