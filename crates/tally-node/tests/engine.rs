@@ -3,13 +3,15 @@
 //! failure replays exactly.
 //!
 //! The seeded runs put n = 4 and n = 7 validators through a network that drops, duplicates,
-//! delays (and so reorders) and partitions messages, and through crashes, each followed by a
-//! restart from what the crashed engine had on its disk; an observer follows the chain beside
-//! them. Clients keep submitting entries to live nodes and, as a field device's outbox does, submit again those not committed
-//! yet. After every step the run checks: every two validators hold the same block at a
-//! height, with the same state root, and every certificate is valid; no validator signs two
-//! different messages for one slot; no entry is committed twice. Once the network heals and
-//! every node is back, every acknowledged entry must be committed on every honest node.
+//! delays (and so reorders) and partitions messages, and through crashes (between steps, or
+//! in the middle of carrying out an engine's actions), each followed by a restart from what
+//! the crashed engine had on its disk; an observer follows the chain beside them. Clients keep
+//! submitting entries to live nodes and, as a field device's outbox does, submit again those
+//! not committed yet. After every step the run checks: every two nodes hold the same block at
+//! a height, with the same state root, and every certificate is valid; no honest validator
+//! signs two different messages for one slot; no entry is committed twice. Once the network
+//! heals and every node is back, every acknowledged entry must be committed on every honest
+//! node.
 //!
 //! `TALLY_ENGINE_SIM_SEEDS` sets how many seeds each scenario runs (CI: the defaults below);
 //! `TALLY_ENGINE_SIM_N` and `TALLY_ENGINE_SIM_SEED` replay one run. A long background run:
@@ -433,6 +435,11 @@ impl Sim {
         };
         let actions = engine.ready();
         for action in actions {
+            if self.crash_mid_batch(i) {
+                // The rest of the batch is lost with the process: writes not made, messages
+                // not sent.
+                return;
+            }
             match action {
                 Action::Persist { record, keep } => {
                     if !self.plan.skip_persist {
@@ -815,6 +822,26 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Whether node `i` crashes now, in the middle of carrying out its engine's actions
+    /// (rarely, while the weather is bad, and never past f validators down).
+    fn crash_mid_batch(&mut self, i: usize) -> bool {
+        if !self.plan.crashes || !self.bad() || !self.rng.per_mille(2) {
+            return false;
+        }
+        let validators = self.plan.n;
+        let f = (validators - 1) / 3;
+        let down = self.nodes[..validators]
+            .iter()
+            .filter(|x| x.engine.is_none())
+            .count();
+        if i < validators && down >= f.max(1) {
+            return false;
+        }
+        let until = self.now_ms + 300 + self.rng.below(4_000);
+        self.crash(i, until);
+        true
     }
 
     /// Ends a partition: the connections across it come back, and each side sees the other
