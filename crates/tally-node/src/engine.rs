@@ -1214,19 +1214,31 @@ impl Engine {
 /// later state of the same validator: at the same height and a round no lower, or at a later
 /// height once the earlier one is committed (commits are written before any action is carried
 /// out), it holds every message of the earlier one that can still matter: a restored core
-/// never goes back to an earlier round, nor to a committed height. So writing the last record where the first
-/// stood, with every block any of them keeps, makes each send durable before it leaves, as
-/// before, for one fsync instead of several: a proposer's proposal and its prevote come out
-/// of one input, and cost one write.
+/// never goes back to an earlier round, nor to a committed height. So writing the last
+/// record where the first stood, with every block any of them keeps, still makes what each
+/// send says durable before it leaves, in one fsync: a proposer's proposal and its prevote
+/// come out of one input, and cost one write. Records are not moved past a
+/// [`Action::ForgetKept`], which could delete a block the moved record keeps.
 fn coalesce_persists(actions: &mut Vec<Action>) {
-    let at: Vec<usize> = actions
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| matches!(a, Action::Persist { .. }))
-        .map(|(i, _)| i)
+    let mut start = 0;
+    while start < actions.len() {
+        let end = actions[start..]
+            .iter()
+            .position(|a| matches!(a, Action::ForgetKept(_)))
+            .map_or(actions.len(), |p| start + p);
+        let removed = coalesce_run(actions, start, end);
+        start = end + 1 - removed;
+    }
+}
+
+/// Coalesces the safety records in `actions[start..end]`; returns how many actions it
+/// removed.
+fn coalesce_run(actions: &mut Vec<Action>, start: usize, end: usize) -> usize {
+    let at: Vec<usize> = (start..end)
+        .filter(|&i| matches!(actions[i], Action::Persist { .. }))
         .collect();
     let [first, .., _] = at.as_slice() else {
-        return;
+        return 0;
     };
     let first = *first;
     let mut last = None;
@@ -1249,5 +1261,64 @@ fn coalesce_persists(actions: &mut Vec<Action>) {
                 keep: blocks,
             },
         );
+    }
+    at.len() - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn persist(record: u8) -> Action {
+        Action::Persist {
+            record: vec![record],
+            keep: Vec::new(),
+        }
+    }
+
+    fn ask(from_height: u64) -> Action {
+        Action::AskBlocks {
+            peer: Keypair::from_seed_for_tests(1).public(),
+            from_height,
+        }
+    }
+
+    /// The shape of a batch: P(record) for a safety record, A(height) for another action,
+    /// F for forgetting kept blocks.
+    fn shape(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Persist { record, .. } => format!("P{}", record[0]),
+                Action::AskBlocks { from_height, .. } => format!("A{from_height}"),
+                Action::ForgetKept(_) => "F".to_string(),
+                Action::Send { .. } => "S".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_record_is_written_where_the_first_stood() {
+        let mut actions = vec![persist(1), ask(1), persist(2), ask(2), persist(3), ask(3)];
+        coalesce_persists(&mut actions);
+        assert_eq!(shape(&actions), ["P3", "A1", "A2", "A3"]);
+    }
+
+    #[test]
+    fn no_record_moves_past_a_forget() {
+        let mut actions = vec![
+            persist(1),
+            ask(1),
+            persist(2),
+            Action::ForgetKept(None),
+            persist(3),
+            ask(3),
+            persist(4),
+        ];
+        coalesce_persists(&mut actions);
+        assert_eq!(shape(&actions), ["P2", "A1", "F", "P4", "A3"]);
+        let mut alone = vec![ask(1), persist(1), ask(2)];
+        coalesce_persists(&mut alone);
+        assert_eq!(shape(&alone), ["A1", "P1", "A2"]);
     }
 }
