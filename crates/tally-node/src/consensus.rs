@@ -4,6 +4,7 @@
 
 use crate::engine::{Action, Disk, Event, Now};
 use crate::{NodeError, Shared};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -133,7 +134,9 @@ pub fn run(
     wakes: Receiver<Wake>,
 ) -> Result<(), NodeError> {
     let clock = shared.clock;
-    let mut event = None;
+    // Events waiting for the engine, oldest first: one per turn, each under the lock on its
+    // own, so API requests wait for one event at most.
+    let mut pending: VecDeque<Event> = VecDeque::new();
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -141,7 +144,7 @@ pub fn run(
         let (actions, wake_at) = {
             let mut engine = shared.engine()?;
             let now = clock.now();
-            match event.take() {
+            match pending.pop_front() {
                 Some(e) => engine.handle(now, e)?,
                 None => engine.poll(now)?,
             }
@@ -149,27 +152,32 @@ pub fn run(
             (engine.ready(), engine.wake_at())
         };
         carry_out(&shared.store, net.as_ref(), actions)?;
+        if !pending.is_empty() {
+            continue;
+        }
         let wait = Duration::from_millis(wake_at.saturating_sub(clock.now().mono_ms));
-        event = match wakes.recv_timeout(wait) {
+        match wakes.recv_timeout(wait) {
             Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => None,
-            Ok(Wake::Work) => Some(Event::Work),
-            Ok(Wake::Net(inbound)) => from_network(&shared, inbound)?,
-        };
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Wake::Work) => pending.push_back(Event::Work),
+            Ok(Wake::Net(inbound)) => pending.extend(from_network(&shared, inbound)?),
+        }
     }
 }
 
-/// The engine's event for what the network delivered. Relayed entries have their signatures
+/// The engine's events for what the network delivered. Relayed entries have their signatures
 /// checked here, on all cores and outside the engine's lock, after the engine has picked the
-/// ones worth checking; the room they take in the mempool is claimed meanwhile.
-fn from_network(shared: &Shared, inbound: Inbound) -> Result<Option<Event>, NodeError> {
+/// ones worth checking; the room they take in the mempool is claimed meanwhile. Blocks from
+/// sync or a push are handed over one at a time, so that a batch of several MiB is not
+/// replayed and committed in one hold of the lock the API needs.
+fn from_network(shared: &Shared, inbound: Inbound) -> Result<Vec<Event>, NodeError> {
     Ok(match inbound {
         Inbound::Request { from, request } => match request {
-            Request::Consensus { message, block } => Some(Event::Message {
+            Request::Consensus { message, block } => vec![Event::Message {
                 from,
                 message,
                 block,
-            }),
+            }],
             Request::Entries(entries) => {
                 let (claim, mut fresh) = {
                     let engine = shared.engine()?;
@@ -186,15 +194,37 @@ fn from_network(shared: &Shared, inbound: Inbound) -> Result<Option<Event>, Node
                 drop(claim);
                 // Admitted entries are in the mempool now; what the engine decided goes out
                 // with the next turn of the loop.
-                None
+                Vec::new()
             }
-            Request::Push(blocks) => Some(Event::Push { from, blocks }),
-            Request::Blocks { .. } => None, // answered by the network task
+            Request::Push(blocks) => blocks
+                .into_iter()
+                .map(|b| Event::Push {
+                    from,
+                    blocks: vec![b],
+                })
+                .collect(),
+            Request::Blocks { .. } => Vec::new(), // answered by the network task
         },
-        Inbound::Blocks { from, blocks } => Some(Event::Blocks { from, blocks }),
-        Inbound::BlocksFailed { .. } => Some(Event::BlocksFailed),
-        Inbound::Connected(peer) => Some(Event::Connected(peer)),
-        Inbound::Disconnected(_) => None,
+        Inbound::Blocks { from, mut blocks } => {
+            // All but the last as pushes; the last as the answer, which says whether to ask
+            // for more.
+            let last = blocks.pop();
+            let mut events: Vec<Event> = blocks
+                .into_iter()
+                .map(|b| Event::Push {
+                    from,
+                    blocks: vec![b],
+                })
+                .collect();
+            events.push(Event::Blocks {
+                from,
+                blocks: last.into_iter().collect(),
+            });
+            events
+        }
+        Inbound::BlocksFailed { .. } => vec![Event::BlocksFailed],
+        Inbound::Connected(peer) => vec![Event::Connected(peer)],
+        Inbound::Disconnected(_) => Vec::new(),
     })
 }
 
@@ -208,7 +238,7 @@ fn carry_out(
 ) -> Result<(), NodeError> {
     for action in actions {
         match action {
-            Action::Persist { record, keep } => {
+            Action::Persist { record, keep, .. } => {
                 let keep: Vec<&Block> = keep.iter().collect();
                 store.put_safety_record(&record, &keep)?;
             }

@@ -189,6 +189,8 @@ pub enum Action {
     /// the node reads the record back and never signs a conflicting message; a block it
     /// locked on or proposed may be decided from the record alone, when no peer holds it.
     Persist {
+        /// The height the record is for.
+        height: u64,
         /// The encoded [`SafetyRecord`].
         record: Vec<u8>,
         /// Blocks to keep beside it.
@@ -366,7 +368,7 @@ impl Engine {
                 .into_iter()
                 .flatten()
             {
-                if let Some(block) = ledger.disk().pending_block(&hash)? {
+                if let Some(block) = kept_block(ledger.disk(), &hash) {
                     bodies.insert(hash, (block, (core.height(), round)));
                 }
             }
@@ -880,10 +882,10 @@ impl Engine {
     }
 
     /// A proposed block by hash: received with a proposal, or kept on disk before a restart.
-    fn body(&self, hash: &Hash) -> Result<Option<Block>, NodeError> {
+    fn body(&self, hash: &Hash) -> Option<Block> {
         match self.bodies.get(hash) {
-            Some((b, _)) => Ok(Some(b.clone())),
-            None => Ok(self.ledger.disk().pending_block(hash)?),
+            Some((b, _)) => Some(b.clone()),
+            None => kept_block(self.ledger.disk(), hash),
         }
     }
 
@@ -1046,12 +1048,12 @@ impl Engine {
         Ok(())
     }
 
-    fn send(&mut self, to: Option<PublicKey>, message: Message) -> Result<(), NodeError> {
+    fn send(&mut self, to: Option<PublicKey>, message: Message) {
         if !self.config.networked {
-            return Ok(());
+            return;
         }
         let block = match &message {
-            Message::Proposal(p) => self.body(&p.block_hash)?.map(Box::new),
+            Message::Proposal(p) => self.body(&p.block_hash).map(Box::new),
             Message::Vote(_) => None,
         };
         let to = match to {
@@ -1066,14 +1068,13 @@ impl Engine {
             },
             connected_only: false,
         });
-        Ok(())
     }
 
     fn effect(&mut self, effect: Effect, queue: &mut VecDeque<Input>) -> Result<(), NodeError> {
         match effect {
             Effect::Persist(record) => self.persist(&record),
-            Effect::Broadcast(m) => self.send(None, m)?,
-            Effect::Send { to, message } => self.send(Some(to), message)?,
+            Effect::Broadcast(m) => self.send(None, m),
+            Effect::Send { to, message } => self.send(Some(to), message),
             Effect::Schedule { timeout, after_ms } => {
                 self.timer_seq += 1;
                 let at = self.now.mono_ms + after_ms;
@@ -1104,7 +1105,7 @@ impl Engine {
             }
             Effect::Commit { certificate } => {
                 let hash = certificate.block_hash;
-                let Some(block) = self.body(&hash)? else {
+                let Some(block) = self.body(&hash) else {
                     // Decided by the others while this node lacked the block: sync fetches it.
                     tracing::warn!(height = certificate.height, block = %hash.short(), "decided a block this node does not hold; syncing");
                     self.ask_sync();
@@ -1204,65 +1205,81 @@ impl Engine {
             }
         }
         self.actions.push(Action::Persist {
+            height: record.height,
             record: codec::encode(record),
             keep,
         });
     }
 }
 
-/// Makes one synced write of the safety records in a batch of actions. A later record is a
-/// later state of the same validator: at the same height and a round no lower, or at a later
-/// height once the earlier one is committed (commits are written before any action is carried
-/// out), it holds every message of the earlier one that can still matter: a restored core
-/// never goes back to an earlier round, nor to a committed height. So writing the last
-/// record where the first stood, with every block any of them keeps, still makes what each
-/// send says durable before it leaves, in one fsync: a proposer's proposal and its prevote
-/// come out of one input, and cost one write. Records are not moved past a
-/// [`Action::ForgetKept`], which could delete a block the moved record keeps.
-fn coalesce_persists(actions: &mut Vec<Action>) {
-    let mut start = 0;
-    while start < actions.len() {
-        let end = actions[start..]
-            .iter()
-            .position(|a| matches!(a, Action::ForgetKept(_)))
-            .map_or(actions.len(), |p| start + p);
-        let removed = coalesce_run(actions, start, end);
-        start = end + 1 - removed;
+/// A block kept with the safety record, or `None` when it is not there or does not read
+/// back: the node then goes on without it (a decided block it lacks is fetched by sync) rather
+/// than stop on one damaged kept block.
+fn kept_block(disk: &dyn Disk, hash: &Hash) -> Option<Block> {
+    match disk.pending_block(hash) {
+        Ok(block) => block,
+        Err(e) => {
+            tracing::warn!(block = %hash.short(), error = %e, "a kept block does not read back; going on without it");
+            None
+        }
     }
 }
 
-/// Coalesces the safety records in `actions[start..end]`; returns how many actions it
-/// removed.
-fn coalesce_run(actions: &mut Vec<Action>, start: usize, end: usize) -> usize {
-    let at: Vec<usize> = (start..end)
-        .filter(|&i| matches!(actions[i], Action::Persist { .. }))
-        .collect();
-    let [first, .., _] = at.as_slice() else {
-        return 0;
-    };
-    let first = *first;
-    let mut last = None;
-    let mut blocks: Vec<Block> = Vec::new();
-    for &i in at.iter().rev() {
-        if let Action::Persist { record, keep } = actions.remove(i) {
-            last.get_or_insert(record);
-            for block in keep {
-                if !blocks.iter().any(|b| b.header == block.header) {
-                    blocks.push(block);
+/// Makes one synced write of the safety records of one height in a batch of actions. A later
+/// record of the same height is a later state of the same validator (a round no lower): it
+/// holds every message of the earlier one that can still matter, since a restored core never
+/// goes back to an earlier round. So writing the last record where the first stood, with
+/// every block any of them keeps, still makes what each send says durable before it leaves,
+/// in one fsync: a proposer's proposal and its prevote come out of one input, and cost one
+/// write. A record is never moved ahead of another height's (a node that decided a height
+/// whose block it lacks must not be found, after a crash, with a record above its head) nor
+/// past a [`Action::ForgetKept`], which could delete a block the moved record keeps.
+fn coalesce_persists(actions: &mut Vec<Action>) {
+    let mut out: Vec<Action> = Vec::with_capacity(actions.len());
+    // Where, in `out`, the record now being coalesced stands.
+    let mut open: Option<usize> = None;
+    for action in actions.drain(..) {
+        match action {
+            Action::Persist {
+                height,
+                record,
+                keep,
+            } => {
+                let same_height = open.and_then(|at| match &mut out[at] {
+                    Action::Persist {
+                        height: h,
+                        record: r,
+                        keep: k,
+                    } if *h == height => Some((r, k)),
+                    _ => None,
+                });
+                match same_height {
+                    Some((r, k)) => {
+                        *r = record;
+                        for block in keep {
+                            if !k.iter().any(|b| b.header == block.header) {
+                                k.push(block);
+                            }
+                        }
+                    }
+                    None => {
+                        open = Some(out.len());
+                        out.push(Action::Persist {
+                            height,
+                            record,
+                            keep,
+                        });
+                    }
                 }
             }
+            Action::ForgetKept(hashes) => {
+                open = None;
+                out.push(Action::ForgetKept(hashes));
+            }
+            other => out.push(other),
         }
     }
-    if let Some(record) = last {
-        actions.insert(
-            first,
-            Action::Persist {
-                record,
-                keep: blocks,
-            },
-        );
-    }
-    at.len() - 1
+    *actions = out;
 }
 
 #[cfg(test)]
@@ -1270,7 +1287,12 @@ mod tests {
     use super::*;
 
     fn persist(record: u8) -> Action {
+        at_height(1, record)
+    }
+
+    fn at_height(height: u64, record: u8) -> Action {
         Action::Persist {
+            height,
             record: vec![record],
             keep: Vec::new(),
         }
@@ -1320,5 +1342,19 @@ mod tests {
         let mut alone = vec![ask(1), persist(1), ask(2)];
         coalesce_persists(&mut alone);
         assert_eq!(shape(&alone), ["A1", "P1", "A2"]);
+    }
+
+    #[test]
+    fn no_record_moves_ahead_of_another_heights() {
+        let mut actions = vec![
+            at_height(5, 1),
+            ask(1),
+            at_height(5, 2),
+            at_height(6, 3),
+            ask(2),
+            at_height(6, 4),
+        ];
+        coalesce_persists(&mut actions);
+        assert_eq!(shape(&actions), ["P2", "A1", "P4", "A2"]);
     }
 }

@@ -441,7 +441,7 @@ impl Sim {
                 return;
             }
             match action {
-                Action::Persist { record, keep } => {
+                Action::Persist { record, keep, .. } => {
                     if !self.plan.skip_persist {
                         self.nodes[i].disk.put_safety_record(&record, &keep);
                     }
