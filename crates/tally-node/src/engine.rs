@@ -680,12 +680,16 @@ impl Engine {
             }
         } else {
             // Observers poll now and then in case a push was lost, and hand their pending
-            // entries to the validators again in case a relay was lost.
-            let due = self
+            // entries to the validators again in case a relay was lost; each on its own
+            // clock, since a poll waits while a request is unanswered.
+            let poll_due = self
                 .last_sync_ask_ms
                 .is_none_or(|t| self.now.mono_ms >= t + RELAY_AGAIN_MS);
-            if due {
+            if poll_due {
                 self.ask_sync();
+            }
+            if self.now.mono_ms >= self.last_relay_ms + RELAY_AGAIN_MS {
+                self.last_relay_ms = self.now.mono_ms;
                 self.relay_pending(RELAY_AGAIN_MAX)?;
             }
         }
