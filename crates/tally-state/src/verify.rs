@@ -33,30 +33,41 @@ pub fn cores() -> usize {
 /// slice in one batch ([`VerifiedEntry::verify_all`]): verification bounds a node's
 /// throughput, and the entries' signatures are independent.
 pub fn verify_entries(entries: Vec<IdentifiedEntry>) -> Vec<Result<VerifiedEntry, Unverified>> {
+    // A slice's answers are never dropped: each entry must get one, in order. A panic in a
+    // check is a bug, and goes on up.
+    on_all_cores(entries, VerifiedEntry::verify_all)
+        .into_iter()
+        .flat_map(|answers| answers.unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        .collect()
+}
+
+/// Runs `work` over `items` cut into one slice per core, in order, each on a thread of its
+/// own; on this thread alone when there is one core or too few items to be worth threads.
+/// Each slice's result is returned as its thread ended, so the caller says what a panic means.
+fn on_all_cores<T: Send, R: Send>(
+    items: Vec<T>,
+    work: impl Fn(Vec<T>) -> R + Sync,
+) -> Vec<std::thread::Result<R>> {
     let threads = cores();
-    if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
-        return VerifiedEntry::verify_all(entries);
+    if threads < 2 || items.len() < PARALLEL_VERIFY_MIN {
+        return vec![Ok(work(items))];
     }
-    let slice = entries.len().div_ceil(threads);
+    let slice = items.len().div_ceil(threads);
     let mut slices = Vec::with_capacity(threads);
-    let mut rest = entries;
+    let mut rest = items;
     while rest.len() > slice {
         let tail = rest.split_off(slice);
         slices.push(rest);
         rest = tail;
     }
     slices.push(rest);
+    let work = &work;
     std::thread::scope(|s| {
         let handles: Vec<_> = slices
             .into_iter()
-            .map(|part| s.spawn(move || VerifiedEntry::verify_all(part)))
+            .map(|part| s.spawn(move || work(part)))
             .collect();
-        // A slice's answers are never dropped: each entry must get one, in order. A panic in
-        // a check is a bug, and goes on up.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        handles.into_iter().map(|h| h.join()).collect()
     })
 }
 
@@ -95,18 +106,9 @@ fn batch_valid(entries: &[(&SignedEntry, &EntryId)]) -> bool {
 /// [`batch_valid`] on every core, in as many slices as the machine has: a block's signatures
 /// are independent.
 fn batch_valid_on_all_cores(entries: &[(&SignedEntry, &EntryId)]) -> bool {
-    let threads = cores();
-    if threads < 2 || entries.len() < PARALLEL_VERIFY_MIN {
-        return batch_valid(entries);
-    }
-    let slice = entries.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let slices: Vec<_> = entries
-            .chunks(slice)
-            .map(|part| s.spawn(move || batch_valid(part)))
-            .collect();
-        slices.into_iter().all(|h| h.join().unwrap_or(false))
-    })
+    on_all_cores(entries.to_vec(), |part| batch_valid(&part))
+        .into_iter()
+        .all(|valid| valid.unwrap_or(false))
 }
 
 /// What a replay needs of a block's entries that the state does not change: their ids (each
