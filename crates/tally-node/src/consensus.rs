@@ -2,7 +2,7 @@
 //! hands the engine what arrives and what time has made due, and carries out what it
 //! asks. RocksDB is the engine's [`Disk`].
 
-use crate::engine::{Action, Disk, Event, Now};
+use crate::engine::{within_bytes, Action, Disk, Event, Now};
 use crate::{NodeError, Shared};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tally_network::{BlockSource, CertifiedBlock, Inbound, NetworkHandle, Request};
 use tally_storage::{CommitBatch, EntryRecord, Head, StorageError, Store};
-use tally_types::{codec, Block, EntryId, Hash, PublicKey, TimestampMs};
+use tally_types::{Block, EntryId, Hash, PublicKey, TimestampMs};
 
 /// What wakes the consensus thread.
 #[derive(Debug)]
@@ -79,25 +79,16 @@ impl BlockSource for StoreSource {
 }
 
 fn blocks_from(store: &Store, from_height: u64, bytes_max: usize) -> Vec<CertifiedBlock> {
-    let mut out = Vec::new();
-    let mut used = 0usize;
     let Ok(head) = store.head() else {
-        return out;
+        return Vec::new();
     };
-    for h in from_height.max(1)..=head.height {
-        let (Ok(Some(block)), Ok(Some(certificate))) = (store.block(h), store.certificate(h))
-        else {
-            break;
-        };
-        let item = CertifiedBlock { block, certificate };
-        let size = codec::encoded_len(&item) + 16;
-        if used + size > bytes_max && !out.is_empty() {
-            break;
+    let stored = (from_height.max(1)..=head.height).map_while(|h| {
+        match (store.block(h), store.certificate(h)) {
+            (Ok(Some(block)), Ok(Some(certificate))) => Some(CertifiedBlock { block, certificate }),
+            _ => None,
         }
-        used += size;
-        out.push(item);
-    }
-    out
+    });
+    within_bytes(stored, bytes_max)
 }
 
 impl Disk for Store {

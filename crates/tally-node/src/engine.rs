@@ -123,6 +123,26 @@ pub trait Disk: Send {
     ) -> Result<bool, StorageError>;
 }
 
+/// The blocks of `blocks`, in order, as many as fit `bytes_max` in a sync answer or a push
+/// (each counted with its frame's overhead), and the first always: what every
+/// [`Disk::blocks_from`] hands out. `blocks` is read no further than needed.
+pub fn within_bytes(
+    blocks: impl IntoIterator<Item = CertifiedBlock>,
+    bytes_max: usize,
+) -> Vec<CertifiedBlock> {
+    let mut out = Vec::new();
+    let mut used = 0usize;
+    for item in blocks {
+        let size = codec::encoded_len(&item) + 16;
+        if used + size > bytes_max && !out.is_empty() {
+            break;
+        }
+        used += size;
+        out.push(item);
+    }
+    out
+}
+
 /// What an engine is told once, at its start.
 pub struct EngineConfig {
     /// This node's key: it signs votes when the state names it a validator.

@@ -2,13 +2,13 @@
 //! simulations, where a "crash" drops an engine and a restart builds a new one from what its
 //! disk holds. Clones share one disk, so the test keeps a handle while the engine owns one.
 
-use crate::engine::Disk;
+use crate::engine::{within_bytes, Disk};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tally_network::CertifiedBlock;
 use tally_state::{State, StateDiff, StateError};
 use tally_storage::{CommitBatch, EntryRecord, Head, StorageError};
-use tally_types::{codec, Block, EntryId, Genesis, Hash, PublicKey};
+use tally_types::{Block, EntryId, Genesis, Hash, PublicKey};
 
 /// What a [`MemDisk`] holds: what RocksDB would, as plain maps.
 #[derive(Debug)]
@@ -173,17 +173,8 @@ impl Disk for MemDisk {
 
     fn blocks_from(&self, from_height: u64, bytes_max: usize) -> Vec<CertifiedBlock> {
         let held = self.held();
-        let mut out = Vec::new();
-        let mut used = 0;
-        for item in held.blocks.iter().skip(from_height.max(1) as usize - 1) {
-            let size = codec::encoded_len(item) + 16;
-            if used + size > bytes_max && !out.is_empty() {
-                break;
-            }
-            used += size;
-            out.push(item.clone());
-        }
-        out
+        let from = usize::try_from(from_height.max(1) - 1).unwrap_or(usize::MAX);
+        within_bytes(held.blocks.iter().skip(from).cloned(), bytes_max)
     }
 
     fn pending_block(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
