@@ -830,18 +830,29 @@ impl Sim {
         if !self.plan.crashes || !self.bad() || !self.rng.per_mille(2) {
             return false;
         }
+        if !self.may_crash(i) {
+            return false;
+        }
+        self.crash_for_a_while(i);
+        true
+    }
+
+    /// Whether node `i` may crash now: an observer always, a validator while fewer than f
+    /// (at least one) are down.
+    fn may_crash(&self, i: usize) -> bool {
         let validators = self.plan.n;
         let f = (validators - 1) / 3;
         let down = self.nodes[..validators]
             .iter()
             .filter(|x| x.engine.is_none())
             .count();
-        if i < validators && down >= f.max(1) {
-            return false;
-        }
+        i >= validators || down < f.max(1)
+    }
+
+    /// Crashes node `i` until a random moment 0.3 to 4.3 s from now.
+    fn crash_for_a_while(&mut self, i: usize) {
         let until = self.now_ms + 300 + self.rng.below(4_000);
         self.crash(i, until);
-        true
     }
 
     /// Ends a partition: the connections across it come back, and each side sees the other
@@ -881,18 +892,10 @@ impl Sim {
         if self.cut.as_ref().is_some_and(|(_, t)| *t <= self.now_ms) {
             self.heal_cut();
         }
-        let validators = self.plan.n;
-        let f = (validators - 1) / 3;
-        let down = self.nodes[..validators]
-            .iter()
-            .filter(|x| x.engine.is_none())
-            .count();
         if self.plan.crashes && self.rng.per_mille(30) {
             let i = self.rng.below(n as u64) as usize;
-            let allowed = i >= validators || down < f.max(1);
-            if allowed && self.nodes[i].engine.is_some() {
-                let until = self.now_ms + 300 + self.rng.below(4_000);
-                self.crash(i, until);
+            if self.may_crash(i) && self.nodes[i].engine.is_some() {
+                self.crash_for_a_while(i);
             }
         }
     }
