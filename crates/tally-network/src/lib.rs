@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_types::{Keypair, Name, PublicKey};
 use tokio::sync::{mpsc, watch};
-pub use wire::{CertifiedBlock, Envelope, Request, Response};
+pub use wire::{CertifiedBlock, Envelope, ProposedBlock, ProposedEntry, Request, Response};
 
 /// Block-sync requests served at once (each reads up to `SYNC_ANSWER_BYTES_MAX` from disk).
 pub const SYNC_SERVES_MAX: usize = 4;

@@ -8,7 +8,7 @@
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 use std::io;
-use tally_types::{codec, Block, CommitCertificate, Name, SignedEntry};
+use tally_types::{codec, Block, BlockHeader, CommitCertificate, EntryId, Hash, Name, SignedEntry};
 
 /// Most bytes reserved for a frame before its bytes arrive.
 const FRAME_PREALLOCATION_MAX: usize = 64 * 1024;
@@ -18,7 +18,7 @@ pub const PROTOCOL: &str = "/tally/1";
 
 /// The libp2p protocol name of the long-lived stream each node keeps to each peer for one-way
 /// messages (consensus, relayed entries, pushed blocks): a sequence of frames, no answers.
-pub const MESSAGE_PROTOCOL: &str = "/tally/messages/1";
+pub const MESSAGE_PROTOCOL: &str = "/tally/messages/2";
 
 /// A committed block with the certificate that proves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,49 @@ pub struct CertifiedBlock {
     pub certificate: CommitCertificate,
 }
 
+/// A proposed block as a proposal carries it: the header, and each entry either by its id,
+/// when the sender knows the validators were sent it by relay, or in full. On a healthy
+/// network every validator already holds almost every entry of a block, so a proposal is a
+/// header and 32 bytes per entry rather than the block again; the receiver rebuilds the block
+/// from its mempool and asks for what it lacks ([`Request::FetchEntries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposedBlock {
+    /// The header: its hash is the block's, whatever form the entries travel in.
+    pub header: BlockHeader,
+    /// The entries, in block order.
+    pub entries: Vec<ProposedEntry>,
+}
+
+/// One entry of a [`ProposedBlock`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposedEntry {
+    /// An entry the receiver should hold: named by its id.
+    Held(EntryId),
+    /// An entry sent whole (boxed: most entries of a proposal are ids, and an unboxed entry
+    /// would make each of them as large as an entry in memory; the encoding is the same).
+    Full(Box<SignedEntry>),
+}
+
+impl ProposedBlock {
+    /// A block with every entry in full: what a node sends when it cannot tell what the
+    /// receiver holds.
+    pub fn full(block: Block) -> Self {
+        ProposedBlock {
+            header: block.header,
+            entries: block
+                .entries
+                .into_iter()
+                .map(|e| ProposedEntry::Full(Box::new(e)))
+                .collect(),
+        }
+    }
+
+    /// The block's hash (its header's).
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+}
+
 /// What one node asks of, or tells, another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -37,7 +80,7 @@ pub enum Request {
         /// The signed proposal or vote.
         message: Box<tally_consensus::Message>,
         /// The proposed block, with a proposal only.
-        block: Option<Box<Block>>,
+        block: Option<Box<ProposedBlock>>,
     },
     /// Entries admitted at the sender, relayed so every validator's mempool holds them: in
     /// batches, because a request per entry costs a substream per entry per peer.
@@ -49,6 +92,21 @@ pub enum Request {
     },
     /// Committed blocks pushed to a node that is behind, or to observers after each commit.
     Push(Vec<CertifiedBlock>),
+    /// The entries of a proposed block that a validator lacks, asked of a validator that
+    /// holds the block; answered with [`Request::Fetched`].
+    FetchEntries {
+        /// The proposed block.
+        block: Hash,
+        /// The entries wanted; empty: every entry, in block order.
+        ids: Vec<EntryId>,
+    },
+    /// The answer to [`Request::FetchEntries`]: the entries asked for that the sender holds.
+    Fetched {
+        /// The proposed block.
+        block: Hash,
+        /// The entries (every entry, in block order, when all were asked for).
+        entries: Vec<SignedEntry>,
+    },
 }
 
 impl Request {
@@ -59,6 +117,8 @@ impl Request {
             Request::Entries(_) => "entries",
             Request::Blocks { .. } => "blocks",
             Request::Push(_) => "push",
+            Request::FetchEntries { .. } => "fetch_entries",
+            Request::Fetched { .. } => "fetched",
         }
     }
 }

@@ -246,7 +246,7 @@ async fn wrong_chain_and_oversized_requests_are_dropped_and_counted() {
             0,
             None,
         ))),
-        block: Some(Box::new(block)),
+        block: Some(Box::new(tally_network::ProposedBlock::full(block))),
     };
     nb.handle.send(a.public(), oversized);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -194,6 +194,12 @@ fn from_network(shared: &Shared, inbound: Inbound) -> Result<Vec<Event>, NodeErr
                     blocks: vec![b],
                 })
                 .collect(),
+            Request::FetchEntries { block, ids } => vec![Event::Fetch { from, block, ids }],
+            Request::Fetched { block, entries } => vec![Event::Fetched {
+                from,
+                block,
+                entries,
+            }],
             Request::Blocks { .. } => Vec::new(), // answered by the network task
         },
         Inbound::Blocks { from, mut blocks } => {

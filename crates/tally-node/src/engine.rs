@@ -27,22 +27,29 @@ use crate::NodeError;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use tally_consensus::{Core, Effect, Input, Message, SafetyRecord, Step, Timeout, Timeouts};
-use tally_network::{CertifiedBlock, Request};
+use tally_network::{CertifiedBlock, ProposedBlock, ProposedEntry, Request};
 use tally_state::{Rejection, StateRead};
 use tally_storage::{CommitBatch, EntryRecord, Head, StorageError};
 use tally_types::{
-    codec, Block, EntryId, Hash, IdentifiedEntry, Keypair, PublicKey, SignedEntry, TimestampMs,
-    Unverified, VerifiedEntry,
+    codec, Block, BlockHeader, EntryId, Hash, IdentifiedEntry, Keypair, PublicKey, SignedEntry,
+    TimestampMs, Unverified, VerifiedEntry,
 };
 
-/// Proposed blocks held for the current and next height, at most. Each is at most one
-/// network frame. When full, the block of the oldest earlier round that is neither locked on
-/// nor held as the valid value is forgotten; a proposal whose block is not kept is answered
-/// when the proposer sends it again, and until then the core waits for its timeout.
+/// Proposed blocks held for the current and next height, at most, whole or still waiting
+/// for entries ([`Request::FetchEntries`]). Each is at most one network frame. When full,
+/// the block of the oldest earlier round that is neither locked on nor held as the valid
+/// value is forgotten; a proposal whose block is not kept is answered when the proposer
+/// sends it again, and until then the core waits for its timeout.
 pub const PROPOSED_BLOCKS_MAX: usize = 64;
 
 /// How many rounds ahead of the current one a proposal's block is kept.
 const BODY_ROUNDS_AHEAD: u32 = 2;
+
+/// How long a validator waits for the entries of a proposed block it asked for before it
+/// asks again, of the next validator in turn; and the least time between two answers to one
+/// validator for one block. The core's propose timeout bounds the whole wait: a block still
+/// missing entries then is prevoted nil like a block that never came.
+pub const FETCH_AGAIN_MS: u64 = 250;
 
 /// A validator further behind than this many heights is not pushed blocks; it pulls them.
 const PUSH_HEIGHTS_MAX: u64 = 16;
@@ -173,7 +180,25 @@ pub enum Event {
         /// The message (the core checks its signature).
         message: Box<Message>,
         /// The proposed block.
-        block: Option<Box<Block>>,
+        block: Option<Box<ProposedBlock>>,
+    },
+    /// A validator asks for entries of a proposed block it lacks.
+    Fetch {
+        /// The asking node.
+        from: PublicKey,
+        /// The proposed block.
+        block: Hash,
+        /// The entries wanted; empty: all.
+        ids: Vec<EntryId>,
+    },
+    /// Entries of a proposed block this node asked for.
+    Fetched {
+        /// The answering node.
+        from: PublicKey,
+        /// The proposed block.
+        block: Hash,
+        /// The entries.
+        entries: Vec<SignedEntry>,
     },
     /// Entries a peer relayed, checked by the shell: picked by [`Engine::relayed_to_check`]
     /// and verified outside any lock the engine is under.
@@ -270,13 +295,47 @@ pub struct ConsensusStatus {
     pub synced_blocks: u64,
     /// Blocks received by sync that failed verification.
     pub rejected_blocks: u64,
+    /// Entries of proposed blocks this validator lacked and asked for
+    /// ([`Request::FetchEntries`]), each counted once however often it was asked for; beside
+    /// the entries committed, it says how often a proposal's entries were not here by relay
+    /// first.
+    pub entries_fetched: u64,
 }
 
 /// Entries admitted and waiting to be relayed, and since when the oldest has waited.
 #[derive(Default)]
 struct RelayQueue {
-    entries: Vec<SignedEntry>,
+    entries: Vec<VerifiedEntry>,
     since_ms: Option<u64>,
+}
+
+/// A proposed block this node holds whole.
+struct Body {
+    block: Block,
+    /// The (height, round) whose proposal brought it.
+    slot: (u64, u32),
+    /// Whether its entries are the proposer's own: built here, kept on disk, or sent in full
+    /// by the proposer. Entries from elsewhere (this node's mempool, a peer that forwarded
+    /// the proposal) that do not hash to the header's entries root are asked of the proposer
+    /// before the block is judged.
+    settled: bool,
+}
+
+/// A proposed block whose entries are not all here yet.
+struct Assembly {
+    header: BlockHeader,
+    entries: Vec<Option<SignedEntry>>,
+    /// The entries still wanted, by id, with where each goes.
+    missing: HashMap<EntryId, Vec<usize>>,
+    /// Every entry is wanted from the proposer, in block order: the entries found elsewhere
+    /// did not hash to the entries root.
+    whole: bool,
+    slot: (u64, u32),
+    /// Whether the proposal came from its proposer (a forwarded one may name entries the
+    /// proposer never put in it; the proposer's own then replaces it).
+    from_proposer: bool,
+    asked_ms: u64,
+    asks: usize,
 }
 
 /// What [`Engine::submit`] answers.
@@ -300,8 +359,16 @@ pub struct Engine {
     timers: BTreeMap<(u64, u64), Timeout>,
     timer_seq: u64,
     next_tick_ms: u64,
-    /// Proposed blocks by hash, with the (height, round) whose proposal brought them.
-    bodies: HashMap<Hash, (Block, (u64, u32))>,
+    /// Proposed blocks held whole, by hash.
+    bodies: HashMap<Hash, Body>,
+    /// Proposed blocks waiting for entries, by hash.
+    assemblies: HashMap<Hash, Assembly>,
+    /// Entries this node knows the other validators were sent by relay (it relayed them, or
+    /// one relayed them to it): its proposals name them by id. Pruned after commits to what
+    /// the mempool still holds.
+    relayed: HashSet<EntryId>,
+    /// When each validator was last answered entries of each block.
+    fetch_answered: HashMap<(PublicKey, Hash), u64>,
     /// Verifications the core asked for whose block has not arrived yet.
     awaiting_body: HashMap<Hash, u64>,
     /// Blocks whose timestamp is still too far ahead of this node's clock, checked again
@@ -376,6 +443,7 @@ impl Engine {
             evidence: config.evidence_held,
             synced_blocks: 0,
             rejected_blocks: 0,
+            entries_fetched: 0,
         };
         // Alone, or without peers, there is nothing to catch up from.
         let alone = validators.len() == 1 || !config.networked;
@@ -389,7 +457,15 @@ impl Engine {
                 .flatten()
             {
                 if let Some(block) = kept_block(ledger.disk(), &hash) {
-                    bodies.insert(hash, (block, (core.height(), round)));
+                    let slot = (core.height(), round);
+                    bodies.insert(
+                        hash,
+                        Body {
+                            block,
+                            slot,
+                            settled: true,
+                        },
+                    );
                 }
             }
         }
@@ -409,6 +485,9 @@ impl Engine {
             timer_seq: 0,
             next_tick_ms,
             bodies,
+            assemblies: HashMap::new(),
+            relayed: HashSet::new(),
+            fetch_answered: HashMap::new(),
             awaiting_body: HashMap::new(),
             too_early: HashMap::new(),
             pushed: HashMap::new(),
@@ -536,7 +615,7 @@ impl Engine {
         let mut answers = Vec::with_capacity(checked.len());
         let mut admitted = Vec::new();
         for checked in checked {
-            let relay = checked.as_ref().ok().map(|e| e.entry().clone());
+            let relay = checked.as_ref().ok().cloned();
             answers.push(match self.ledger.submit(checked) {
                 Ok(id) => {
                     admitted.extend(relay);
@@ -576,7 +655,7 @@ impl Engine {
 
     /// Queues admitted entries for relay. Says whether the queue was empty (or there is no
     /// network, when admitted entries are work at once).
-    fn queue_relay(&mut self, entries: Vec<SignedEntry>) -> bool {
+    fn queue_relay(&mut self, entries: Vec<VerifiedEntry>) -> bool {
         if entries.is_empty() {
             return false;
         }
@@ -604,8 +683,9 @@ impl Engine {
         true
     }
 
-    /// Sends entries to every other validator connected, in batches that fit a frame.
-    fn relay(&mut self, entries: Vec<SignedEntry>) {
+    /// Sends entries to every other validator connected, in batches that fit a frame. From
+    /// then on this node's proposals name them by id.
+    fn relay(&mut self, entries: Vec<VerifiedEntry>) {
         if !self.config.networked || entries.is_empty() {
             return;
         }
@@ -613,6 +693,8 @@ impl Engine {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for e in entries {
+            self.relayed.insert(e.id());
+            let e = e.into_entry();
             let size = codec::encoded_len(&e);
             if !batch.is_empty() && bytes + size > RELAY_BATCH_BYTES_MAX {
                 let full = std::mem::take(&mut batch);
@@ -627,13 +709,7 @@ impl Engine {
 
     /// Relays up to `max` pending entries again.
     fn relay_pending(&mut self, max: usize) -> Result<(), NodeError> {
-        let pending: Vec<SignedEntry> = self
-            .ledger
-            .mempool()
-            .candidates(self.ledger.state(), max)?
-            .into_iter()
-            .map(VerifiedEntry::into_entry)
-            .collect();
+        let pending = self.ledger.mempool().candidates(self.ledger.state(), max)?;
         self.relay(pending);
         Ok(())
     }
@@ -689,6 +765,7 @@ impl Engine {
                 self.input(Input::Tick)?;
                 self.recheck_too_early()?;
             }
+            self.ask_again();
             let quiet_since = self.last_commit_ms.max(self.last_sync_ask_ms.unwrap_or(0));
             if self.now.mono_ms >= quiet_since + IDLE_SYNC_MS {
                 self.ask_sync();
@@ -744,7 +821,7 @@ impl Engine {
                     return Ok(());
                 }
                 if let (Some(block), Message::Proposal(p)) = (block, message.as_ref()) {
-                    self.keep_body(*block, p)?;
+                    self.take_proposed(from, *block, p)?;
                 }
                 if self.voting {
                     self.input(Input::Message(*message))?;
@@ -753,12 +830,25 @@ impl Engine {
             Event::Entries(checked) => {
                 let mut admitted = false;
                 for checked in checked {
-                    admitted |= self.ledger.submit(checked).is_ok();
+                    if let Ok(id) = self.ledger.submit(checked) {
+                        // The peer that relayed it relayed it to every validator.
+                        self.relayed.insert(id);
+                        admitted = true;
+                    }
                 }
-                if admitted && self.voting {
-                    self.signal_work()?;
+                if admitted {
+                    self.fill_from_mempool()?;
+                    if self.voting {
+                        self.signal_work()?;
+                    }
                 }
             }
+            Event::Fetch { from, block, ids } => self.answer_fetch(from, block, ids),
+            Event::Fetched {
+                from,
+                block,
+                entries,
+            } => self.fetched(from, block, entries)?,
             Event::Push { from, blocks } => {
                 self.apply_blocks(from, blocks)?;
             }
@@ -785,15 +875,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Keeps the block a proposal carries when it is the block the proposal names, for a
-    /// height being decided. Only the round's proposer's signed proposal brings a block, one
-    /// block per round, so a Byzantine validator cannot fill memory with blocks nobody
-    /// proposed.
-    fn keep_body(&mut self, block: Block, p: &tally_consensus::Proposal) -> Result<(), NodeError> {
+    /// Takes the block a proposal carries when it is the block the proposal names, for a
+    /// height being decided: whole when every entry it names by id is in the mempool, else
+    /// as an [`Assembly`] that asks for the rest. Only the round's proposer's signed proposal
+    /// brings a block, one block per round, so a Byzantine validator cannot fill memory with
+    /// blocks nobody proposed.
+    fn take_proposed(
+        &mut self,
+        from: PublicKey,
+        proposed: ProposedBlock,
+        p: &tally_consensus::Proposal,
+    ) -> Result<(), NodeError> {
         let Some(core) = &self.core else {
             return Ok(());
         };
-        let h = block.header.height;
+        let h = proposed.header.height;
         // Rounds far ahead are refused: a Byzantine proposer owns every n-th round, and must
         // not be able to take the room the current round's block needs.
         let round_limit = if h == core.height() {
@@ -801,13 +897,24 @@ impl Engine {
         } else {
             BODY_ROUNDS_AHEAD
         };
+        let from_proposer = from == p.proposer;
+        // A proposal forwarded by a peer may name entries its proposer never put in the
+        // block; the proposer's own copy of it replaces what that brought.
+        let replaces = from_proposer
+            && self
+                .assemblies
+                .get(&p.block_hash)
+                .is_some_and(|a| !a.from_proposer);
         let slot_taken = self
             .bodies
             .values()
-            .any(|(_, slot)| *slot == (p.height, p.round));
+            .map(|b| b.slot)
+            .chain(self.assemblies.values().map(|a| a.slot))
+            .any(|slot| slot == (p.height, p.round));
         if self.bodies.contains_key(&p.block_hash)
-            || slot_taken
-            || block.hash() != p.block_hash
+            || (slot_taken && !replaces)
+            || proposed.entries.len() != proposed.header.entry_count as usize
+            || proposed.hash() != p.block_hash
             || p.height != h
             || !(core.height()..=core.height() + 1).contains(&h)
             || p.round > round_limit
@@ -816,40 +923,300 @@ impl Engine {
         {
             return Ok(());
         }
-        if self.bodies.len() >= PROPOSED_BLOCKS_MAX {
-            // Make room by forgetting the block of the oldest earlier round this validator is
-            // neither locked on nor holds as its valid value.
-            let keep: Vec<Hash> = [core.locked(), core.valid()]
-                .into_iter()
-                .flatten()
-                .map(|(_, h)| h)
-                .collect();
-            let current = (core.height(), core.round());
-            let oldest = self
-                .bodies
-                .iter()
-                .filter(|(hash, (_, slot))| !keep.contains(hash) && *slot < current)
-                .min_by_key(|(_, (_, slot))| *slot)
-                .map(|(hash, _)| *hash);
-            match oldest {
-                Some(hash) => {
-                    self.bodies.remove(&hash);
+        if !replaces && !self.make_room() {
+            return Ok(());
+        }
+        let slot = (p.height, p.round);
+        let mut entries = Vec::with_capacity(proposed.entries.len());
+        let mut missing: HashMap<EntryId, Vec<usize>> = HashMap::new();
+        let mut all_full = true;
+        for (at, e) in proposed.entries.into_iter().enumerate() {
+            match e {
+                ProposedEntry::Full(e) => entries.push(Some(*e)),
+                ProposedEntry::Held(id) => {
+                    all_full = false;
+                    let held = self.ledger.mempool().get(&id);
+                    if held.is_none() {
+                        missing.entry(id).or_default().push(at);
+                    }
+                    entries.push(held.map(|e| e.entry().clone()));
                 }
-                None => return Ok(()),
             }
         }
-        self.bodies
-            .insert(p.block_hash, (block, (p.height, p.round)));
-        if let Some(height) = self.awaiting_body.remove(&p.block_hash) {
-            if let Some(valid) = self.verify_body(height, p.block_hash) {
+        let assembly = Assembly {
+            header: proposed.header,
+            entries,
+            missing,
+            whole: false,
+            slot,
+            from_proposer,
+            asked_ms: self.now.mono_ms,
+            asks: 0,
+        };
+        if assembly.missing.is_empty() {
+            self.assemblies.remove(&p.block_hash);
+            return self.assembled(p.block_hash, assembly, from_proposer && all_full);
+        }
+        self.assemblies.insert(p.block_hash, assembly);
+        self.ask_entries(p.block_hash);
+        Ok(())
+    }
+
+    /// Makes room for one more proposed block, by forgetting the block of the oldest earlier
+    /// round this validator is neither locked on nor holds as its valid value. Says whether
+    /// there is room.
+    fn make_room(&mut self) -> bool {
+        let Some(core) = &self.core else {
+            return false;
+        };
+        if self.bodies.len() + self.assemblies.len() < PROPOSED_BLOCKS_MAX {
+            return true;
+        }
+        let keep: Vec<Hash> = [core.locked(), core.valid()]
+            .into_iter()
+            .flatten()
+            .map(|(_, h)| h)
+            .collect();
+        let current = (core.height(), core.round());
+        let oldest = self
+            .bodies
+            .iter()
+            .map(|(hash, b)| (hash, b.slot))
+            .chain(self.assemblies.iter().map(|(hash, a)| (hash, a.slot)))
+            .filter(|(hash, slot)| !keep.contains(hash) && *slot < current)
+            .min_by_key(|(_, slot)| *slot)
+            .map(|(hash, _)| *hash);
+        match oldest {
+            Some(hash) => {
+                self.bodies.remove(&hash);
+                self.assemblies.remove(&hash);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Holds a proposed block whole, and answers the core's check of it if it waited.
+    fn hold_body(&mut self, hash: Hash, body: Body) -> Result<(), NodeError> {
+        self.bodies.insert(hash, body);
+        if let Some(height) = self.awaiting_body.remove(&hash) {
+            if let Some(valid) = self.verify_body(height, hash) {
                 self.input(Input::BlockVerified {
                     height,
-                    block_hash: p.block_hash,
+                    block_hash: hash,
                     valid,
                 })?;
             }
         }
         Ok(())
+    }
+
+    /// A finished assembly as a block held whole.
+    fn assembled(&mut self, hash: Hash, a: Assembly, settled: bool) -> Result<(), NodeError> {
+        let block = Block {
+            header: a.header,
+            entries: a.entries.into_iter().flatten().collect(),
+        };
+        let body = Body {
+            block,
+            slot: a.slot,
+            settled,
+        };
+        self.hold_body(hash, body)
+    }
+
+    /// Asks for the entries an assembly lacks: the proposer first, then, each time again,
+    /// the next validator in turn (any validator that holds the block can answer), except
+    /// for a block wanted whole, which only its proposer's entries settle.
+    fn ask_entries(&mut self, hash: Hash) {
+        let me = self.config.key.public();
+        let validators = self.validators.clone();
+        let Some(a) = self.assemblies.get_mut(&hash) else {
+            return;
+        };
+        let proposer = a.header.proposer;
+        let to = if a.whole || validators.len() < 2 {
+            proposer
+        } else {
+            let first = validators.iter().position(|v| *v == proposer).unwrap_or(0);
+            let others: Vec<PublicKey> = (0..validators.len())
+                .map(|k| validators[(first + k) % validators.len()])
+                .filter(|v| *v != me)
+                .collect();
+            others[a.asks % others.len()]
+        };
+        let ids: Vec<EntryId> = if a.whole {
+            Vec::new()
+        } else {
+            a.missing.keys().copied().collect()
+        };
+        if a.asks == 0 {
+            self.status.entries_fetched += if a.whole {
+                a.entries.len() as u64
+            } else {
+                ids.len() as u64
+            };
+        }
+        a.asks += 1;
+        a.asked_ms = self.now.mono_ms;
+        self.actions.push(Action::Send {
+            to: vec![to],
+            request: Request::FetchEntries { block: hash, ids },
+            connected_only: true,
+        });
+    }
+
+    /// Asks again for what assemblies still lack, once [`FETCH_AGAIN_MS`] has passed.
+    fn ask_again(&mut self) {
+        let due: Vec<Hash> = self
+            .assemblies
+            .iter()
+            .filter(|(_, a)| self.now.mono_ms >= a.asked_ms + FETCH_AGAIN_MS)
+            .map(|(hash, _)| *hash)
+            .collect();
+        for hash in due {
+            self.ask_entries(hash);
+        }
+    }
+
+    /// Answers a validator's request for entries of a proposed block this node holds whole,
+    /// at most once per block in [`FETCH_AGAIN_MS`]. Asked for every entry, it sends them all
+    /// in block order; else those asked for that the block has. An answer is no bigger than
+    /// the block, which fit a frame.
+    fn answer_fetch(&mut self, from: PublicKey, block: Hash, ids: Vec<EntryId>) {
+        if !self.validators.contains(&from) || !self.config.networked {
+            return;
+        }
+        let Some(body) = self.bodies.get(&block) else {
+            return;
+        };
+        if ids.len() > body.block.entries.len() {
+            return;
+        }
+        let now = self.now.mono_ms;
+        if self
+            .fetch_answered
+            .get(&(from, block))
+            .is_some_and(|t| now < t + FETCH_AGAIN_MS / 2)
+        {
+            return;
+        }
+        let entries: Vec<SignedEntry> = if ids.is_empty() {
+            body.block.entries.clone()
+        } else {
+            let wanted: HashSet<EntryId> = ids.into_iter().collect();
+            let known = self.executions.get(&block).map(|(exec, _)| &exec.outcomes);
+            body.block
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(at, e)| {
+                    let id = match known.and_then(|o| o.get(*at)) {
+                        Some((id, _)) => *id,
+                        None => e.id(),
+                    };
+                    wanted.contains(&id)
+                })
+                .map(|(_, e)| e.clone())
+                .collect()
+        };
+        self.fetch_answered.insert((from, block), now);
+        self.actions.push(Action::Send {
+            to: vec![from],
+            request: Request::Fetched { block, entries },
+            connected_only: true,
+        });
+    }
+
+    /// Puts the entries a peer answered into the assembly that asked for them.
+    fn fetched(
+        &mut self,
+        from: PublicKey,
+        hash: Hash,
+        entries: Vec<SignedEntry>,
+    ) -> Result<(), NodeError> {
+        let Some(a) = self.assemblies.get_mut(&hash) else {
+            return Ok(());
+        };
+        if entries.len() > a.entries.len() {
+            return Ok(());
+        }
+        if a.whole {
+            if from != a.header.proposer || entries.len() != a.entries.len() {
+                return Ok(());
+            }
+            a.entries = entries.into_iter().map(Some).collect();
+        } else {
+            for e in entries {
+                if let Some(at) = a.missing.remove(&e.id()) {
+                    for at in at {
+                        a.entries[at] = Some(e.clone());
+                    }
+                }
+            }
+            if !a.missing.is_empty() {
+                return Ok(());
+            }
+        }
+        let settled = a.whole;
+        match self.assemblies.remove(&hash) {
+            Some(a) => self.assembled(hash, a, settled),
+            None => Ok(()),
+        }
+    }
+
+    /// Fills assemblies with entries admitted since they asked (a relay that raced the
+    /// proposal).
+    fn fill_from_mempool(&mut self) -> Result<(), NodeError> {
+        let mut done = Vec::new();
+        for (hash, a) in &mut self.assemblies {
+            if a.whole {
+                continue;
+            }
+            let mempool = self.ledger.mempool();
+            a.missing.retain(|id, at| match mempool.get(id) {
+                Some(e) => {
+                    for &k in at.iter() {
+                        a.entries[k] = Some(e.entry().clone());
+                    }
+                    false
+                }
+                None => true,
+            });
+            if a.missing.is_empty() {
+                done.push(*hash);
+            }
+        }
+        for hash in done {
+            if let Some(a) = self.assemblies.remove(&hash) {
+                self.assembled(hash, a, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the proposer for every entry of a held block whose entries, found elsewhere, do
+    /// not hash to its header's entries root: the block is judged on the proposer's.
+    fn want_whole(&mut self, hash: Hash, height: u64) {
+        let Some(body) = self.bodies.remove(&hash) else {
+            return;
+        };
+        tracing::info!(height, block = %hash.short(), "a proposed block's entries found here differ from the proposer's; asking for them");
+        let n = body.block.entries.len();
+        let assembly = Assembly {
+            header: body.block.header,
+            entries: vec![None; n],
+            missing: HashMap::new(),
+            whole: true,
+            slot: body.slot,
+            from_proposer: true,
+            asked_ms: self.now.mono_ms,
+            asks: 0,
+        };
+        self.assemblies.insert(hash, assembly);
+        self.too_early.remove(&hash);
+        self.awaiting_body.insert(hash, height);
+        self.ask_entries(hash);
     }
 
     /// Checks again the blocks that were too far ahead of this node's clock.
@@ -873,12 +1240,17 @@ impl Engine {
     }
 
     /// Replays a held proposed block on the committed state (the paper's `valid(v)`).
-    /// `None` while its timestamp is too far ahead of this node's clock: that is checked
-    /// again each tick rather than judged for good.
+    /// `None` while its timestamp is too far ahead of this node's clock (checked again each
+    /// tick rather than judged for good), and while its entries are being fetched.
     fn verify_body(&mut self, height: u64, block_hash: Hash) -> Option<bool> {
+        if self.assemblies.contains_key(&block_hash) {
+            return None;
+        }
+        let mut settled = true;
         let verdict = match self.bodies.get(&block_hash) {
-            Some((block, _)) if block.header.height == height => {
-                self.ledger.verify_proposal(block, self.now.wall)
+            Some(body) if body.block.header.height == height => {
+                settled = body.settled;
+                self.ledger.verify_proposal(&body.block, self.now.wall)
             }
             _ => Err(ProposalError::Invalid(
                 "the block is for another height".to_string(),
@@ -898,6 +1270,14 @@ impl Engine {
                 }
                 None
             }
+            Err(ProposalError::EntriesDiffer) if !settled => {
+                self.want_whole(block_hash, height);
+                None
+            }
+            Err(ProposalError::EntriesDiffer) => {
+                tracing::warn!(height, block = %block_hash.short(), "proposed block is invalid: its entries do not hash to its entries root");
+                Some(false)
+            }
             Err(ProposalError::Invalid(why)) => {
                 tracing::warn!(height, block = %block_hash.short(), %why, "proposed block is invalid");
                 Some(false)
@@ -908,9 +1288,36 @@ impl Engine {
     /// A proposed block by hash: received with a proposal, or kept on disk before a restart.
     fn body(&self, hash: &Hash) -> Option<Block> {
         match self.bodies.get(hash) {
-            Some((b, _)) => Some(b.clone()),
+            Some(b) => Some(b.block.clone()),
             None => kept_block(self.ledger.disk(), hash),
         }
+    }
+
+    /// A proposed block as this node sends it with a proposal: each entry it knows the
+    /// validators were relayed by id, the rest in full.
+    fn proposed_form(&self, hash: &Hash) -> Option<ProposedBlock> {
+        let block = self.body(hash)?;
+        let known = self.executions.get(hash).map(|(exec, _)| &exec.outcomes);
+        let entries = block
+            .entries
+            .into_iter()
+            .enumerate()
+            .map(|(at, e)| {
+                let id = match known.and_then(|o| o.get(at)) {
+                    Some((id, _)) => *id,
+                    None => e.id(),
+                };
+                if self.relayed.contains(&id) {
+                    ProposedEntry::Held(id)
+                } else {
+                    ProposedEntry::Full(Box::new(e))
+                }
+            })
+            .collect();
+        Some(ProposedBlock {
+            header: block.header,
+            entries,
+        })
     }
 
     /// Verifies and commits blocks from sync or a push, in height order. Returns whether the
@@ -956,8 +1363,15 @@ impl Engine {
 
     fn after_commit(&mut self) -> Result<(), NodeError> {
         let height = self.ledger.head().height;
-        self.bodies.retain(|_, (b, _)| b.header.height > height);
+        self.bodies.retain(|_, b| b.block.header.height > height);
+        self.assemblies.retain(|_, a| a.header.height > height);
+        self.fetch_answered.clear();
         self.awaiting_body.retain(|_, h| *h > height);
+        // Committed entries leave the mempool; the set follows it in bulk, now and then.
+        let mempool = self.ledger.mempool();
+        if self.relayed.len() > mempool.len() + RELAY_QUEUE_MAX {
+            self.relayed.retain(|id| mempool.contains(id));
+        }
         let forget = self.kept.take().map(|kept| kept.into_iter().collect());
         self.actions.push(Action::ForgetKept(forget));
         self.kept = Some(HashSet::new());
@@ -1049,7 +1463,12 @@ impl Engine {
         };
         let block_hash = block.hash();
         self.want_proposal = None;
-        self.bodies.insert(block_hash, (block, (height, round)));
+        let body = Body {
+            block,
+            slot: (height, round),
+            settled: true,
+        };
+        self.bodies.insert(block_hash, body);
         self.executions.insert(block_hash, exec);
         self.input(Input::ProposalValue {
             height,
@@ -1077,7 +1496,7 @@ impl Engine {
             return;
         }
         let block = match &message {
-            Message::Proposal(p) => self.body(&p.block_hash).map(Box::new),
+            Message::Proposal(p) => self.proposed_form(&p.block_hash).map(Box::new),
             Message::Vote(_) => None,
         };
         let to = match to {
@@ -1110,7 +1529,13 @@ impl Engine {
             Effect::VerifyBlock { height, block_hash } => {
                 if !self.bodies.contains_key(&block_hash) {
                     if let Some(block) = self.ledger.disk().pending_block(&block_hash)? {
-                        self.bodies.insert(block_hash, (block, (height, u32::MAX)));
+                        let body = Body {
+                            block,
+                            slot: (height, u32::MAX),
+                            settled: true,
+                        };
+                        self.bodies.insert(block_hash, body);
+                        self.assemblies.remove(&block_hash);
                     }
                 }
                 if self.bodies.contains_key(&block_hash) {
@@ -1122,8 +1547,9 @@ impl Engine {
                         });
                     }
                 } else if self.awaiting_body.len() < PROPOSED_BLOCKS_MAX {
-                    // Answered when the block arrives (the proposer re-sends it each tick);
-                    // until then the core waits, and its timeout moves it on.
+                    // Answered when the block arrives (the proposer re-sends it each tick)
+                    // or its missing entries do; until then the core waits, and its
+                    // timeout moves it on.
                     self.awaiting_body.insert(block_hash, height);
                 }
             }
@@ -1221,8 +1647,8 @@ impl Engine {
             if self.kept.as_ref().is_some_and(|k| k.contains(&h)) {
                 continue;
             }
-            if let Some((block, _)) = self.bodies.get(&h) {
-                keep.push(block.clone());
+            if let Some(body) = self.bodies.get(&h) {
+                keep.push(body.block.clone());
                 if let Some(kept) = &mut self.kept {
                     kept.insert(h);
                 }

@@ -32,6 +32,11 @@ pub enum ProposalError {
         /// How long until it is within the drift limit.
         wait_ms: u64,
     },
+    /// Its entries do not hash to its header's entries root. The header is the proposer's
+    /// (it hashes to the signed proposal's block hash), but the entries may have come from
+    /// elsewhere: a peer that forwarded the proposal, or this node's mempool, which can hold
+    /// another signature over the same entry body. Only the proposer's own entries settle it.
+    EntriesDiffer,
     /// It does not extend the head or does not replay to what it claims.
     Invalid(String),
 }
@@ -329,8 +334,13 @@ impl Ledger {
                 wait_ms: ahead - CLOCK_DRIFT_MAX_MS,
             });
         }
-        check_block(&self.state, &self.tip, block, &self.mempool)
-            .map_err(|v| ProposalError::Invalid(v.to_string()))
+        check_block(&self.state, &self.tip, block, &self.mempool).map_err(|v| {
+            if v.rule == "entries_root" {
+                ProposalError::EntriesDiffer
+            } else {
+                ProposalError::Invalid(v.to_string())
+            }
+        })
     }
 
     /// Checks a block received by sync: its certificate against the validator set, then the

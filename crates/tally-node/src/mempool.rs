@@ -8,7 +8,7 @@
 //! offline device's backlog (5, 6, 7 arriving in any order) goes through in order.
 
 use crate::config::MempoolSection;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tally_state::{
@@ -23,7 +23,8 @@ use tally_types::{
 pub struct Mempool {
     limits: MempoolSection,
     by_author: BTreeMap<PublicKey, BTreeMap<u64, VerifiedEntry>>,
-    ids: HashSet<EntryId>,
+    /// Where each pending entry is held: its author and sequence number.
+    ids: HashMap<EntryId, (PublicKey, u64)>,
     held: Occupancy,
 }
 
@@ -125,7 +126,7 @@ impl Mempool {
     pub fn new(limits: MempoolSection) -> Self {
         Self {
             by_author: BTreeMap::new(),
-            ids: HashSet::new(),
+            ids: HashMap::new(),
             held: Occupancy {
                 held: Arc::default(),
                 claimed: Arc::default(),
@@ -157,7 +158,16 @@ impl Mempool {
 
     /// Whether an entry is pending.
     pub fn contains(&self, id: &EntryId) -> bool {
-        self.ids.contains(id)
+        self.ids.contains_key(id)
+    }
+
+    /// A pending entry by its id: a proposal names the entries its receivers hold by id.
+    pub fn get(&self, id: &EntryId) -> Option<&VerifiedEntry> {
+        let (author, sequence) = self.ids.get(id)?;
+        self.by_author
+            .get(author)?
+            .get(sequence)
+            .filter(|held| held.id() == *id)
     }
 
     /// The next sequence number an author should sign: one past its last pending consecutive
@@ -196,14 +206,14 @@ impl Mempool {
         let entry = match checked {
             Ok(entry) => entry,
             Err(bad) => {
-                if self.ids.contains(&bad.id) {
+                if self.ids.contains_key(&bad.id) {
                     return Err(already_pending(&bad.id).into());
                 }
                 return Err(refusal_of_unverified(state, chain_id, &bad)?.into());
             }
         };
         let id = entry.id();
-        if self.ids.contains(&id) {
+        if self.ids.contains_key(&id) {
             return Err(already_pending(&id).into());
         }
         let author = admit(state, chain_id, &entry)?;
@@ -213,11 +223,12 @@ impl Mempool {
         if self.ids.len() >= self.limits.entries_max {
             return Err(self.held.full().into());
         }
+        let slot = (entry.body.author, entry.body.sequence);
         self.by_author
-            .entry(entry.body.author)
+            .entry(slot.0)
             .or_default()
-            .insert(entry.body.sequence, entry);
-        self.ids.insert(id);
+            .insert(slot.1, entry);
+        self.ids.insert(id, slot);
         self.changed();
         Ok(id)
     }
@@ -234,7 +245,7 @@ impl Mempool {
         chain_id: &Name,
         entry: &IdentifiedEntry,
     ) -> Result<Option<Rejection>, StateError> {
-        if self.ids.contains(&entry.id()) {
+        if self.ids.contains_key(&entry.id()) {
             return Ok(Some(already_pending(&entry.id())));
         }
         let body = &entry.body;

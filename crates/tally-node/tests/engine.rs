@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tally_consensus::{Message, Proposal, SafetyRecord, Timeouts, Vote, VoteKind};
-use tally_network::{CertifiedBlock, Request};
+use tally_network::{CertifiedBlock, ProposedBlock, ProposedEntry, Request};
 use tally_node::engine::{Action, Disk, Engine, EngineConfig, Event, Now};
 use tally_node::ledger::{Ledger, LedgerLimits};
 use tally_node::memdisk::MemDisk;
@@ -120,15 +120,23 @@ enum Behaviour {
     /// Sends messages under other validators' names, validly signed messages for absurd
     /// heights and rounds or another chain, and pushes blocks with forged certificates.
     Forger,
+    /// Proposes blocks that name, by id, an entry nobody holds, and answers no request for
+    /// entries: nobody can rebuild its blocks.
+    UnknownIds,
+    /// Forwards the last proposal it heard from another validator, with that proposer's
+    /// valid signature and header, but other (validly signed) entries in its block.
+    Tamperer,
 }
 
-const BYZANTINE: [Behaviour; 6] = [
+const BYZANTINE: [Behaviour; 8] = [
     Behaviour::Silent,
     Behaviour::EquivocatingProposer,
     Behaviour::DoubleVoter,
     Behaviour::InvalidBlocks,
     Behaviour::Replayer,
     Behaviour::Forger,
+    Behaviour::UnknownIds,
+    Behaviour::Tamperer,
 ];
 
 /// What a run puts the validators through.
@@ -217,6 +225,8 @@ struct Node {
     behaviour: Behaviour,
     /// Consensus messages it has received (a replayer's stock), the last 256.
     heard: Vec<Message>,
+    /// The last proposal it received from another validator, with its block (a tamperer's).
+    heard_proposal: Option<(Message, ProposedBlock)>,
 }
 
 /// A client: its next sequence number and the entries acknowledged but not committed yet.
@@ -245,6 +255,11 @@ struct Sim {
     double_signed: Option<String>,
     clients: Vec<Client>,
     acknowledged: u64,
+    /// Entries honest proposals named by id, and entries they carried in full.
+    proposed_by_id: u64,
+    proposed_in_full: u64,
+    /// A node every relay of entries to is lost.
+    relays_lost_to: Option<usize>,
 }
 
 fn now(ms: u64) -> Now {
@@ -286,6 +301,9 @@ impl Sim {
                 })
                 .collect(),
             acknowledged: 0,
+            proposed_by_id: 0,
+            proposed_in_full: 0,
+            relays_lost_to: None,
             genesis,
         };
         for i in 0..plan.n + usize::from(plan.observer) {
@@ -298,6 +316,7 @@ impl Sim {
                 down_until: None,
                 behaviour: Behaviour::Honest,
                 heard: Vec::new(),
+                heard_proposal: None,
             });
         }
         if plan.byzantine {
@@ -448,8 +467,16 @@ impl Sim {
                 }
                 Action::ForgetKept(hashes) => self.nodes[i].disk.forget_kept(hashes.as_deref()),
                 Action::Send { to, request, .. } => {
-                    if let Request::Consensus { message, .. } = &request {
+                    if let Request::Consensus { message, block } = &request {
                         self.note_signed(i, message);
+                        if let Some(block) = block.as_deref() {
+                            for e in &block.entries {
+                                match e {
+                                    ProposedEntry::Held(_) => self.proposed_by_id += 1,
+                                    ProposedEntry::Full(_) => self.proposed_in_full += 1,
+                                }
+                            }
+                        }
                     }
                     for to in to {
                         let j = self.index_of(&to);
@@ -471,14 +498,15 @@ impl Sim {
     fn bend(&mut self, i: usize, request: Request) -> Vec<Request> {
         let behaviour = self.nodes[i].behaviour;
         let Request::Consensus { message, block } = &request else {
-            return match behaviour {
-                Behaviour::Silent => vec![],
+            return match (behaviour, &request) {
+                (Behaviour::Silent, _) => vec![],
+                (Behaviour::UnknownIds, Request::Fetched { .. }) => vec![],
                 _ => vec![request],
             };
         };
         let key = validator_key(i);
         let chain = self.genesis.chain_id.clone();
-        let consensus = |m: Message, b: Option<Block>| Request::Consensus {
+        let consensus = |m: Message, b: Option<ProposedBlock>| Request::Consensus {
             message: Box::new(m),
             block: b.map(Box::new),
         };
@@ -496,7 +524,10 @@ impl Sim {
                             other.hash(),
                             p.pol_round,
                         );
-                        vec![consensus(Message::Proposal(alt), Some(other))]
+                        vec![consensus(
+                            Message::Proposal(alt),
+                            Some(ProposedBlock::full(other)),
+                        )]
                     }
                     None => vec![request],
                 }
@@ -538,6 +569,27 @@ impl Sim {
                     }
                     let k = self.rng.below(heard.len() as u64) as usize;
                     out.push(consensus(heard[k].clone(), None));
+                }
+                out
+            }
+            (Behaviour::UnknownIds, Message::Proposal(p)) => {
+                let Some(mut bad) = block.as_deref().cloned() else {
+                    return vec![request];
+                };
+                let mut unknown = [0u8; 32];
+                unknown[..8].copy_from_slice(&self.rng.below(u64::MAX).to_le_bytes());
+                bad.entries.push(ProposedEntry::Held(Hash(unknown)));
+                bad.header.entry_count += 1;
+                let alt = Proposal::sign(&key, &chain, p.height, p.round, bad.hash(), p.pol_round);
+                vec![consensus(Message::Proposal(alt), Some(bad))]
+            }
+            (Behaviour::Tamperer, _) => {
+                let mut out = vec![request.clone()];
+                if let Some((heard, mut tampered)) = self.nodes[i].heard_proposal.clone() {
+                    for (k, e) in tampered.entries.iter_mut().enumerate() {
+                        *e = ProposedEntry::Full(Box::new(entry(0, 1_000_000 + k as u64)));
+                    }
+                    out.push(consensus(heard, Some(tampered)));
                 }
                 out
             }
@@ -727,17 +779,24 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: usize, to: usize, what: Delivery) {
-        if self.nodes[to].engine.is_none() {
+        let relay_lost = self.relays_lost_to == Some(to)
+            && matches!(what, Delivery::Request(Request::Entries(_)));
+        if self.nodes[to].engine.is_none() || relay_lost {
             self.lost(from, to, what);
             return;
         }
         let from_key = self.nodes[from].key;
-        if let Delivery::Request(Request::Consensus { message, .. }) = &what {
+        if let Delivery::Request(Request::Consensus { message, block }) = &what {
             let heard = &mut self.nodes[to].heard;
             if heard.len() == 256 {
                 heard.remove(0);
             }
             heard.push(message.as_ref().clone());
+            if let (Message::Proposal(p), Some(block)) = (message.as_ref(), block) {
+                if p.proposer == from_key {
+                    self.nodes[to].heard_proposal = Some((*message.clone(), *block.clone()));
+                }
+            }
         }
         match what {
             Delivery::Request(Request::Consensus { message, block }) => self.handle(
@@ -759,6 +818,22 @@ impl Sim {
                 Event::Push {
                     from: from_key,
                     blocks,
+                },
+            ),
+            Delivery::Request(Request::FetchEntries { block, ids }) => self.handle(
+                to,
+                Event::Fetch {
+                    from: from_key,
+                    block,
+                    ids,
+                },
+            ),
+            Delivery::Request(Request::Fetched { block, entries }) => self.handle(
+                to,
+                Event::Fetched {
+                    from: from_key,
+                    block,
+                    entries,
                 },
             ),
             Delivery::Request(Request::Blocks { .. }) => {}
@@ -1104,6 +1179,114 @@ fn a_calm_height_costs_each_validator_three_synced_writes() {
             "node {i}: {writes} synced writes for {height} heights"
         );
     }
+}
+
+#[test]
+fn proposals_name_relayed_entries_by_id_and_a_validator_that_missed_the_relays_fetches_them() {
+    // Entries admitted less than a relay's wait before a proposal are not relayed yet, and
+    // go in full; the clients here submit in bursts, so more do than under steady load.
+    let mut sim = Sim::new(Plan::calm(4), 5);
+    sim.run_until(6_000).expect("the checks hold");
+    let (by_id, in_full) = (sim.proposed_by_id, sim.proposed_in_full);
+    eprintln!("proposals named {by_id} entries by id and carried {in_full} in full");
+    assert!(
+        by_id >= 3 * in_full && by_id > 50,
+        "proposals named {by_id} entries by id and carried {in_full} in full"
+    );
+    // Every relay to node 3 is lost from now on: it builds the others' blocks from what it
+    // fetches, and keeps voting for them.
+    sim.relays_lost_to = Some(3);
+    let fetched_before = status(&sim, 3).entries_fetched;
+    let height = sim.height(3);
+    sim.run_until(Plan::calm(4).chaos_ms + 5_000)
+        .expect("the checks hold");
+    assert!(
+        sim.settled(),
+        "not every acknowledged entry is committed everywhere"
+    );
+    let fetched = status(&sim, 3).entries_fetched - fetched_before;
+    assert!(fetched >= 20, "node 3 fetched only {fetched} entries");
+    assert!(
+        sim.height(3) > height + 5,
+        "node 3 went from height {height} to {}",
+        sim.height(3)
+    );
+    // It prevoted for the blocks it rebuilt, not nil.
+    let me = sim.nodes[3].key;
+    let prevotes: Vec<&Signed> = sim
+        .signed
+        .iter()
+        .filter(|((who, h, _, kind), _)| *who == me && *h > height && *kind == 1)
+        .map(|(_, signed)| signed)
+        .collect();
+    let for_blocks = prevotes.iter().filter(|(block, _)| block.is_some()).count();
+    assert!(
+        for_blocks * 10 >= prevotes.len() * 9,
+        "node 3 prevoted for {for_blocks} blocks of {}",
+        prevotes.len()
+    );
+}
+
+#[test]
+fn a_proposal_forwarded_with_other_entries_is_judged_on_the_proposers_entries() {
+    // Node 2 forwards each proposal it hears with the entries swapped for others; where the
+    // forgery arrives first, a validator that judged the block on it would prevote nil on
+    // an honest proposal.
+    let mut sim = Sim::new(Plan::calm(4), 13);
+    sim.nodes[2].behaviour = Behaviour::Tamperer;
+    sim.run_until(Plan::calm(4).chaos_ms + 5_000)
+        .expect("the checks hold");
+    assert!(
+        sim.settled(),
+        "not every acknowledged entry is committed everywhere"
+    );
+    for i in [0, 1, 3] {
+        let me = sim.nodes[i].key;
+        let nil = sim
+            .signed
+            .iter()
+            .filter(|((who, _, _, kind), (block, _))| *who == me && *kind == 1 && block.is_none())
+            .count();
+        assert_eq!(nil, 0, "node {i} prevoted nil {nil} times");
+    }
+    let asked: u64 = [0, 1, 3]
+        .iter()
+        .map(|&i| status(&sim, i).entries_fetched)
+        .sum();
+    assert!(
+        asked > 0,
+        "no forgery arrived before the proposal it copied"
+    );
+}
+
+#[test]
+fn a_proposer_naming_entries_nobody_holds_stalls_no_height_past_its_timeout() {
+    let mut sim = Sim::new(Plan::calm(4), 11);
+    sim.nodes[0].behaviour = Behaviour::UnknownIds;
+    sim.run_until(Plan::calm(4).chaos_ms + 5_000)
+        .expect("the checks hold");
+    assert!(
+        sim.settled(),
+        "not every acknowledged entry is committed everywhere"
+    );
+    assert!(sim.height(1) >= 10, "only {} heights", sim.height(1));
+    let proposers: HashSet<PublicKey> = sim.nodes[1]
+        .disk
+        .blocks()
+        .iter()
+        .map(|b| b.block.header.proposer)
+        .collect();
+    assert!(!proposers.contains(&sim.nodes[0].key));
+    assert!(status(&sim, 1).entries_fetched > 0);
+}
+
+fn status(sim: &Sim, i: usize) -> tally_node::engine::ConsensusStatus {
+    sim.nodes[i]
+        .engine
+        .as_ref()
+        .expect("running")
+        .status()
+        .clone()
 }
 
 #[test]
