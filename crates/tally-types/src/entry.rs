@@ -434,6 +434,13 @@ impl Payload {
     /// distinct parties. An entry failing this is malformed and never reaches a block.
     pub fn check_well_formed(&self) -> Result<(), String> {
         match self {
+            Payload::GrantRole { key, .. } | Payload::RotateKey { new_key: key, .. }
+                if key.check_signing_key().is_err() =>
+            {
+                return Err(format!(
+                    "key {key} cannot sign: not a point of the ed25519 prime-order group"
+                ));
+            }
             Payload::CreateProgramme {
                 budget,
                 valid_from,
@@ -783,6 +790,42 @@ mod tests {
         };
         let e = body.sign(&k);
         (k, e)
+    }
+
+    #[test]
+    fn a_key_that_cannot_sign_is_refused_for_a_role_a_rotation_and_genesis() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = PublicKey(identity);
+        let good = Keypair::from_seed_for_tests(4).public();
+        let grant = |key| Payload::GrantRole {
+            key,
+            role: Role::Issuer,
+        };
+        assert_eq!(grant(good).check_well_formed(), Ok(()));
+        assert!(grant(weak).check_well_formed().is_err());
+        let rotate = Payload::RotateKey {
+            new_key: weak,
+            new_key_proof: Signature([0u8; 64]),
+        };
+        assert!(rotate.check_well_formed().is_err());
+        let name = |s: &str| Name::new(s).unwrap_or_else(|e| panic!("{e}"));
+        let genesis = |admin: PublicKey, validator: PublicKey| crate::Genesis {
+            chain_id: name("test-chain"),
+            genesis_time: crate::TimestampMs(0),
+            agencies: vec![crate::AgencyGenesis {
+                id: name("wfp"),
+                admins: vec![admin],
+            }],
+            validators: vec![crate::ValidatorGenesis {
+                agency: name("wfp"),
+                key: validator,
+            }],
+        };
+        let validator = Keypair::from_seed_for_tests(5).public();
+        assert_eq!(genesis(good, validator).validate(), Ok(()));
+        assert!(genesis(weak, validator).validate().is_err());
+        assert!(genesis(good, weak).validate().is_err());
     }
 
     #[test]

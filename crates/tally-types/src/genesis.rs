@@ -116,6 +116,12 @@ impl Genesis {
                 if !keys.insert(*k) {
                     return bad(format!("admin key {k} appears twice"));
                 }
+                if k.check_signing_key().is_err() {
+                    return bad(format!(
+                        "admin key {k} of agency {} cannot sign: not a point of the ed25519 prime-order group",
+                        a.id
+                    ));
+                }
             }
         }
         let mut vkeys = BTreeSet::new();
@@ -128,6 +134,12 @@ impl Genesis {
             }
             if !vkeys.insert(v.key) {
                 return bad(format!("validator key {} appears twice", v.key));
+            }
+            if v.key.check_signing_key().is_err() {
+                return bad(format!(
+                    "validator key {} cannot sign: not a point of the ed25519 prime-order group",
+                    v.key
+                ));
             }
             if keys.contains(&v.key) {
                 return bad(format!(

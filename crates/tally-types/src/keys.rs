@@ -73,7 +73,37 @@ impl PublicKey {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), KeyError> {
-        let parts = Parts::decode(self, domain, message, signature)?;
+        self.verify_tagged(domain.tag(), message, signature)
+    }
+
+    /// Verifies `signature` over `message` as it is, with no domain tag, under the rule of
+    /// this module. tally signs nothing this way; it is how outside test vectors (RFC 8032,
+    /// Wycheproof) are signed, and what another implementation compares its checks with.
+    pub fn verify_raw(&self, message: &[u8], signature: &Signature) -> Result<(), KeyError> {
+        self.verify_tagged(&[], message, signature)
+    }
+
+    /// Whether this key may be given a role or a validator's seat: a canonical encoding of a
+    /// point of the prime-order subgroup. That refuses the identity and every other point of
+    /// small order (keys for which anyone can forge, or no one can sign), and keys with a
+    /// small-order component, whose honest signatures standard libraries that check without
+    /// the cofactor (libsodium, ed25519-dalek's `verify_strict`) refuse about seven times in
+    /// eight: so every key on a chain signs what those libraries accept. Checked once, when a
+    /// key enters the state; each signature is then checked by the rule above.
+    pub fn check_signing_key(&self) -> Result<(), KeyError> {
+        match point(&self.0) {
+            Some(p) if p.is_torsion_free() => Ok(()),
+            _ => Err(KeyError::InvalidPublicKey(self.short())),
+        }
+    }
+
+    fn verify_tagged(
+        &self,
+        tag: &[u8],
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), KeyError> {
+        let parts = Parts::decode(self, tag, message, signature)?;
         VERIFICATIONS.fetch_add(1, Ordering::Relaxed);
         let sb_minus_ka =
             EdwardsPoint::vartime_double_scalar_mul_basepoint(&-parts.k, &parts.a, &parts.s);
@@ -114,30 +144,46 @@ pub struct SignatureCheck<'a> {
 /// on every set, but for a chance of 2^-128 per call of accepting a set holding an invalid
 /// signature.
 pub fn verify_batch(checks: &[SignatureCheck<'_>]) -> bool {
+    batch(
+        checks
+            .iter()
+            .map(|c| (c.key, c.domain.tag(), c.message, c.signature)),
+    )
+}
+
+/// [`verify_batch`] over messages as they are, with no domain tag: what
+/// [`PublicKey::verify_raw`] checks one at a time.
+pub fn verify_batch_raw(checks: &[(PublicKey, &[u8], Signature)]) -> bool {
+    batch(checks.iter().map(|(k, m, s)| (k, &[][..], *m, s)))
+}
+
+fn batch<'a>(
+    checks: impl ExactSizeIterator<Item = (&'a PublicKey, &'a [u8], &'a [u8], &'a Signature)>,
+) -> bool {
     // An author signs many entries: each distinct key is decoded once and enters the sum once,
     // with its signatures' weights added up.
     let mut keys: Vec<(EdwardsPoint, Scalar)> = Vec::new();
     let mut key_index: HashMap<[u8; 32], usize> = HashMap::new();
     let mut signatures: Vec<(EdwardsPoint, Scalar, Scalar, usize)> =
         Vec::with_capacity(checks.len());
-    for c in checks {
-        let key = match key_index.get(&c.key.0) {
+    for (public, tag, message, signature) in checks {
+        let key = match key_index.get(&public.0) {
             Some(&i) => i,
-            None => match point(&c.key.0) {
+            None => match point(&public.0) {
                 Some(a) => {
                     keys.push((a, Scalar::ZERO));
-                    key_index.insert(c.key.0, keys.len() - 1);
+                    key_index.insert(public.0, keys.len() - 1);
                     keys.len() - 1
                 }
                 None => return false,
             },
         };
-        match Parts::decode_signature(c.key, c.domain, c.message, c.signature) {
+        match Parts::decode_signature(public, tag, message, signature) {
             Ok((r, s, k)) => signatures.push((r, s, k, key)),
             Err(_) => return false,
         }
     }
-    VERIFICATIONS.fetch_add(checks.len() as u64, Ordering::Relaxed);
+    VERIFICATIONS.fetch_add(signatures.len() as u64, Ordering::Relaxed);
     // The random 128-bit weights are what stops invalid signatures from cancelling each other;
     // they must be unpredictable to whoever wrote the signatures.
     let mut random = vec![0u8; 16 * signatures.len()];
@@ -178,19 +224,19 @@ struct Parts {
 impl Parts {
     fn decode(
         key: &PublicKey,
-        domain: Domain,
+        tag: &[u8],
         message: &[u8],
         signature: &Signature,
     ) -> Result<Self, KeyError> {
         let a = point(&key.0).ok_or_else(|| KeyError::InvalidPublicKey(key.short()))?;
-        let (r, s, k) = Self::decode_signature(key, domain, message, signature)?;
+        let (r, s, k) = Self::decode_signature(key, tag, message, signature)?;
         Ok(Parts { a, r, s, k })
     }
 
     /// `R`, `S` and `k`: everything but the key's point.
     fn decode_signature(
         key: &PublicKey,
-        domain: Domain,
+        tag: &[u8],
         message: &[u8],
         signature: &Signature,
     ) -> Result<(EdwardsPoint, Scalar, Scalar), KeyError> {
@@ -201,16 +247,16 @@ impl Parts {
         let mut s_bytes = [0u8; 32];
         s_bytes.copy_from_slice(&signature.0[32..]);
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).ok_or_else(bad)?;
-        Ok((r, s, challenge(&r_bytes, key, domain, message)))
+        Ok((r, s, challenge(&r_bytes, key, tag, message)))
     }
 }
 
-/// `k = SHA-512(R ‖ A ‖ domain ‖ M)`, as a scalar.
-fn challenge(r_bytes: &[u8; 32], key: &PublicKey, domain: Domain, message: &[u8]) -> Scalar {
+/// `k = SHA-512(R ‖ A ‖ tag ‖ M)`, as a scalar: ed25519's over the message `tag ‖ M`.
+fn challenge(r_bytes: &[u8; 32], key: &PublicKey, tag: &[u8], message: &[u8]) -> Scalar {
     let digest = Sha512::new()
         .chain_update(r_bytes)
         .chain_update(key.0)
-        .chain_update(domain.tag())
+        .chain_update(tag)
         .chain_update(message)
         .finalize();
     let mut wide = [0u8; 64];
@@ -381,7 +427,7 @@ mod tests {
         let big_r = (ED25519_BASEPOINT_POINT * r + order_4)
             .compress()
             .to_bytes();
-        let k = challenge(&big_r, &key, Domain::EntrySignature, message);
+        let k = challenge(&big_r, &key, Domain::EntrySignature.tag(), message);
         let s = r + k * a;
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(&big_r);
@@ -527,6 +573,35 @@ mod tests {
         let mut r = [0u8; 32];
         r.copy_from_slice(&sig.0[..32]);
         assert!(point(&k.public().0).is_some() && point(&r).is_some());
+    }
+
+    #[test]
+    fn only_keys_of_prime_order_may_enter_the_state() {
+        assert_eq!(
+            Keypair::from_seed_for_tests(6).public().check_signing_key(),
+            Ok(())
+        );
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // The identity, a point of order 4 (y = 0), and a key with an order-4 component: the
+        // last verifies its own signatures here, and is still refused as a key.
+        let order_4 = CompressedEdwardsY([0u8; 32])
+            .decompress()
+            .expect("y = 0 is a point");
+        let a = Scalar::from_bytes_mod_order([7u8; 32]);
+        let mixed = (ED25519_BASEPOINT_POINT * a + order_4)
+            .compress()
+            .to_bytes();
+        assert!(
+            point(&mixed).is_some(),
+            "a mixed-order key is not of small order"
+        );
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for bad in [identity, [0u8; 32], mixed, non_canonical] {
+            assert!(PublicKey(bad).check_signing_key().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
