@@ -295,10 +295,10 @@ pub struct ConsensusStatus {
     pub synced_blocks: u64,
     /// Blocks received by sync that failed verification.
     pub rejected_blocks: u64,
-    /// Entries of proposed blocks this validator lacked and asked for
-    /// ([`Request::FetchEntries`]), each counted once however often it was asked for; beside
-    /// the entries committed, it says how often a proposal's entries were not here by relay
-    /// first.
+    /// Entries of proposed blocks this validator asked for ([`Request::FetchEntries`]): those
+    /// it lacked, counted the first time it asked, and every entry of a block whose entries
+    /// did not hash to its root. Beside the entries committed, it says how often a proposal's
+    /// entries were not here by relay first.
     pub entries_fetched: u64,
 }
 
@@ -314,11 +314,10 @@ struct Body {
     block: Block,
     /// The (height, round) whose proposal brought it.
     slot: (u64, u32),
-    /// Whether its entries are the proposer's own: built here, kept on disk, or sent in full
-    /// by the proposer. Entries from elsewhere (this node's mempool, a peer that forwarded
-    /// the proposal) that do not hash to the header's entries root are asked of the proposer
-    /// before the block is judged.
-    settled: bool,
+    /// Whether it came from the proposer of that round (built here, kept on disk, or sent by
+    /// the round's proposer), rather than forwarded by another validator: until it is
+    /// checked, the proposer's own copy replaces a forwarded one.
+    from_proposer: bool,
 }
 
 /// A proposed block whose entries are not all here yet.
@@ -327,8 +326,8 @@ struct Assembly {
     entries: Vec<Option<SignedEntry>>,
     /// The entries still wanted, by id, with where each goes.
     missing: HashMap<EntryId, Vec<usize>>,
-    /// Every entry is wanted from the proposer, in block order: the entries found elsewhere
-    /// did not hash to the entries root.
+    /// Every entry is wanted, in block order: the entries found here did not hash to the
+    /// entries root. Any validator's answer that does is taken.
     whole: bool,
     slot: (u64, u32),
     /// Whether the proposal came from its proposer (a forwarded one may name entries the
@@ -463,7 +462,7 @@ impl Engine {
                         Body {
                             block,
                             slot,
-                            settled: true,
+                            from_proposer: true,
                         },
                     );
                 }
@@ -828,16 +827,16 @@ impl Engine {
                 }
             }
             Event::Entries(checked) => {
-                let mut admitted = false;
+                let mut admitted = Vec::new();
                 for checked in checked {
                     if let Ok(id) = self.ledger.submit(checked) {
                         // The peer that relayed it relayed it to every validator.
                         self.relayed.insert(id);
-                        admitted = true;
+                        admitted.push(id);
                     }
                 }
-                if admitted {
-                    self.fill_from_mempool()?;
+                if !admitted.is_empty() {
+                    self.fill_admitted(&admitted)?;
                     if self.voting {
                         self.signal_work()?;
                     }
@@ -898,22 +897,28 @@ impl Engine {
             BODY_ROUNDS_AHEAD
         };
         let from_proposer = from == p.proposer;
-        // A proposal forwarded by a peer may name entries its proposer never put in the
-        // block; the proposer's own copy of it replaces what that brought.
-        let replaces = from_proposer
-            && self
-                .assemblies
-                .get(&p.block_hash)
-                .is_some_and(|a| !a.from_proposer);
+        // A proposal forwarded by a peer may carry or name entries its proposer never put in
+        // the block; the proposer's own copy replaces what that brought, until it is checked.
+        let forwarded_held = self
+            .assemblies
+            .get(&p.block_hash)
+            .map(|a| !a.from_proposer)
+            .or_else(|| {
+                self.bodies
+                    .get(&p.block_hash)
+                    .map(|b| !b.from_proposer && !self.executions.contains_key(&p.block_hash))
+            });
+        let replaces = from_proposer && forwarded_held == Some(true);
         let slot_taken = self
             .bodies
             .values()
             .map(|b| b.slot)
             .chain(self.assemblies.values().map(|a| a.slot))
             .any(|slot| slot == (p.height, p.round));
-        if self.bodies.contains_key(&p.block_hash)
-            || (slot_taken && !replaces)
+        let taken = self.bodies.contains_key(&p.block_hash) || slot_taken;
+        if (taken && !replaces)
             || proposed.entries.len() != proposed.header.entry_count as usize
+            || proposed.entries.len() > self.ledger.block_entries_max()
             || proposed.hash() != p.block_hash
             || p.height != h
             || !(core.height()..=core.height() + 1).contains(&h)
@@ -929,12 +934,10 @@ impl Engine {
         let slot = (p.height, p.round);
         let mut entries = Vec::with_capacity(proposed.entries.len());
         let mut missing: HashMap<EntryId, Vec<usize>> = HashMap::new();
-        let mut all_full = true;
         for (at, e) in proposed.entries.into_iter().enumerate() {
             match e {
                 ProposedEntry::Full(e) => entries.push(Some(*e)),
                 ProposedEntry::Held(id) => {
-                    all_full = false;
                     let held = self.ledger.mempool().get(&id);
                     if held.is_none() {
                         missing.entry(id).or_default().push(at);
@@ -953,9 +956,10 @@ impl Engine {
             asked_ms: self.now.mono_ms,
             asks: 0,
         };
+        self.bodies.remove(&p.block_hash);
+        self.assemblies.remove(&p.block_hash);
         if assembly.missing.is_empty() {
-            self.assemblies.remove(&p.block_hash);
-            return self.assembled(p.block_hash, assembly, from_proposer && all_full);
+            return self.assembled(p.block_hash, assembly);
         }
         self.assemblies.insert(p.block_hash, assembly);
         self.ask_entries(p.block_hash);
@@ -1012,7 +1016,7 @@ impl Engine {
     }
 
     /// A finished assembly as a block held whole.
-    fn assembled(&mut self, hash: Hash, a: Assembly, settled: bool) -> Result<(), NodeError> {
+    fn assembled(&mut self, hash: Hash, a: Assembly) -> Result<(), NodeError> {
         let block = Block {
             header: a.header,
             entries: a.entries.into_iter().flatten().collect(),
@@ -1020,14 +1024,14 @@ impl Engine {
         let body = Body {
             block,
             slot: a.slot,
-            settled,
+            from_proposer: a.from_proposer,
         };
         self.hold_body(hash, body)
     }
 
-    /// Asks for the entries an assembly lacks: the proposer first, then, each time again,
-    /// the next validator in turn (any validator that holds the block can answer), except
-    /// for a block wanted whole, which only its proposer's entries settle.
+    /// Asks for the entries an assembly lacks: the block's proposer first, then, each time
+    /// again, the next validator in turn (any validator that holds the block can answer, and
+    /// a re-proposed block's builder may be down).
     fn ask_entries(&mut self, hash: Hash) {
         let me = self.config.key.public();
         let validators = self.validators.clone();
@@ -1035,7 +1039,7 @@ impl Engine {
             return;
         };
         let proposer = a.header.proposer;
-        let to = if a.whole || validators.len() < 2 {
+        let to = if validators.len() < 2 {
             proposer
         } else {
             let first = validators.iter().position(|v| *v == proposer).unwrap_or(0);
@@ -1090,7 +1094,11 @@ impl Engine {
         let Some(body) = self.bodies.get(&block) else {
             return;
         };
-        if ids.len() > body.block.entries.len() {
+        // A whole block is sent only once this node has seen it replay (it built it or
+        // checked it), so it never passes on entries that do not make the block.
+        if ids.len() > body.block.entries.len()
+            || (ids.is_empty() && !self.executions.contains_key(&block))
+        {
             return;
         }
         let now = self.now.mono_ms;
@@ -1135,6 +1143,9 @@ impl Engine {
         hash: Hash,
         entries: Vec<SignedEntry>,
     ) -> Result<(), NodeError> {
+        if !self.validators.contains(&from) {
+            return Ok(());
+        }
         let Some(a) = self.assemblies.get_mut(&hash) else {
             return Ok(());
         };
@@ -1142,7 +1153,10 @@ impl Engine {
             return Ok(());
         }
         if a.whole {
-            if from != a.header.proposer || entries.len() != a.entries.len() {
+            // The entries root authenticates a whole answer, whoever sends it.
+            if entries.len() != a.entries.len()
+                || Block::compute_entries_root(&entries) != a.header.entries_root
+            {
                 return Ok(());
             }
             a.entries = entries.into_iter().map(Some).collect();
@@ -1158,50 +1172,56 @@ impl Engine {
                 return Ok(());
             }
         }
-        let settled = a.whole;
         match self.assemblies.remove(&hash) {
-            Some(a) => self.assembled(hash, a, settled),
+            Some(a) => self.assembled(hash, a),
             None => Ok(()),
         }
     }
 
-    /// Fills assemblies with entries admitted since they asked (a relay that raced the
-    /// proposal).
-    fn fill_from_mempool(&mut self) -> Result<(), NodeError> {
+    /// Fills assemblies with entries just admitted (a relay that raced the proposal): a
+    /// lookup per admitted entry and assembly, whatever the assemblies lack.
+    fn fill_admitted(&mut self, admitted: &[EntryId]) -> Result<(), NodeError> {
+        if self.assemblies.is_empty() {
+            return Ok(());
+        }
         let mut done = Vec::new();
+        let mempool = self.ledger.mempool();
         for (hash, a) in &mut self.assemblies {
             if a.whole {
                 continue;
             }
-            let mempool = self.ledger.mempool();
-            a.missing.retain(|id, at| match mempool.get(id) {
-                Some(e) => {
-                    for &k in at.iter() {
-                        a.entries[k] = Some(e.entry().clone());
-                    }
-                    false
+            for id in admitted {
+                let (Some(at), Some(e)) = (a.missing.get(id), mempool.get(id)) else {
+                    continue;
+                };
+                for &k in at {
+                    a.entries[k] = Some(e.entry().clone());
                 }
-                None => true,
-            });
+                a.missing.remove(id);
+            }
             if a.missing.is_empty() {
                 done.push(*hash);
             }
         }
         for hash in done {
             if let Some(a) = self.assemblies.remove(&hash) {
-                self.assembled(hash, a, false)?;
+                self.assembled(hash, a)?;
             }
         }
         Ok(())
     }
 
-    /// Asks the proposer for every entry of a held block whose entries, found elsewhere, do
-    /// not hash to its header's entries root: the block is judged on the proposer's.
+    /// Asks for every entry of a held block whose entries do not hash to its header's entries
+    /// root. The header is the one the proposal signed; the entries came from this node's
+    /// mempool (which can hold another valid signature over the same body) or from a peer
+    /// that can lie. So the block is not judged on them: it waits, like a block that has not
+    /// arrived, for entries that hash to the root, from any validator, and until then the
+    /// core's timeout moves the round on.
     fn want_whole(&mut self, hash: Hash, height: u64) {
         let Some(body) = self.bodies.remove(&hash) else {
             return;
         };
-        tracing::info!(height, block = %hash.short(), "a proposed block's entries found here differ from the proposer's; asking for them");
+        tracing::info!(height, block = %hash.short(), "a proposed block's entries found here do not hash to its entries root; asking for them");
         let n = body.block.entries.len();
         let assembly = Assembly {
             header: body.block.header,
@@ -1209,7 +1229,7 @@ impl Engine {
             missing: HashMap::new(),
             whole: true,
             slot: body.slot,
-            from_proposer: true,
+            from_proposer: body.from_proposer,
             asked_ms: self.now.mono_ms,
             asks: 0,
         };
@@ -1246,10 +1266,8 @@ impl Engine {
         if self.assemblies.contains_key(&block_hash) {
             return None;
         }
-        let mut settled = true;
         let verdict = match self.bodies.get(&block_hash) {
             Some(body) if body.block.header.height == height => {
-                settled = body.settled;
                 self.ledger.verify_proposal(&body.block, self.now.wall)
             }
             _ => Err(ProposalError::Invalid(
@@ -1270,13 +1288,9 @@ impl Engine {
                 }
                 None
             }
-            Err(ProposalError::EntriesDiffer) if !settled => {
+            Err(ProposalError::EntriesDiffer) => {
                 self.want_whole(block_hash, height);
                 None
-            }
-            Err(ProposalError::EntriesDiffer) => {
-                tracing::warn!(height, block = %block_hash.short(), "proposed block is invalid: its entries do not hash to its entries root");
-                Some(false)
             }
             Err(ProposalError::Invalid(why)) => {
                 tracing::warn!(height, block = %block_hash.short(), %why, "proposed block is invalid");
@@ -1466,7 +1480,7 @@ impl Engine {
         let body = Body {
             block,
             slot: (height, round),
-            settled: true,
+            from_proposer: true,
         };
         self.bodies.insert(block_hash, body);
         self.executions.insert(block_hash, exec);
@@ -1532,7 +1546,7 @@ impl Engine {
                         let body = Body {
                             block,
                             slot: (height, u32::MAX),
-                            settled: true,
+                            from_proposer: true,
                         };
                         self.bodies.insert(block_hash, body);
                         self.assemblies.remove(&block_hash);

@@ -33,9 +33,10 @@ pub enum ProposalError {
         wait_ms: u64,
     },
     /// Its entries do not hash to its header's entries root. The header is the proposer's
-    /// (it hashes to the signed proposal's block hash), but the entries may have come from
-    /// elsewhere: a peer that forwarded the proposal, or this node's mempool, which can hold
-    /// another signature over the same entry body. Only the proposer's own entries settle it.
+    /// (it hashes to the signed proposal's block hash), but the entries may not be: a peer
+    /// can send other entries under it, and this node's mempool can hold another signature
+    /// over the same entry body. So this says nothing of the block itself, only that its
+    /// entries are still to be found.
     EntriesDiffer,
     /// It does not extend the head or does not replay to what it claims.
     Invalid(String),
@@ -192,6 +193,12 @@ impl Ledger {
     /// The mempool.
     pub fn mempool(&self) -> &Mempool {
         &self.mempool
+    }
+
+    /// Most entries in one block (`block.entries_max`, which every node of a chain shares):
+    /// a proposed block holding more is not taken.
+    pub fn block_entries_max(&self) -> usize {
+        self.block_entries_max
     }
 
     /// Whether a full block's worth of entries is waiting.

@@ -32,6 +32,9 @@ use zeroize::Zeroizing;
 
 static VERIFICATIONS: AtomicU64 = AtomicU64::new(0);
 
+/// Keys [`PublicKey::check_signing_key`] remembers as good, at most: 32 bytes each.
+pub const GOOD_KEYS_KEPT: usize = 4096;
+
 /// Signature verifications this process has made, of every kind (entries, votes, proofs).
 /// Verification is what bounds a node's throughput; a node reports this count so a benchmark
 /// can tell how many times each entry is checked.
@@ -90,9 +93,33 @@ impl PublicKey {
     /// the cofactor (libsodium, ed25519-dalek's `verify_strict`) refuse about seven times in
     /// eight: so every key on a chain signs what those libraries accept. Checked once, when a
     /// key enters the state; each signature is then checked by the rule above.
+    ///
+    /// The check is a scalar multiplication (about 35 us), and an entry that names a key is
+    /// checked for well-formedness on admission, on every relay and in every execution of its
+    /// block: the keys found good lately are remembered (a pure function of the 32 bytes, so
+    /// what is remembered is never stale), at most [`GOOD_KEYS_KEPT`] of them.
     pub fn check_signing_key(&self) -> Result<(), KeyError> {
+        static GOOD: std::sync::Mutex<Option<std::collections::HashSet<[u8; 32]>>> =
+            std::sync::Mutex::new(None);
+        let remembered = |key: &[u8; 32]| {
+            GOOD.lock()
+                .map(|g| g.as_ref().is_some_and(|g| g.contains(key)))
+                .unwrap_or(false)
+        };
+        if remembered(&self.0) {
+            return Ok(());
+        }
         match point(&self.0) {
-            Some(p) if p.is_torsion_free() => Ok(()),
+            Some(p) if p.is_torsion_free() => {
+                if let Ok(mut good) = GOOD.lock() {
+                    let good = good.get_or_insert_with(Default::default);
+                    if good.len() >= GOOD_KEYS_KEPT {
+                        good.clear();
+                    }
+                    good.insert(self.0);
+                }
+                Ok(())
+            }
             _ => Err(KeyError::InvalidPublicKey(self.short())),
         }
     }
