@@ -13,7 +13,8 @@
 //! heals and every node is back, every acknowledged entry must be committed on every honest
 //! node.
 //!
-//! `TALLY_ENGINE_SIM_SEEDS` sets how many seeds each scenario runs (CI: the defaults below);
+//! `TALLY_ENGINE_SIM_SEEDS` sets how many seeds each scenario runs (CI: the defaults below),
+//! from seed `TALLY_ENGINE_SIM_FROM` (0 unless set);
 //! `TALLY_ENGINE_SIM_N` and `TALLY_ENGINE_SIM_SEED` replay one run. A long background run:
 //! `TALLY_ENGINE_SIM_SEEDS=100000 cargo test --workspace --release --test engine seeded -- --nocapture`.
 
@@ -1123,6 +1124,11 @@ fn seeds(name: &str, plan: impl Fn(usize) -> Plan, sizes: &[usize], default_seed
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_seeds);
+    // A long run can be made in pieces: seeds FROM..FROM+SEEDS.
+    let from: u64 = std::env::var("TALLY_ENGINE_SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut failures = Vec::new();
     let mut runs = 0;
     for &n in sizes {
@@ -1131,7 +1137,7 @@ fn seeds(name: &str, plan: impl Fn(usize) -> Plan, sizes: &[usize], default_seed
         }
         let seeds: Vec<u64> = match one {
             Some(s) => vec![s],
-            None => (0..count).collect(),
+            None => (from..from.saturating_add(count)).collect(),
         };
         for seed in seeds {
             runs += 1;
