@@ -1,20 +1,18 @@
-//! The published test vectors of tally's state commitment (`docs/vectors/state.json`),
-//! checked against the implementation.
+//! The file of tally's state commitment (`docs/vectors/state.json`).
 //!
-//! Starts from the genesis of `docs/vectors/genesis.json` (the same test keys and fields as
-//! `crates/tally-types/tests/spec_vectors.rs`), builds the genesis state as a node does
-//! ([`State::genesis`]), then builds three blocks of real entries with [`build_block`], checks
-//! each with [`check_block`] and a [`ChainVerifier`], and records every state record each
-//! block changed with its tree path, value hash and leaf hash, and the header's state root.
-//! A reference implementation of the tree rules below recomputes every root from the records
-//! alone. The committed file is compared by JSON value, as spec_vectors.rs compares its files.
-//! After a deliberate change, update `docs/specification.md` and regenerate:
-//!
-//! ```text
-//! TALLY_WRITE_VECTORS=1 cargo test --workspace --test state_vectors
-//! ```
+//! Starts from the genesis of `docs/vectors/genesis.json` (the same fixtures as
+//! [`crate::formats`]), builds the genesis state as a node does ([`State::genesis`]), then
+//! builds three blocks of real entries with [`build_block`], checks each with [`check_block`]
+//! and a [`ChainVerifier`], and records every state record each block changed with its tree
+//! path, value hash and leaf hash, and the header's state root. A reference implementation of
+//! the tree rules below recomputes every root from the records alone.
 
-use serde::Serialize;
+use crate::fixtures::{
+    commitment, create_programme, dedup, event, key, name, sample_genesis, subject, AUTHOR_SEED,
+    CHAIN_ID, DAY, DEDUPS, GENESIS_TIME, RECORDS, SIGNER_SEEDS, STAFF_SEED, SUBJECTS,
+    VALIDATOR_SEEDS, VENDOR_SEED,
+};
+use crate::json::{hx, obj, publish_or_check, Node};
 use serde_json::Value;
 use tally_state::records::{
     AgencyRecord, Attestation, KeyRecord, Programme, RegistryRecord, SubjectRecord, Title,
@@ -24,269 +22,20 @@ use tally_state::{
     build_block, check_block, leaf_changes, tree, ChainVerifier, NoneKnown, State, StateDiff, Tip,
 };
 use tally_types::codec::{decode, encode};
-use tally_types::entry::RegistryEvent;
 use tally_types::{
-    AgencyGenesis, CommitCertificate, Commitment, DedupToken, Domain, EntryBody, EntryId,
-    EntryOutcome, Genesis, Hash, Keypair, Name, Payload, PublicKey, Role, SignedEntry,
-    SubjectToken, TimestampMs, ValidatorGenesis, VerifiedEntry,
+    CommitCertificate, Domain, EntryBody, EntryId, EntryOutcome, Genesis, Hash, Keypair, Name,
+    Payload, PublicKey, Role, SignedEntry, TimestampMs, VerifiedEntry,
 };
 
 // ---------------------------------------------------------------------------------------------
-// Writing and comparing the file: a minimal copy of the helpers of
-// crates/tally-types/tests/spec_vectors.rs (test files of two crates cannot share code).
-
-const WRITE_VAR: &str = "TALLY_WRITE_VECTORS";
-const REGENERATE: &str = "TALLY_WRITE_VECTORS=1 cargo test --workspace --test state_vectors";
-const FILE: &str = "state.json";
-
-/// A JSON document whose objects keep their fields in the order written (serde_json's own
-/// `Value` sorts them), so the file reads top-down; its scalars are serde_json values.
-enum Node {
-    Val(Value),
-    Arr(Vec<Node>),
-    Obj(Vec<(&'static str, Node)>),
-}
-
-impl Serialize for Node {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Node::Val(v) => v.serialize(s),
-            Node::Arr(items) => s.collect_seq(items),
-            Node::Obj(fields) => s.collect_map(fields.iter().map(|(k, v)| (k, v))),
-        }
-    }
-}
-
-macro_rules! scalars {
-    ($($t:ty),*) => { $(impl From<$t> for Node {
-        fn from(v: $t) -> Self {
-            Node::Val(Value::from(v))
-        }
-    })* };
-}
-scalars!(&str, String, u64, usize);
-
-impl From<Hash> for Node {
-    fn from(v: Hash) -> Self {
-        Node::from(v.to_hex())
-    }
-}
-impl From<PublicKey> for Node {
-    fn from(v: PublicKey) -> Self {
-        Node::from(v.to_hex())
-    }
-}
-impl<T: Into<Node>> From<Option<T>> for Node {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(Node::Val(Value::Null), Into::into)
-    }
-}
-impl From<Vec<Node>> for Node {
-    fn from(v: Vec<Node>) -> Self {
-        Node::Arr(v)
-    }
-}
-
-/// An object, its fields in the order given.
-macro_rules! obj {
-    ($($k:literal => $v:expr),* $(,)?) => { Node::Obj(vec![$(($k, Node::from($v))),*]) };
-}
-
-/// Bytes as lower-case hex.
-fn hx(bytes: impl AsRef<[u8]>) -> Node {
-    Node::from(hex::encode(bytes))
-}
-
-/// Writes the document when [`WRITE_VAR`] is `1`; otherwise compares the committed file with
-/// it by JSON value and fails at the first field that differs.
-fn publish_or_check(doc: &Node) {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/vectors/state.json");
-    let text = serde_json::to_string_pretty(doc).expect("a vector document serializes") + "\n";
-    if std::env::var(WRITE_VAR).is_ok_and(|v| v == "1") {
-        std::fs::write(file, text).expect("docs/vectors/state.json can be written");
-        eprintln!("wrote docs/vectors/{FILE}");
-        return;
-    }
-    let committed = std::fs::read_to_string(file).unwrap_or_else(|e| {
-        panic!("cannot read docs/vectors/{FILE} ({e}); generate it with `{REGENERATE}`")
-    });
-    let committed: Value = serde_json::from_str(&committed).unwrap_or_else(|e| {
-        panic!("docs/vectors/{FILE} is not valid JSON ({e}); regenerate it with `{REGENERATE}`")
-    });
-    if let Some((field, what)) = diff_node("", doc, &committed) {
-        let field = if field.is_empty() {
-            "(top level)"
-        } else {
-            &field
-        };
-        panic!(
-            "docs/vectors/{FILE} does not match what the implementation computes.\n\
-             First difference, at field `{field}`: {what}.\n\
-             The state commitment has changed. If the change is deliberate, update \
-             docs/specification.md to describe it and regenerate the vectors with\n    \
-             {REGENERATE}\n\
-             If it is not, the implementation has broken the published format."
-        );
-    }
-}
-
-fn field_path(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// At most 32 characters of `s` from character `from`, for a failure message.
-fn excerpt(s: &str, from: usize) -> String {
-    let start = from.saturating_sub(8);
-    let cut: String = s.chars().skip(start).take(32).collect();
-    let before = if start > 0 { "..." } else { "" };
-    let after = if start + 32 < s.chars().count() {
-        "..."
-    } else {
-        ""
-    };
-    format!("{before}{cut}{after}")
-}
-
-/// Describes two values that differ; for strings (mostly hex), where they first differ.
-fn describe(computed: &Value, committed: &Value) -> String {
-    if let (Value::String(a), Value::String(b)) = (computed, committed) {
-        let at = a
-            .chars()
-            .zip(b.chars())
-            .position(|(x, y)| x != y)
-            .unwrap_or(a.chars().count().min(b.chars().count()));
-        return format!(
-            "the strings first differ at character {at} (byte {} if hex); the code computes \
-             {:?} ({} characters), the file has {:?} ({} characters)",
-            at / 2,
-            excerpt(a, at),
-            a.chars().count(),
-            excerpt(b, at),
-            b.chars().count(),
-        );
-    }
-    format!("the code computes {computed}, the file has {committed}")
-}
-
-/// The first field (as `blocks[1].changes[0].leaf`) where the committed JSON differs from the
-/// computed document, in the document's order, and how it differs.
-fn diff_node(path: &str, node: &Node, committed: &Value) -> Option<(String, String)> {
-    match (node, committed) {
-        (Node::Obj(fields), Value::Object(map)) => {
-            for (k, v) in fields {
-                let Some(c) = map.get(*k) else {
-                    return Some((
-                        field_path(path, k),
-                        "the field is missing from the file".into(),
-                    ));
-                };
-                if let Some(d) = diff_node(&field_path(path, k), v, c) {
-                    return Some(d);
-                }
-            }
-            let extra = map.keys().find(|k| !fields.iter().any(|(f, _)| f == k))?;
-            Some((
-                field_path(path, extra),
-                "the file has this field; the code computes none".into(),
-            ))
-        }
-        (Node::Arr(items), Value::Array(found)) => {
-            for (i, (item, c)) in items.iter().zip(found).enumerate() {
-                if let Some(d) = diff_node(&format!("{path}[{i}]"), item, c) {
-                    return Some(d);
-                }
-            }
-            (items.len() != found.len()).then(|| {
-                let (a, b) = (items.len(), found.len());
-                (
-                    path.to_string(),
-                    format!("the code computes {a} items, the file has {b}"),
-                )
-            })
-        }
-        (Node::Val(v), c) if v == c => None,
-        (node, c) => {
-            let computed = serde_json::to_value(node).expect("a node serializes");
-            Some((path.to_string(), describe(&computed, c)))
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The fixed inputs: those of spec_vectors.rs (keys.json, tokens.json, genesis.json).
-
-const CHAIN_ID: &str = "tally-vectors";
-const GENESIS_TIME: TimestampMs = TimestampMs(1_800_000_000_000);
-const DAY: u64 = TimestampMs::DAY_MS;
-/// The wfp admin.
-const ADMIN_SEED: u64 = 1;
-const UNHCR_ADMIN_SEED: u64 = 2;
-/// A wfp staff key: issuer, redeemer, attester and registrar.
-const STAFF_SEED: u64 = 4;
-const VENDOR_SEED: u64 = 5;
-const VALIDATOR_SEEDS: [u64; 4] = [11, 12, 13, 14];
-const SIGNER_SEEDS: [u64; 3] = [11, 12, 13];
-const AGENCY_SECRET: &[u8] = b"vectors-agency-secret-0001";
-const CONSORTIUM_SECRET: &[u8] = b"vectors-consortium-secret-0001";
-const SALT: &[u8] = b"vectors-salt-0001";
-
-fn key(seed: u64) -> Keypair {
-    Keypair::from_seed_for_tests(seed)
-}
-
-fn name(s: &str) -> Name {
-    Name::new(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
-
-fn subject(reference: &str) -> SubjectToken {
-    SubjectToken::derive(AGENCY_SECRET, reference.as_bytes()).expect("the secret is long enough")
-}
-
-fn dedup(reference: &str) -> DedupToken {
-    DedupToken::derive(CONSORTIUM_SECRET, reference.as_bytes()).expect("the secret is long enough")
-}
-
-fn commitment(record: &str) -> Commitment {
-    Commitment::commit(SALT, record.as_bytes()).expect("the salt is long enough")
-}
-
-fn sample_genesis() -> Genesis {
-    let genesis = Genesis {
-        chain_id: name(CHAIN_ID),
-        genesis_time: GENESIS_TIME,
-        agencies: vec![
-            AgencyGenesis {
-                id: name("wfp"),
-                admins: vec![key(ADMIN_SEED).public()],
-            },
-            AgencyGenesis {
-                id: name("unhcr"),
-                admins: vec![key(UNHCR_ADMIN_SEED).public()],
-            },
-        ],
-        validators: VALIDATOR_SEEDS
-            .iter()
-            .zip(["wfp", "wfp", "unhcr", "unhcr"])
-            .map(|(seed, agency)| ValidatorGenesis {
-                agency: name(agency),
-                key: key(*seed).public(),
-            })
-            .collect(),
-    };
-    assert_eq!(genesis.validate(), Ok(()));
-    genesis
-}
+// The entries of the three blocks.
 
 /// The blocks' entries: `(author seed, sequence, payload)`, filled with earlier entries' ids.
 fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
     let programme = name("food-2027-01");
     let vendor = key(VENDOR_SEED).public();
     let staff = key(STAFF_SEED).public();
-    let grant = |seq, k, role| (ADMIN_SEED, seq, Payload::GrantRole { key: k, role });
+    let grant = |seq, k, role| (AUTHOR_SEED, seq, Payload::GrantRole { key: k, role });
     match block {
         1 => vec![
             grant(0, staff, Role::Issuer),
@@ -294,19 +43,7 @@ fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
             grant(2, staff, Role::Attester),
             grant(3, staff, Role::Registrar),
             grant(4, vendor, Role::Vendor),
-            (
-                ADMIN_SEED,
-                5,
-                Payload::CreateProgramme {
-                    programme: programme.clone(),
-                    unit: name("KES"),
-                    budget: 5_000_000,
-                    valid_from: GENESIS_TIME,
-                    valid_until: TimestampMs(GENESIS_TIME.0 + 90 * DAY),
-                    assistance: name("food-basket"),
-                    period: name("2027-01"),
-                },
-            ),
+            (AUTHOR_SEED, 5, create_programme(&programme)),
         ],
         2 => vec![
             (
@@ -314,19 +51,19 @@ fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
                 0,
                 Payload::IssueVoucher {
                     programme,
-                    subject: subject("case-001"),
+                    subject: subject(SUBJECTS[0]),
                     amount: 2_500,
                     expires_at: TimestampMs(GENESIS_TIME.0 + 60 * DAY),
-                    dedup: Some(dedup("case-001")),
+                    dedup: Some(dedup(DEDUPS[0])),
                 },
             ),
             (
                 STAFF_SEED,
                 1,
                 Payload::Attest {
-                    subject: subject("case-002"),
+                    subject: subject(SUBJECTS[1]),
                     claim: name("refugee-status"),
-                    evidence: commitment("evidence-001"),
+                    evidence: commitment(RECORDS[0]),
                     expires_at: TimestampMs(GENESIS_TIME.0 + 365 * DAY),
                 },
             ),
@@ -334,12 +71,8 @@ fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
                 STAFF_SEED,
                 2,
                 Payload::RegisterBirth {
-                    subject: subject("case-003"),
-                    event: RegistryEvent {
-                        record: commitment("birth-001"),
-                        date: "2027-01-10".parse().expect("a date"),
-                        jurisdiction: name("district-07"),
-                    },
+                    subject: subject(SUBJECTS[2]),
+                    event: event(RECORDS[1], "2027-01-10"),
                 },
             ),
         ],
@@ -361,9 +94,9 @@ fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
                         reference: name("till-0001"),
                     },
                 ),
-                (ADMIN_SEED, 6, settle(1_000)),
+                (AUTHOR_SEED, 6, settle(1_000)),
                 // Rejected (nothing more is owed): it changes only its author's sequence.
-                (ADMIN_SEED, 7, settle(1)),
+                (AUTHOR_SEED, 7, settle(1)),
             ]
         }
         _ => Vec::new(),
@@ -550,7 +283,7 @@ fn blocks(genesis: &Genesis) -> Vec<Node> {
             .iter()
             .zip(&exec.outcomes)
             .map(|(e, (id, o))| {
-                let seed = [ADMIN_SEED, STAFF_SEED]
+                let seed = [AUTHOR_SEED, STAFF_SEED]
                     .into_iter()
                     .find(|s| key(*s).public() == e.body.author)
                     .expect("a known author");
@@ -624,8 +357,9 @@ fn tree_examples() -> Vec<Node> {
 fn state_json() {
     let genesis = sample_genesis();
     // The genesis of genesis.json, exactly.
-    let published: Value = serde_json::from_str(include_str!("../../../docs/vectors/genesis.json"))
-        .expect("docs/vectors/genesis.json is JSON");
+    let published: Value =
+        serde_json::from_str(include_str!("../../../../docs/vectors/genesis.json"))
+            .expect("docs/vectors/genesis.json is JSON");
     assert_eq!(
         published["genesis_hash"],
         genesis.hash().to_hex(),
@@ -676,5 +410,5 @@ fn state_json() {
         "blocks" => blocks(&genesis),
         "tree_examples" => tree_examples(),
     };
-    publish_or_check(&doc);
+    publish_or_check("state.json", doc);
 }

@@ -1,21 +1,22 @@
-//! The published test vectors of tally's binary formats (`docs/vectors/*.json`), checked
-//! against the implementation.
+//! The files of tally's binary formats (every file of `docs/vectors/` but `state.json`).
 //!
-//! Every vector is recomputed here from fixed inputs (test keys from
+//! Every vector is recomputed here from the fixed inputs of [`crate::fixtures`] (test keys from
 //! `Keypair::from_seed_for_tests`, fixed names, secrets and timestamps; ed25519 signatures are
 //! deterministic) and compared with the committed file. A change to an encoding, a hash or a
 //! domain tag therefore fails this test until the specification and the vectors are updated
-//! together. After a deliberate format change, update `docs/specification.md` and regenerate:
-//!
-//! ```text
-//! TALLY_WRITE_VECTORS=1 cargo test --workspace --test spec_vectors
-//! ```
+//! together.
 
+use crate::fixtures::{
+    commitment, create_programme, date, dedup, event, key, name, sample_genesis, subject,
+    AGENCY_SECRET, AUTHOR_SEED, CHAIN_ID, CONSORTIUM_SECRET, DAY, DEDUPS, GENESIS_TIME,
+    NEW_KEY_SEED, RECORDS, SALT, SIGNER_SEEDS, STAFF_SEED, SUBJECTS, UNHCR_ADMIN_SEED,
+    VALIDATOR_SEEDS, VENDOR_SEED,
+};
+use crate::json::{hx, json, obj, publish_or_check, Node};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt::Debug;
-use std::path::PathBuf;
 use tally_types::block::{
     entries_root_leaf, outcomes_root, outcomes_root_leaf, quorum, validators_hash,
 };
@@ -23,309 +24,12 @@ use tally_types::codec::{decode, encode};
 use tally_types::entry::key_rotation_message;
 use tally_types::merkle;
 use tally_types::receipt::{base45, RECEIPT_PREFIX, RECEIPT_VERSION};
-use tally_types::token::{Commitment, DedupToken, SubjectToken};
+use tally_types::token::DedupToken;
 use tally_types::{
-    encode_entries, AgencyGenesis, Block, BlockHeader, CivilDate, CommitCertificate, Domain,
-    EntryBody, EntryId, EntryOutcome, Genesis, Hash, HeldTokens, InclusionProof, Keypair, Name,
-    Payload, PublicKey, ReasonCode, Receipt, RegistryEvent, RegistryKind, RejectCode, Role,
-    Signature, SignedEntry, TimestampMs, ValidatorGenesis, PROOF_VERSION,
+    encode_entries, Block, BlockHeader, CommitCertificate, Domain, EntryBody, EntryId,
+    EntryOutcome, Hash, HeldTokens, InclusionProof, Keypair, Payload, PublicKey, ReasonCode,
+    Receipt, RegistryKind, RejectCode, Role, SignedEntry, TimestampMs, PROOF_VERSION,
 };
-
-// ---------------------------------------------------------------------------------------------
-// Writing and comparing the files.
-
-/// The variable that makes the test write the files instead of comparing.
-const WRITE_VAR: &str = "TALLY_WRITE_VECTORS";
-/// The command that regenerates every file.
-const REGENERATE: &str = "TALLY_WRITE_VECTORS=1 cargo test --workspace --test spec_vectors";
-
-/// A JSON document whose objects keep their fields in the order written (serde_json's own
-/// `Value` sorts them), so the files read top-down in a sensible order.
-enum Node {
-    Str(String),
-    Num(u64),
-    Bool(bool),
-    Arr(Vec<Node>),
-    Obj(Vec<(String, Node)>),
-    /// A value in its serde JSON form (the form the API and the genesis file use).
-    Json(Value),
-}
-
-impl Serialize for Node {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        match self {
-            Node::Str(v) => s.serialize_str(v),
-            Node::Num(v) => s.serialize_u64(*v),
-            Node::Bool(v) => s.serialize_bool(*v),
-            Node::Arr(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(item)?;
-                }
-                seq.end()
-            }
-            Node::Obj(fields) => {
-                let mut map = s.serialize_map(Some(fields.len()))?;
-                for (k, v) in fields {
-                    map.serialize_entry(k, v)?;
-                }
-                map.end()
-            }
-            Node::Json(v) => v.serialize(s),
-        }
-    }
-}
-
-impl From<&str> for Node {
-    fn from(v: &str) -> Self {
-        Node::Str(v.to_string())
-    }
-}
-impl From<String> for Node {
-    fn from(v: String) -> Self {
-        Node::Str(v)
-    }
-}
-impl From<u64> for Node {
-    fn from(v: u64) -> Self {
-        Node::Num(v)
-    }
-}
-impl From<u32> for Node {
-    fn from(v: u32) -> Self {
-        Node::Num(v.into())
-    }
-}
-impl From<u8> for Node {
-    fn from(v: u8) -> Self {
-        Node::Num(v.into())
-    }
-}
-impl From<usize> for Node {
-    fn from(v: usize) -> Self {
-        Node::Num(v as u64)
-    }
-}
-impl From<bool> for Node {
-    fn from(v: bool) -> Self {
-        Node::Bool(v)
-    }
-}
-impl From<Vec<Node>> for Node {
-    fn from(v: Vec<Node>) -> Self {
-        Node::Arr(v)
-    }
-}
-impl From<Hash> for Node {
-    fn from(v: Hash) -> Self {
-        Node::Str(v.to_hex())
-    }
-}
-impl From<PublicKey> for Node {
-    fn from(v: PublicKey) -> Self {
-        Node::Str(v.to_hex())
-    }
-}
-impl From<Signature> for Node {
-    fn from(v: Signature) -> Self {
-        Node::Str(v.to_hex())
-    }
-}
-
-/// An object, its fields in the order given.
-macro_rules! obj {
-    ($($k:literal => $v:expr),* $(,)?) => {
-        Node::Obj(vec![$(($k.to_string(), Node::from($v))),*])
-    };
-}
-
-/// Bytes as lower-case hex.
-fn hx(bytes: impl AsRef<[u8]>) -> Node {
-    Node::Str(hex::encode(bytes))
-}
-
-/// A value in its serde JSON form.
-fn json<T: Serialize>(value: &T) -> Node {
-    Node::Json(serde_json::to_value(value).expect("tally's types have a JSON form"))
-}
-
-fn vectors_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/vectors"))
-}
-
-/// Writes `doc` to `docs/vectors/<file>` when [`WRITE_VAR`] is `1`; otherwise compares the
-/// committed file with it and fails at the first field that differs.
-fn publish_or_check(file: &str, doc: Node) {
-    let path = vectors_dir().join(file);
-    let text = serde_json::to_string_pretty(&doc).expect("a vector document serializes") + "\n";
-    if std::env::var(WRITE_VAR).is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(vectors_dir()).expect("docs/vectors can be created");
-        std::fs::write(&path, text).expect("a vector file can be written");
-        eprintln!("wrote docs/vectors/{file}");
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("cannot read docs/vectors/{file} ({e}); generate the vectors with `{REGENERATE}`")
-    });
-    let committed: Value = serde_json::from_str(&committed).unwrap_or_else(|e| {
-        panic!(
-            "docs/vectors/{file} is not valid JSON ({e}); regenerate the vectors with `{REGENERATE}`"
-        )
-    });
-    if let Some(Difference { path, what }) = diff_node("", &doc, &committed) {
-        panic!(
-            "docs/vectors/{file} does not match what the implementation computes.\n\
-             First difference, at field `{path}`: {what}.\n\
-             The published format has changed. If the change is deliberate, update \
-             docs/specification.md to describe it and regenerate the vectors with\n    \
-             {REGENERATE}\n\
-             If it is not, the implementation has broken the published format."
-        );
-    }
-}
-
-/// Where the committed file first differs from the computed document, and how.
-struct Difference {
-    /// The field, as `entries[3].body_bytes`.
-    path: String,
-    /// What differs there.
-    what: String,
-}
-
-impl Difference {
-    fn at(path: &str, what: String) -> Option<Self> {
-        let path = if path.is_empty() { "(top level)" } else { path };
-        Some(Difference {
-            path: path.to_string(),
-            what,
-        })
-    }
-}
-
-fn field_path(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// At most 32 characters of `s` from character `from`, for a failure message.
-fn excerpt(s: &str, from: usize) -> String {
-    let start = from.saturating_sub(8);
-    let cut: String = s.chars().skip(start).take(32).collect();
-    let before = if start > 0 { "..." } else { "" };
-    let after = if start + 32 < s.chars().count() {
-        "..."
-    } else {
-        ""
-    };
-    format!("{before}{cut}{after}")
-}
-
-/// Describes two scalars that differ; for strings (mostly hex), where they first differ.
-fn describe(computed: &Value, committed: &Value) -> String {
-    if let (Value::String(a), Value::String(b)) = (computed, committed) {
-        let at = a
-            .chars()
-            .zip(b.chars())
-            .position(|(x, y)| x != y)
-            .unwrap_or(a.chars().count().min(b.chars().count()));
-        return format!(
-            "the strings first differ at character {at} (byte {} if hex); the code computes \
-             {:?} ({} characters), the file has {:?} ({} characters)",
-            at / 2,
-            excerpt(a, at),
-            a.chars().count(),
-            excerpt(b, at),
-            b.chars().count(),
-        );
-    }
-    format!("the code computes {computed}, the file has {committed}")
-}
-
-fn missing(path: &str, key: &str) -> Option<Difference> {
-    Difference::at(
-        &field_path(path, key),
-        "the field is missing from the file".into(),
-    )
-}
-
-fn extra(path: &str, key: &str) -> Option<Difference> {
-    Difference::at(
-        &field_path(path, key),
-        "the file has this field; the code computes none".into(),
-    )
-}
-
-fn lengths(path: &str, computed: usize, committed: usize) -> Option<Difference> {
-    (computed != committed).then(|| Difference {
-        path: path.to_string(),
-        what: format!("the code computes {computed} items, the file has {committed}"),
-    })
-}
-
-/// The first place where the committed JSON differs from the computed document, in the
-/// document's order.
-fn diff_node(path: &str, node: &Node, committed: &Value) -> Option<Difference> {
-    match (node, committed) {
-        (Node::Obj(fields), Value::Object(map)) => {
-            for (k, v) in fields {
-                let Some(c) = map.get(k) else {
-                    return missing(path, k);
-                };
-                if let Some(d) = diff_node(&field_path(path, k), v, c) {
-                    return Some(d);
-                }
-            }
-            let known = |k: &&String| fields.iter().any(|(f, _)| f == *k);
-            map.keys().find(|k| !known(k)).and_then(|k| extra(path, k))
-        }
-        (Node::Arr(items), Value::Array(found)) => {
-            for (i, (item, c)) in items.iter().zip(found).enumerate() {
-                if let Some(d) = diff_node(&format!("{path}[{i}]"), item, c) {
-                    return Some(d);
-                }
-            }
-            lengths(path, items.len(), found.len())
-        }
-        (Node::Json(v), c) => diff_value(path, v, c),
-        (node, c) => {
-            let computed = serde_json::to_value(node).expect("a node serializes");
-            diff_value(path, &computed, c)
-        }
-    }
-}
-
-/// [`diff_node`] for values in their serde JSON form (whose fields are in name order).
-fn diff_value(path: &str, computed: &Value, committed: &Value) -> Option<Difference> {
-    match (computed, committed) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                let Some(c) = b.get(k) else {
-                    return missing(path, k);
-                };
-                if let Some(d) = diff_value(&field_path(path, k), v, c) {
-                    return Some(d);
-                }
-            }
-            b.keys()
-                .find(|k| !a.contains_key(*k))
-                .and_then(|k| extra(path, k))
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                if let Some(d) = diff_value(&format!("{path}[{i}]"), x, y) {
-                    return Some(d);
-                }
-            }
-            lengths(path, a.len(), b.len())
-        }
-        (a, b) if a == b => None,
-        (a, b) => Difference::at(path, describe(a, b)),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Enumerating the implementation's enums, so that a new variant cannot go unpublished.
@@ -414,85 +118,14 @@ fn all_domains() -> Vec<Domain> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The fixed inputs.
+// The fixed inputs of these files alone (the shared ones are in fixtures.rs).
 
-const CHAIN_ID: &str = "tally-vectors";
-/// 2027-01-15T08:00:00Z.
-const GENESIS_TIME: TimestampMs = TimestampMs(1_800_000_000_000);
-const DAY: u64 = TimestampMs::DAY_MS;
-
-/// The wfp admin: author of every sample entry.
-const AUTHOR_SEED: u64 = 1;
-/// The unhcr admin (appears only in genesis).
-const UNHCR_ADMIN_SEED: u64 = 2;
-/// The key the author rotates to in the `rotate_key` entry.
-const NEW_KEY_SEED: u64 = 3;
-/// The staff key of `grant_role` and `revoke_role`.
-const STAFF_SEED: u64 = 4;
-/// The vendor of `redeem_voucher` and `settle_vendor`.
-const VENDOR_SEED: u64 = 5;
-/// The four validators, in genesis order.
-const VALIDATOR_SEEDS: [u64; 4] = [11, 12, 13, 14];
-/// The validators that sign the commit certificate (a quorum of 3 of 4).
-const SIGNER_SEEDS: [u64; 3] = [11, 12, 13];
 /// The block's commit round.
 const ROUND: u32 = 1;
 /// The sample entries (by index in entries.json) that make up the sample block.
 const BLOCK_ENTRIES: std::ops::Range<usize> = 3..9;
 /// The entry the inclusion proof is for, by position in the block.
 const PROOF_INDEX: usize = 2;
-
-const AGENCY_SECRET: &[u8] = b"vectors-agency-secret-0001";
-const CONSORTIUM_SECRET: &[u8] = b"vectors-consortium-secret-0001";
-const SALT: &[u8] = b"vectors-salt-0001";
-
-fn key(seed: u64) -> Keypair {
-    Keypair::from_seed_for_tests(seed)
-}
-
-fn name(s: &str) -> Name {
-    Name::new(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
-
-fn date(s: &str) -> CivilDate {
-    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
-
-fn subject(reference: &str) -> SubjectToken {
-    SubjectToken::derive(AGENCY_SECRET, reference.as_bytes()).expect("the secret is long enough")
-}
-
-fn dedup(reference: &str) -> DedupToken {
-    DedupToken::derive(CONSORTIUM_SECRET, reference.as_bytes()).expect("the secret is long enough")
-}
-
-fn commitment(record: &str) -> Commitment {
-    Commitment::commit(SALT, record.as_bytes()).expect("the salt is long enough")
-}
-
-fn event(record: &str, day: &str) -> RegistryEvent {
-    RegistryEvent {
-        record: commitment(record),
-        date: date(day),
-        jurisdiction: name("district-07"),
-    }
-}
-
-/// Subject references used by the sample entries.
-const SUBJECTS: [&str; 5] = ["case-001", "case-002", "case-003", "case-004", "case-005"];
-/// Dedup references used by the sample entries.
-const DEDUPS: [&str; 1] = ["case-001"];
-/// Off-chain records committed to by the sample entries.
-const RECORDS: [&str; 8] = [
-    "evidence-001",
-    "birth-001",
-    "death-001",
-    "marriage-001",
-    "divorce-001",
-    "title-001",
-    "transfer-001",
-    "amendment-001",
-];
 
 /// One entry of every payload kind, in variant order, signed by the author with sequence
 /// numbers 0, 1, 2, ...; later entries refer to earlier ones by id.
@@ -525,15 +158,7 @@ fn sample_entries() -> Vec<SignedEntry> {
                     ),
                 }
             }
-            3 => Payload::CreateProgramme {
-                programme: programme.clone(),
-                unit: name("KES"),
-                budget: 5_000_000,
-                valid_from: GENESIS_TIME,
-                valid_until: TimestampMs(GENESIS_TIME.0 + 90 * DAY),
-                assistance: name("food-basket"),
-                period: name("2027-01"),
-            },
+            3 => create_programme(&programme),
             4 => Payload::IssueVoucher {
                 programme: programme.clone(),
                 subject: subject(SUBJECTS[0]),
@@ -626,33 +251,6 @@ fn sample_entries() -> Vec<SignedEntry> {
         entries.push(body.sign(&author));
     }
     entries
-}
-
-fn sample_genesis() -> Genesis {
-    let genesis = Genesis {
-        chain_id: name(CHAIN_ID),
-        genesis_time: GENESIS_TIME,
-        agencies: vec![
-            AgencyGenesis {
-                id: name("wfp"),
-                admins: vec![key(AUTHOR_SEED).public()],
-            },
-            AgencyGenesis {
-                id: name("unhcr"),
-                admins: vec![key(UNHCR_ADMIN_SEED).public()],
-            },
-        ],
-        validators: VALIDATOR_SEEDS
-            .iter()
-            .zip(["wfp", "wfp", "unhcr", "unhcr"])
-            .map(|(seed, agency)| ValidatorGenesis {
-                agency: name(agency),
-                key: key(*seed).public(),
-            })
-            .collect(),
-    };
-    assert_eq!(genesis.validate(), Ok(()), "the sample genesis is valid");
-    genesis
 }
 
 /// The outcomes of the block's entries: chosen to show each encoding, not the result of
@@ -937,12 +535,6 @@ fn reject_codes_json() {
             "codes" => codes,
         },
     );
-}
-
-impl Node {
-    fn into_value(self) -> Value {
-        serde_json::to_value(&self).expect("a node serializes")
-    }
 }
 
 #[test]
