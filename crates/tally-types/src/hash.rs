@@ -10,7 +10,8 @@ crate::fixed_bytes!(
 );
 
 impl Hash {
-    /// The all-zero hash: the parent of the first block, never the hash of any real value.
+    /// The all-zero hash: the state tree's empty subtree and an empty state's root, never the
+    /// hash of any real value.
     pub const ZERO: Hash = Hash([0u8; 32]);
 }
 

@@ -1,6 +1,7 @@
 //! Merkle trees in the style of RFC 9162 (Certificate Transparency v2): leaves and inner nodes
 //! are hashed under distinct domains, and the tree over n leaves splits at the largest power of
-//! two below n. Used for a block's entries and outcomes, and for the ledger state.
+//! two below n. Used for a block's entries and outcomes (the ledger state has a sparse tree of
+//! its own, in tally-state).
 
 use crate::hash::{Domain, Hash};
 
