@@ -1047,7 +1047,10 @@ impl Engine {
                 .map(|k| validators[(first + k) % validators.len()])
                 .filter(|v| *v != me)
                 .collect();
-            others[a.asks % others.len()]
+            others
+                .get(a.asks % others.len().max(1))
+                .copied()
+                .unwrap_or(proposer)
         };
         let ids: Vec<EntryId> = if a.whole {
             Vec::new()
