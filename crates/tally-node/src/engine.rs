@@ -1116,19 +1116,13 @@ impl Engine {
             body.block.entries.clone()
         } else {
             let wanted: HashSet<EntryId> = ids.into_iter().collect();
-            let known = self.executions.get(&block).map(|(exec, _)| &exec.outcomes);
+            let ids = self.entry_ids(&block, &body.block.entries);
             body.block
                 .entries
                 .iter()
-                .enumerate()
-                .filter(|(at, e)| {
-                    let id = match known.and_then(|o| o.get(*at)) {
-                        Some((id, _)) => *id,
-                        None => e.id(),
-                    };
-                    wanted.contains(&id)
-                })
-                .map(|(_, e)| e.clone())
+                .zip(ids)
+                .filter(|(_, id)| wanted.contains(id))
+                .map(|(e, _)| e.clone())
                 .collect()
         };
         self.fetch_answered.insert((from, block), now);
@@ -1310,20 +1304,27 @@ impl Engine {
         }
     }
 
+    /// The ids of a proposed block's entries, in order: from the block's replay when this
+    /// node built or checked it, else hashed.
+    fn entry_ids(&self, hash: &Hash, entries: &[SignedEntry]) -> Vec<EntryId> {
+        match self.executions.get(hash) {
+            Some((exec, _)) if exec.outcomes.len() == entries.len() => {
+                exec.outcomes.iter().map(|(id, _)| *id).collect()
+            }
+            _ => entries.iter().map(SignedEntry::id).collect(),
+        }
+    }
+
     /// A proposed block as this node sends it with a proposal: each entry it knows the
     /// validators were relayed by id, the rest in full.
     fn proposed_form(&self, hash: &Hash) -> Option<ProposedBlock> {
         let block = self.body(hash)?;
-        let known = self.executions.get(hash).map(|(exec, _)| &exec.outcomes);
+        let ids = self.entry_ids(hash, &block.entries);
         let entries = block
             .entries
             .into_iter()
-            .enumerate()
-            .map(|(at, e)| {
-                let id = match known.and_then(|o| o.get(at)) {
-                    Some((id, _)) => *id,
-                    None => e.id(),
-                };
+            .zip(ids)
+            .map(|(e, id)| {
                 if self.relayed.contains(&id) {
                     ProposedEntry::Held(id)
                 } else {
