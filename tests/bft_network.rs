@@ -472,6 +472,7 @@ fn limits() -> tally_network::Limits {
         inbound_queue_max: 4096,
         outbound_queue_max: 4096,
         connections_per_peer_max: 2,
+        gate: tally_network::gate::GateLimits::default(),
     }
 }
 

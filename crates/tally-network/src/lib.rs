@@ -14,10 +14,14 @@
 //! Both carry [`wire::Request`]s; every frame has an explicit size limit, and every queue
 //! between the network and the node is bounded.
 
+pub mod gate;
 pub mod messages;
+pub mod summary;
 pub mod wire;
 
 use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::Transport as _;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
@@ -28,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_types::{Keypair, Name, PublicKey};
 use tokio::sync::{mpsc, watch};
 pub use wire::{CertifiedBlock, Envelope, ProposedBlock, ProposedEntry, Request, Response};
@@ -93,7 +97,12 @@ pub struct Limits {
     pub outbound_queue_max: usize,
     /// Established connections per peer.
     pub connections_per_peer_max: u32,
+    /// What a connection may hold before it has proven an allowed key ([`gate`]).
+    pub gate: gate::GateLimits,
 }
+
+/// How long refusals of one kind are summarised in one log line ([`summary`]).
+pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 /// Where to find a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +173,11 @@ pub struct Counters {
     inbound_queue_full: AtomicU64,
     outbound_queue_full: AtomicU64,
     refused_connections: AtomicU64,
+    refused_unknown_key: AtomicU64,
+    refused_over_limit: AtomicU64,
+    handshakes_evicted: AtomicU64,
+    handshakes_timed_out: AtomicU64,
+    handshakes_failed: AtomicU64,
     send_failures: AtomicU64,
 }
 
@@ -180,8 +194,20 @@ pub struct CountersSnapshot {
     pub inbound_queue_full: u64,
     /// Sends dropped because the network task's queue was full.
     pub outbound_queue_full: u64,
-    /// Connections refused: the peer is not on the allowlist, or over the connection limit.
+    /// Incoming connections refused or dropped before they joined, for any of the reasons
+    /// below.
     pub refused_connections: u64,
+    /// Handshakes completed with a key that is not on the allowlist.
+    pub refused_unknown_key: u64,
+    /// Connections from an allowed peer beyond the established-connection limits.
+    pub refused_over_limit: u64,
+    /// Connections dropped before their handshake completed, to make room for newer ones
+    /// ([`gate`]).
+    pub handshakes_evicted: u64,
+    /// Connections whose handshake did not complete within the timeout.
+    pub handshakes_timed_out: u64,
+    /// Handshakes that failed: not the protocol, garbage, or closed half-way.
+    pub handshakes_failed: u64,
     /// Requests that failed to reach a peer (down, timed out).
     pub send_failures: u64,
 }
@@ -189,6 +215,12 @@ pub struct CountersSnapshot {
 impl Counters {
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an incoming connection refused for the reason `kind` counts.
+    fn refuse(&self, kind: &AtomicU64) {
+        Self::bump(kind);
+        Self::bump(&self.refused_connections);
     }
 
     /// The current values.
@@ -201,6 +233,11 @@ impl Counters {
             inbound_queue_full: g(&self.inbound_queue_full),
             outbound_queue_full: g(&self.outbound_queue_full),
             refused_connections: g(&self.refused_connections),
+            refused_unknown_key: g(&self.refused_unknown_key),
+            refused_over_limit: g(&self.refused_over_limit),
+            handshakes_evicted: g(&self.handshakes_evicted),
+            handshakes_timed_out: g(&self.handshakes_timed_out),
+            handshakes_failed: g(&self.handshakes_failed),
             send_failures: g(&self.send_failures),
         }
     }
@@ -372,12 +409,29 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
     }
     let limits = config.limits;
     let counters = Arc::new(Counters::default());
+    let allowed_peers = peers.keys().copied().collect();
+    let gate_counters = counters.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
+        .with_other_transport(
+            |key| -> Result<gate::Gate, Box<dyn std::error::Error + Send + Sync>> {
+                let authenticated = libp2p::tcp::tokio::Transport::new(
+                    libp2p::tcp::Config::default().nodelay(true),
+                )
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(libp2p::noise::Config::new(key)?)
+                .multiplex(libp2p::yamux::Config::default())
+                // Dials; the gate bounds the handshakes of incoming connections itself.
+                .timeout(limits.gate.handshake_timeout)
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                .boxed();
+                Ok(gate::Gate::new(
+                    authenticated,
+                    limits.gate,
+                    allowed_peers,
+                    gate_counters,
+                ))
+            },
         )
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_behaviour(|_| {
@@ -389,8 +443,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
                 .with_max_established_per_peer(Some(limits.connections_per_peer_max))
                 .with_max_established(Some(
                     (peers.len() as u32 + 1) * limits.connections_per_peer_max,
-                ))
-                .with_max_pending_incoming(Some(64));
+                ));
             Behaviour {
                 allow,
                 limits: connection_limits::Behaviour::new(connection_limits),
@@ -492,6 +545,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         connected,
         blocks_asked: HashMap::new(),
         serving: tokio::task::JoinSet::new(),
+        refusals: summary::Summary::new(REFUSALS_LOGGED_EVERY),
     };
     tracing::info!(%listen_addr, peers = task.dial.len(), "network listening");
     let task = tokio::spawn(task.run(rx));
@@ -515,6 +569,8 @@ struct Task<T> {
     connected: watch::Sender<BTreeSet<PublicKey>>,
     blocks_asked: HashMap<OutboundRequestId, PublicKey>,
     serving: tokio::task::JoinSet<(ResponseChannel<Response>, Vec<CertifiedBlock>)>,
+    /// Refused connections, logged a few lines per interval however many there are.
+    refusals: summary::Summary,
 }
 
 impl<T: From<Inbound> + Send + 'static> Task<T> {
@@ -537,7 +593,10 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                             .send_response(channel, Response::Blocks(blocks));
                     }
                 }
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.summarise_refusals();
+                }
             }
         }
     }
@@ -626,13 +685,49 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                     self.set_connected(*key, false);
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
-                if matches!(error, ListenError::Denied { .. }) {
-                    Counters::bump(&self.counters.refused_connections);
-                    tracing::warn!(error = %error, "refused a connection");
-                }
-            }
+            SwarmEvent::IncomingConnectionError { error, .. } => self.refused(&error),
             _ => {}
+        }
+    }
+
+    /// Counts (where the gate has not) and logs a refused incoming connection: the first of its
+    /// kind in an interval in full, the rest in one summary line ([`summary`]).
+    fn refused(&mut self, error: &ListenError) {
+        let kind = match error {
+            ListenError::Denied { .. } => {
+                self.counters.refuse(&self.counters.refused_over_limit);
+                "over_limit"
+            }
+            _ => match gate::Refusal::of(error) {
+                Some(gate::Refusal::Evicted) => "evicted",
+                Some(gate::Refusal::TimedOut) => "timed_out",
+                Some(gate::Refusal::UnknownKey) => "unknown_key",
+                // The gate counted the failed handshake.
+                None => "failed",
+            },
+        };
+        self.summarise_refusals();
+        if self.refusals.note(kind, Instant::now()) {
+            tracing::warn!(
+                kind,
+                error = %with_sources(error),
+                "refused a connection; more in the next {} s are summarised",
+                self.refusals.interval().as_secs()
+            );
+        }
+    }
+
+    fn summarise_refusals(&mut self) {
+        if let Some(held) = self.refusals.due(Instant::now()) {
+            if !held.is_empty() {
+                let total: u64 = held.iter().map(|(_, n)| n).sum();
+                tracing::warn!(
+                    total,
+                    kinds = %summary::counts(&held),
+                    "refused more connections in the last {} s",
+                    self.refusals.interval().as_secs()
+                );
+            }
         }
     }
 

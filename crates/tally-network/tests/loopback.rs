@@ -23,6 +23,11 @@ const LIMITS: Limits = Limits {
     inbound_queue_max: 64,
     outbound_queue_max: 64,
     connections_per_peer_max: 2,
+    gate: tally_network::gate::GateLimits {
+        handshake_timeout: Duration::from_secs(3),
+        unproven_max: 128,
+        unproven_per_address_max: 16,
+    },
 };
 
 fn chain(name: &str) -> Name {
@@ -349,6 +354,114 @@ async fn messages_keep_their_order_and_reach_a_peer_that_restarted() {
         .await;
     }
     assert!(arrived.is_some(), "no message reached the restarted peer");
+    for n in [na, nb] {
+        n.shutdown().await;
+    }
+}
+
+/// Holds `count` idle TCP connections from `from` to `to` (nothing is ever sent on them),
+/// opening a new one as one closes, at most `per_second` a second, until `stop` is set. Returns
+/// how many it opened in all.
+async fn hold_idle_connections(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    count: usize,
+    per_second: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut held: Vec<tokio::net::TcpStream> = Vec::new();
+    let mut opened = 0u64;
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / per_second);
+    while !stop.load(Ordering::Relaxed) {
+        pace.tick().await;
+        // A connection the node closed reads end-of-file (or an error).
+        held.retain(|s| {
+            let mut byte = [0u8; 1];
+            match s.try_read(&mut byte) {
+                Ok(n) => n > 0,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            }
+        });
+        if held.len() < count {
+            let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                continue;
+            };
+            if socket.bind(std::net::SocketAddr::new(from, 0)).is_err() {
+                continue;
+            }
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(200), socket.connect(to)).await
+            {
+                held.push(s);
+                opened += 1;
+            }
+        }
+    }
+    opened
+}
+
+/// Strangers holding idle connections on a node's peer port (more than any limit, reopened as
+/// they close: one from another address as fast as it can, one from the honest peer's own
+/// address at four times the rate that once froze a devnet) must not keep an allowed peer out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_strangers_do_not_keep_an_allowed_peer_out() {
+    let (a, b) = (
+        Keypair::from_seed_for_tests(41),
+        Keypair::from_seed_for_tests(42),
+    );
+    let (na, rx_a) = node(&a, "net-test", vec![b.public()], vec![], LIMITS).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let floods = [
+        tokio::spawn(hold_idle_connections(
+            [127, 0, 0, 2].into(),
+            na.listen_addr,
+            300,
+            1000,
+            stop.clone(),
+        )),
+        tokio::spawn(hold_idle_connections(
+            [127, 0, 0, 1].into(),
+            na.listen_addr,
+            300,
+            100,
+            stop.clone(),
+        )),
+    ];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (nb, _rx_b) = node(
+        &b,
+        "net-test",
+        vec![a.public()],
+        vec![PeerAddress {
+            key: a.public(),
+            addr: na.listen_addr,
+        }],
+        LIMITS,
+    )
+    .await;
+    let joined = expect(
+        &rx_a,
+        Duration::from_secs(5),
+        |i| matches!(i, Inbound::Connected(k) if *k == b.public()),
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut opened = 0;
+    for f in floods {
+        opened += f.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(
+        joined.is_some(),
+        "the allowed peer did not get in within 5 s while strangers held idle connections ({opened} opened)"
+    );
+    let counters = na.handle.counters();
+    assert!(
+        counters.handshakes_evicted > 0
+            && counters.refused_connections >= counters.handshakes_evicted,
+        "idle connections were not made room for: {counters:?}"
+    );
     for n in [na, nb] {
         n.shutdown().await;
     }

@@ -71,6 +71,36 @@ pub struct NetworkSection {
     /// Connections allowed per peer.
     #[serde(default = "defaults::connections_per_peer_max")]
     pub connections_per_peer_max: u32,
+    /// Time an incoming connection has to prove an allowed key, in milliseconds; also the
+    /// limit on a dial's handshake.
+    #[serde(default = "defaults::handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Incoming connections still in their handshake, in all. A newcomer beyond it takes the
+    /// place of the oldest one from the source address holding the most.
+    #[serde(default = "defaults::unproven_connections_max")]
+    pub unproven_connections_max: usize,
+    /// Incoming connections still in their handshake from one source address (an IPv6 /64
+    /// counts as one). A newcomer beyond it takes the place of that address's oldest.
+    #[serde(default = "defaults::unproven_per_address_max")]
+    pub unproven_per_address_max: usize,
+}
+
+impl NetworkSection {
+    /// The network layer's limits.
+    pub fn limits(&self) -> tally_network::Limits {
+        tally_network::Limits {
+            request_bytes_max: self.request_bytes_max,
+            response_bytes_max: self.response_bytes_max,
+            inbound_queue_max: self.inbound_queue_max,
+            outbound_queue_max: self.outbound_queue_max,
+            connections_per_peer_max: self.connections_per_peer_max,
+            gate: tally_network::gate::GateLimits {
+                handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
+                unproven_max: self.unproven_connections_max,
+                unproven_per_address_max: self.unproven_per_address_max,
+            },
+        }
+    }
 }
 
 mod defaults {
@@ -85,6 +115,16 @@ mod defaults {
     }
     pub fn connections_per_peer_max() -> u32 {
         2
+    }
+    use tally_network::gate::GateLimits;
+    pub fn handshake_timeout_ms() -> u64 {
+        GateLimits::default().handshake_timeout.as_millis() as u64
+    }
+    pub fn unproven_connections_max() -> usize {
+        GateLimits::default().unproven_max
+    }
+    pub fn unproven_per_address_max() -> usize {
+        GateLimits::default().unproven_per_address_max
     }
 }
 
@@ -455,7 +495,27 @@ impl NodeConfig {
                 8,
                 "1 to 8",
             )?;
-            // A proposal carries a whole block: the frame must hold the largest block.
+            range(
+                "network.handshake_timeout_ms",
+                n.handshake_timeout_ms as usize,
+                100,
+                60_000,
+                "100 to 60000",
+            )?;
+            range(
+                "network.unproven_connections_max",
+                n.unproven_connections_max,
+                1,
+                65_536,
+                "1 to 65536",
+            )?;
+            range(
+                "network.unproven_per_address_max",
+                n.unproven_per_address_max,
+                1,
+                n.unproven_connections_max,
+                "1 to network.unproven_connections_max",
+            )?;
             // A proposal carries a whole block, and sync and pushes send batches of up to half
             // the smaller frame limit: both limits must hold two of the largest blocks.
             let block_bytes = self.block.entries_max * (tally_types::ENTRY_BYTES_MAX + 16) + 4096;

@@ -303,13 +303,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                         })
                         .collect(),
                     allowed,
-                    limits: tally_network::Limits {
-                        request_bytes_max: n.request_bytes_max,
-                        response_bytes_max: n.response_bytes_max,
-                        inbound_queue_max: n.inbound_queue_max,
-                        outbound_queue_max: n.outbound_queue_max,
-                        connections_per_peer_max: n.connections_per_peer_max,
-                    },
+                    limits: n.limits(),
                 },
                 &key,
                 Arc::new(StoreSource(store.clone())),
