@@ -49,7 +49,22 @@ pub fn tally_bin() -> PathBuf {
 /// A `Command` for the tally binary with the environment it reads cleared, so a developer's
 /// TALLY_KEY or TALLY_NODE never leaks into a test.
 pub fn tally_command() -> Command {
-    let mut c = Command::new(tally_bin());
+    tally_command_in(Command::new(tally_bin()))
+}
+
+/// [`tally_command`] with an open-file limit (soft and hard), set by the shell before it runs
+/// the binary, as a service manager's `LimitNOFILE` would.
+pub fn tally_command_with_open_files_max(open_files_max: u32) -> Command {
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        &format!("ulimit -n {open_files_max} && exec \"$0\" \"$@\""),
+    ])
+    .arg(tally_bin());
+    tally_command_in(sh)
+}
+
+fn tally_command_in(mut c: Command) -> Command {
     for var in [
         "TALLY_KEY",
         "TALLY_NODE",
@@ -368,6 +383,10 @@ pub struct Devnet {
     pub ordered: Cell<u64>,
     /// Of those, the ones rejected by a rule.
     pub rule_rejected: Cell<u64>,
+    /// Lines added to the config's `[api]` section.
+    api_extra: String,
+    /// The node's open-file limit, when a test sets one.
+    pub open_files_max: Option<u32>,
 }
 
 impl Devnet {
@@ -437,14 +456,23 @@ impl Devnet {
             starts: 0,
             ordered: Cell::new(0),
             rule_rejected: Cell::new(0),
+            api_extra: String::new(),
+            open_files_max: None,
         };
         net.write_config(free_port());
         net
     }
 
+    /// Adds `lines` to the config's `[api]` section (before the node starts).
+    pub fn configure_api(&mut self, lines: &str) {
+        self.api_extra = lines.to_string();
+        self.write_config(self.port);
+    }
+
     fn write_config(&mut self, port: u16) {
+        let extra = &self.api_extra;
         let text = format!(
-            "[node]\ndata_dir = \"data\"\ngenesis = \"genesis.toml\"\nvalidator_key = \"validator.key\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[block]\ninterval_ms = 50\n"
+            "[node]\ndata_dir = \"data\"\ngenesis = \"genesis.toml\"\nvalidator_key = \"validator.key\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[block]\ninterval_ms = 50\n"
         );
         std::fs::write(&self.config, text).expect("write node.toml");
         self.port = port;
@@ -473,7 +501,11 @@ impl Devnet {
         for attempt in 0..3 {
             self.starts += 1;
             let log = std::fs::File::create(self.log_path()).expect("create node log");
-            let mut child = tally_command()
+            let mut command = match self.open_files_max {
+                Some(n) => tally_command_with_open_files_max(n),
+                None => tally_command(),
+            };
+            let mut child = command
                 .args(["node", "run", "--config"])
                 .arg(&self.config)
                 .stdout(Stdio::null())

@@ -137,6 +137,7 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
         },
         "signature_verifications": tally_types::verifications(),
         "consensus": shared.consensus_status(),
+        "api": shared.http_status(),
         "network": shared.network_status().map(|(peers, dropped)| json!({
             "connected_peers": peers,
             "dropped": dropped,
@@ -146,7 +147,7 @@ async fn status(AxState(shared): Ctx) -> ApiResult {
 
 async fn submit(AxState(shared): Ctx, headers: HeaderMap, body: Body) -> Response {
     let submitted = async {
-        let body = read_body(&headers, body, shared.api.body_bytes_max).await?;
+        let body = read_body_in_time(&shared, &headers, body, shared.api.body_bytes_max).await?;
         let entry = if binary(&headers) {
             SignedEntry::from_bytes(&body).map_err(|e| malformed(e.to_string()))?
         } else {
@@ -184,7 +185,7 @@ async fn submit_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchAnswers>, ApiError> {
-    let body = read_body(&headers, body, shared.api.batch_bytes_max).await?;
+    let body = read_body_in_time(&shared, &headers, body, shared.api.batch_bytes_max).await?;
     let max = shared.api.batch_entries_max;
     let too_many = || {
         ApiError::new(
@@ -304,6 +305,31 @@ fn refusal(r: tally_state::Rejection) -> ApiError {
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     ApiError::new(status, r.code.as_str(), r.detail)
+}
+
+/// [`read_body`] within `api.body_timeout_ms`: a client that sends its headers and then its
+/// body a byte at a time (or never) holds a connection and a worker no longer than that.
+async fn read_body_in_time(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    let limit = std::time::Duration::from_millis(shared.api.body_timeout_ms);
+    match tokio::time::timeout(limit, read_body(headers, body, max)).await {
+        Ok(read) => read,
+        Err(_) => {
+            shared.body_timed_out();
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    shared.api.body_timeout_ms
+                ),
+            ))
+        }
+    }
 }
 
 /// Reads a request body of at most `max` bytes. A longer one is refused with 413 after the

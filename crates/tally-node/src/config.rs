@@ -204,6 +204,20 @@ pub struct ApiSection {
     pub batch_bytes_max: usize,
     /// Most rejected-entry reasons remembered for status queries (oldest forgotten first).
     pub recent_rejections_max: usize,
+    /// Connections open at once; a newcomer beyond it is answered 503 `too_many_connections`.
+    pub connections_max: usize,
+    /// Time for a request's start line and headers to arrive, from the connection opening or
+    /// the previous response, in milliseconds: also how long a kept-alive connection may sit
+    /// idle. Beyond it the connection is closed.
+    pub header_timeout_ms: u64,
+    /// Time for a request's body to arrive once its headers have, in milliseconds. Beyond it:
+    /// 408 `body_timeout`.
+    pub body_timeout_ms: u64,
+    /// Largest request start line and headers, in bytes. Larger: 431.
+    pub header_bytes_max: usize,
+    /// At shutdown, how long connections may finish what they are serving before they are
+    /// cut, in milliseconds.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ApiSection {
@@ -214,6 +228,11 @@ impl Default for ApiSection {
             batch_entries_max: 256,
             batch_bytes_max: 1024 * 1024,
             recent_rejections_max: 10_000,
+            connections_max: 512,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            header_bytes_max: 16 * 1024,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -386,6 +405,41 @@ impl NodeConfig {
             1,
             1_000_000,
             "1 to 1000000",
+        )?;
+        range(
+            "api.connections_max",
+            self.api.connections_max,
+            1,
+            65_536,
+            "1 to 65536",
+        )?;
+        range(
+            "api.header_timeout_ms",
+            self.api.header_timeout_ms as usize,
+            100,
+            600_000,
+            "100 to 600000",
+        )?;
+        range(
+            "api.body_timeout_ms",
+            self.api.body_timeout_ms as usize,
+            100,
+            600_000,
+            "100 to 600000",
+        )?;
+        range(
+            "api.header_bytes_max",
+            self.api.header_bytes_max,
+            1024,
+            1 << 20,
+            "1024 to 1048576",
+        )?;
+        range(
+            "api.shutdown_grace_ms",
+            self.api.shutdown_grace_ms as usize,
+            0,
+            600_000,
+            "0 to 600000",
         )?;
         range(
             "mempool.entries_max",

@@ -16,6 +16,7 @@ pub mod keyfile;
 pub mod ledger;
 pub mod memdisk;
 pub mod mempool;
+pub mod serve;
 
 use crate::config::NodeConfig;
 use crate::consensus::{Clock, StoreSource, Wake};
@@ -72,6 +73,7 @@ pub struct Shared {
     net: Option<NetworkHandle>,
     consensus: Mutex<ConsensusStatus>,
     occupancy: mempool::Occupancy,
+    http: Arc<serve::Counters>,
 }
 
 impl Shared {
@@ -134,6 +136,16 @@ impl Shared {
     /// The consensus status, as the engine last published it.
     pub fn consensus_status(&self) -> Option<ConsensusStatus> {
         self.consensus.lock().ok().map(|s| s.clone())
+    }
+
+    /// What the API's connections did.
+    pub fn http_status(&self) -> serve::CountersSnapshot {
+        self.http.snapshot()
+    }
+
+    /// Counts a request body that did not arrive in time.
+    pub(crate) fn body_timed_out(&self) {
+        self.http.body_timed_out();
     }
 
     /// Peers connected and the network's drop counters, when networked.
@@ -253,6 +265,52 @@ impl RunningNode {
     }
 }
 
+/// Open files RocksDB may hold (tally-storage sets its `max_open_files`), and a margin for the
+/// write-ahead log, the logs and the runtime's own descriptors.
+const FILES_BESIDES_CONNECTIONS: u64 = 256 + 64;
+
+/// Raises the open-file soft limit to the hard limit, and warns when even that is below what
+/// the configured connection caps and RocksDB can use together. A systemd unit starts with a
+/// soft limit of 1,024: once the API's clients had taken them all, RocksDB could not open a
+/// file and the validator stopped. `validators` is the size of the validator set, whose keys
+/// may each connect.
+fn raise_open_files_limit(config: &NodeConfig, validators: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let below_hard = match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) => soft < hard,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below_hard {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+    let peers = config.network.as_ref().map_or(0, |n| {
+        let known = validators + n.peers.len() + n.observers.len();
+        (n.unproven_connections_max + known * n.connections_per_peer_max as usize) as u64
+    });
+    let needed = config.api.connections_max as u64
+        + serve::REFUSALS_IN_FLIGHT_MAX as u64
+        + peers
+        + FILES_BESIDES_CONNECTIONS;
+    match limit.current {
+        Some(have) if have < needed => tracing::warn!(
+            open_files_max = have,
+            needed,
+            "the open-file limit is below what api.connections_max, the network's connection \
+             limits and RocksDB can use together; raise LimitNOFILE (ulimit -n) or lower the caps"
+        ),
+        have => tracing::info!(open_files_max = ?have, needed, "open-file limit"),
+    }
+}
+
 /// Opens the data directory, joins the network, starts consensus (or, for a key outside the
 /// validator set, follows as an observer) and the API.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
@@ -264,6 +322,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::task::block_in_place(|| open_ledger(&config, genesis.clone()))?;
     // The network's allowlist is set at start from the validator set the state holds then.
     let validators = ledger.state().validators()?;
+    raise_open_files_limit(&config, validators.len());
     let head = ledger.head().clone();
     let is_validator = validators.contains(&me);
     if config.network.is_none() && (validators.len() > 1 || !is_validator) {
@@ -347,6 +406,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         api: config.api.clone(),
         wakes: wakes_tx,
         net: net.clone(),
+        http: Arc::default(),
     });
     let cancel = CancellationToken::new();
     let driver = {
@@ -366,14 +426,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let listener = tokio::net::TcpListener::bind(config.api.listen).await?;
     let api_addr = listener.local_addr()?;
     let app = api::router(shared.clone());
-    let server = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await
-        })
-    };
+    let server = tokio::spawn(serve::serve(
+        listener,
+        app,
+        config.api.clone(),
+        shared.http.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(%api_addr, "API listening");
     Ok(RunningNode {
         api_addr,
