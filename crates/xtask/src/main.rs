@@ -101,8 +101,9 @@ fn libclang_present() -> bool {
     })
 }
 
-/// Installs the system packages the build needs (libclang for RocksDB's bindings, a C++
-/// compiler for RocksDB itself) when they are missing. Returns the cargo target directory.
+/// Installs the system packages the build and the tests need (libclang for RocksDB's bindings,
+/// a C++ compiler for RocksDB itself, Python for the independent check of the specification's
+/// vectors) when they are missing. Returns the cargo target directory.
 fn setup() -> Result<PathBuf> {
     let mut missing = Vec::new();
     if !libclang_present() {
@@ -111,9 +112,12 @@ fn setup() -> Result<PathBuf> {
     if !have("c++") {
         missing.push("g++");
     }
+    if !have("python3") {
+        missing.push("python3");
+    }
     if !missing.is_empty() {
         eprintln!(
-            "xtask: installing {} (needed to build RocksDB)",
+            "xtask: installing {} (needed to build RocksDB and to check the specification)",
             missing.join(" ")
         );
         let root = Command::new("id")
@@ -162,7 +166,13 @@ fn test() -> Result<()> {
     // profile build of the binary compiled it a second time).
     run(cargo(&target).args(["build", "--workspace", "--bins", "--profile", "test"]))?;
     eprintln!("xtask: running the test suite");
-    run(cargo(&target).args(["test", "--workspace", "--no-fail-fast"]))
+    run(cargo(&target).args(["test", "--workspace", "--no-fail-fast"]))?;
+    eprintln!(
+        "xtask: checking the test vectors with the independent implementation of the specification"
+    );
+    run(Command::new("python3")
+        .arg(repo_root().join("docs/vectors/check.py"))
+        .current_dir(repo_root()))
 }
 
 /// The cluster benchmark on an optimised build, then the criterion micro-benchmarks. Results
