@@ -775,3 +775,98 @@ fn a_batch_is_admitted_entry_by_entry_and_refused_whole_only_when_unreadable() {
     assert_eq!(audit["entries"], 8, "{audit}");
     assert_eq!(audit["rejected_entries"], 0, "{audit}");
 }
+
+/// Refusals are remembered for `GET /v1/entries/{id}` only for entries a registered key signed:
+/// a copy with a bad signature never makes the genuine entry read as refused, and junk that
+/// costs no signature check, or is signed by keys made up for it, cannot push out the refusals
+/// an honest submitter comes back to read.
+#[test]
+fn only_refusals_of_members_signed_entries_are_remembered_and_junk_cannot_push_them_out() {
+    let mut net = Devnet::create();
+    net.configure_api("recent_rejections_max = 50\n");
+    net.start_node();
+    let api = net.api();
+    net.grant("issuer", "issuer");
+    net.create_programme("food-2026", 100000);
+    let issuer = net.keypair("issuer");
+    let seq = api.next_sequence(&issuer.public());
+
+    // An honest device's mistake, remembered: signed by a member, for another chain.
+    let mistake = sign(&issuer, "other-chain", seq, issue_payload(1, 10));
+    assert_refused(
+        &api.submit_bytes(&mistake),
+        422,
+        "wrong_chain",
+        "other chain",
+    );
+    let remembered = format!("/v1/entries/{}", mistake.id());
+    assert_eq!(
+        api.get(&remembered).expect("remembered")["reason"]["code"],
+        "wrong_chain"
+    );
+
+    // A copy of a not yet submitted entry with a bad signature: refused, not remembered, so
+    // the genuine entry is unknown until it arrives, and then pending as ever.
+    let genuine = sign(&issuer, CHAIN_ID, seq, issue_payload(2, 10));
+    let mut copy = genuine.clone();
+    copy.signature.0[7] ^= 0x01;
+    assert_refused(&api.submit_bytes(&copy), 422, "bad_signature", "bad copy");
+    assert_eq!(api.get(&format!("/v1/entries/{}", genuine.id())), None);
+
+    // Four times the memory's size of junk, in batches: used sequence numbers (refused with
+    // no signature check), bad signatures, and entries signed by keys nobody registered.
+    let admin = net.keypair("admin");
+    let strangers: Vec<Keypair> = (0..4)
+        .map(|i| Keypair::from_seed_for_tests(7_000 + i))
+        .collect();
+    let mut junk = Vec::new();
+    for n in 0..200u64 {
+        let subject = (n % 250) as u8;
+        junk.push(match n % 3 {
+            0 => sign(&admin, CHAIN_ID, 0, issue_payload(subject, 10 + n)),
+            1 => {
+                let mut e = sign(&issuer, CHAIN_ID, seq + 1 + n, issue_payload(subject, 10));
+                e.signature.0[0] ^= 0x01;
+                e
+            }
+            _ => sign(
+                &strangers[(n % 4) as usize],
+                CHAIN_ID,
+                n,
+                issue_payload(subject, 10),
+            ),
+        });
+    }
+    for chunk in junk.chunks(50) {
+        let out = post_batch(
+            &api,
+            "application/octet-stream",
+            &tally_types::encode_entries(chunk),
+        );
+        for code in batch_answers(&out) {
+            assert!(
+                ["stale_sequence", "bad_signature", "unknown_author"].contains(&code.as_str()),
+                "{code}"
+            );
+        }
+    }
+    for e in &junk {
+        assert_eq!(
+            api.get(&format!("/v1/entries/{}", e.id())),
+            None,
+            "junk is not remembered"
+        );
+    }
+    assert_eq!(
+        api.get(&remembered).expect("still remembered")["reason"]["code"],
+        "wrong_chain",
+        "the honest refusal survives the junk"
+    );
+
+    // The genuine entry is admitted and committed as if no copy had come first.
+    let out = api.submit_bytes(&genuine);
+    assert_eq!(out.status, 202, "{}", out.json);
+    let rec = api.wait_entry(&genuine.id().to_hex(), WAIT);
+    assert_eq!(rec["status"], "committed", "{rec}");
+    net.stop_node();
+}

@@ -214,9 +214,9 @@ impl Ledger {
         &mut self,
         checked: Result<VerifiedEntry, Unverified>,
     ) -> Result<EntryId, SubmitError> {
-        let id = match &checked {
-            Ok(e) => e.id(),
-            Err(bad) => bad.id,
+        let (id, author) = match &checked {
+            Ok(e) => (e.id(), Some(e.entry().body.author)),
+            Err(bad) => (bad.id, None),
         };
         let refused = match self
             .mempool
@@ -226,12 +226,24 @@ impl Ledger {
             Err(InsertError::Rejected(r)) => r,
             Err(InsertError::State(e)) => return Err(SubmitError::Node(e.into())),
         };
-        Err(SubmitError::Rejected(self.refused(&id, refused)?))
+        let signed_by_member = match author {
+            Some(author) => self
+                .state
+                .key_record(&author)
+                .map_err(|e| SubmitError::Node(e.into()))?
+                .is_some(),
+            None => false,
+        };
+        Err(SubmitError::Rejected(self.refused(
+            &id,
+            refused,
+            signed_by_member,
+        )?))
     }
 
     /// The refusal a submission gets whatever its signature ([`Mempool::refusal_unchecked`]),
-    /// worded and remembered as [`Ledger::submit`] would: a caller asks before it checks the
-    /// signature, and checks only when this says `None`.
+    /// worded as [`Ledger::submit`] would (and not remembered: its signature was not checked).
+    /// A caller asks before it checks the signature, and checks only when this says `None`.
     pub fn refusal_unchecked(
         &mut self,
         entry: &IdentifiedEntry,
@@ -239,7 +251,9 @@ impl Ledger {
         let refused = self
             .mempool
             .refusal_unchecked(&self.state, &self.genesis.chain_id, entry)?;
-        refused.map(|r| self.refused(&entry.id(), r)).transpose()
+        refused
+            .map(|r| self.refused(&entry.id(), r, false))
+            .transpose()
     }
 
     /// Whether a relayed entry is worth a signature check: [`Mempool::refusal_unchecked`]
@@ -251,8 +265,17 @@ impl Ledger {
             .is_none())
     }
 
-    /// Says why an entry was refused, and remembers it for status queries.
-    fn refused(&mut self, id: &EntryId, refused: Rejection) -> Result<Rejection, NodeError> {
+    /// Says why an entry was refused, and remembers it for status queries only when it was
+    /// signed by a key this chain registered and its signature held (`signed_by_member`). The
+    /// id is the hash of the body alone, so a copy with a bad signature would otherwise make the
+    /// genuine entry read as refused; and junk that costs no signature check, or is signed by
+    /// keys made up for it, would push out the refusals honest submitters come back to read.
+    fn refused(
+        &mut self,
+        id: &EntryId,
+        refused: Rejection,
+        signed_by_member: bool,
+    ) -> Result<Rejection, NodeError> {
         // An entry in a block used its author's sequence number (and its author may have
         // retired since), so the mempool refused it for that: the block index is read only
         // then, to say it is in a block (read for every submission, it cost a tenth of a
@@ -269,7 +292,7 @@ impl Ledger {
             }
         }
         // "Later" is no reason to keep: the submitter sends the entry again.
-        if refused.code != RejectCode::MempoolFull {
+        if signed_by_member && refused.code != RejectCode::MempoolFull {
             self.rejections.insert(*id, refused.clone());
         }
         Ok(refused)
