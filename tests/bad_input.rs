@@ -870,3 +870,20 @@ fn only_refusals_of_members_signed_entries_are_remembered_and_junk_cannot_push_t
     assert_eq!(rec["status"], "committed", "{rec}");
     net.stop_node();
 }
+
+/// The refusals the HTTP framework makes on its own come in the documented error shape too.
+#[test]
+fn the_http_layers_own_refusals_come_in_the_error_shape() {
+    let mut net = Devnet::start();
+    let api = net.api();
+    // A route asked with the wrong method: 405, saying which methods it takes.
+    let out = api.try_get("/v1/entries").expect("an answer");
+    assert_refused(&out, 405, "method_not_allowed", "GET on a POST route");
+    // A path that is not UTF-8 once percent-decoded.
+    let out = api.try_get("/v1/entries/%FF%FE").expect("an answer");
+    assert_refused(&out, 400, "malformed", "path not UTF-8");
+    // No such route (the router's own fallback).
+    let out = api.try_get("/v2/anything").expect("an answer");
+    assert_refused(&out, 404, "not_found", "no such route");
+    net.stop_node();
+}

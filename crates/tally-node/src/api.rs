@@ -106,7 +106,44 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/blocks/{height}/raw", get(raw_block))
         .fallback(|| async { ApiError::not_found("such route; see docs/api.md") })
+        .layer(axum::middleware::map_response(in_error_shape))
         .with_state(shared)
+}
+
+/// The HTTP framework's own refusals (a wrong method, a path that is not UTF-8 once decoded)
+/// come as plain text or empty; clients read every error in one shape, so they are rewritten
+/// to it, keeping their status, their headers (`Allow` says which methods a route takes) and
+/// their text as the detail.
+async fn in_error_shape(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("refused").to_string(),
+        text => text.to_string(),
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "malformed",
+    };
+    let mut shaped = ApiError::new(status, code, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            shaped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    shaped
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, ApiError>
