@@ -887,3 +887,47 @@ fn the_http_layers_own_refusals_come_in_the_error_shape() {
     assert_refused(&out, 404, "not_found", "no such route");
     net.stop_node();
 }
+
+/// A flood of entries with bad signatures, in batches, costs the node one signature check per
+/// entry: once a batch has failed, entries are checked one by one for a while, instead of in a
+/// batch that fails and then one by one again.
+#[test]
+fn a_flood_of_bad_signatures_costs_one_check_per_entry() {
+    let mut net = Devnet::start();
+    let api = net.api();
+    net.grant("issuer", "issuer");
+    net.create_programme("food-2026", 100000);
+    let issuer = net.keypair("issuer");
+    let seq = api.next_sequence(&issuer.public());
+    let flood: Vec<_> = (0..3_000u64)
+        .map(|n| {
+            let mut e = sign(&issuer, CHAIN_ID, seq + n % 200, issue_payload(1, 1 + n));
+            // In S, which stays canonical: the signature decodes, and only the check fails.
+            e.signature.0[40] ^= 0x01;
+            e
+        })
+        .collect();
+    let before = api.status()["signature_verifications"]
+        .as_u64()
+        .expect("count");
+    for chunk in flood.chunks(250) {
+        let out = post_batch(
+            &api,
+            "application/octet-stream",
+            &tally_types::encode_entries(chunk),
+        );
+        assert!(batch_answers(&out).iter().all(|c| c == "bad_signature"));
+    }
+    let checks = api.status()["signature_verifications"]
+        .as_u64()
+        .expect("count")
+        - before;
+    let per_entry = checks as f64 / flood.len() as f64;
+    eprintln!("{checks} signature checks for {} bad entries", flood.len());
+    assert!(
+        per_entry <= 1.2,
+        "{checks} signature checks for {} bad entries ({per_entry:.2} each)",
+        flood.len()
+    );
+    net.stop_node();
+}

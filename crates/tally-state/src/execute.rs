@@ -35,6 +35,9 @@ pub(crate) enum Signature {
     Check,
     /// Checked already (a [`VerifiedEntry`], or one of a block whose signatures all held).
     Checked,
+    /// Checked already and found bad (an [`Unverified`]): refused for it at its turn, with no
+    /// second check.
+    Bad,
 }
 
 /// The result of executing a block's entries.
@@ -108,10 +111,10 @@ pub fn refusal_of_unverified(
     chain_id: &Name,
     entry: &Unverified,
 ) -> Result<Rejection, StateError> {
-    match admission(state, chain_id, &entry.entry, &entry.id, Signature::Check) {
+    match admission(state, chain_id, &entry.entry, &entry.id, Signature::Bad) {
         Err(AdmitError::Rejected(r)) => Ok(r),
         Err(AdmitError::State(e)) => Err(e),
-        // The signature was found bad: checked again here, it is still bad.
+        // Unreachable: a bad signature refuses the entry at its turn.
         Ok(_) => Ok(bad_signature(&entry.entry)),
     }
 }
@@ -147,12 +150,15 @@ fn admission(
     if let Err(m) = body.payload.check_well_formed() {
         return Err(Rejection::new(RejectCode::Malformed, m).into());
     }
-    if signature == Signature::Check
-        && body
+    let bad = match signature {
+        Signature::Check => body
             .author
             .verify_hash(Domain::EntrySignature, id, &entry.signature)
-            .is_err()
-    {
+            .is_err(),
+        Signature::Checked => false,
+        Signature::Bad => true,
+    };
+    if bad {
         return Err(bad_signature(entry).into());
     }
     if let Payload::RotateKey {

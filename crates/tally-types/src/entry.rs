@@ -11,6 +11,7 @@ use crate::name::Name;
 use crate::time::{CivilDate, TimestampMs};
 use crate::token::{Commitment, DedupToken, SubjectToken};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest encoded signed entry accepted anywhere, in bytes. No payload needs more than a
 /// few hundred; the limit keeps a hostile client from filling memory with one entry.
@@ -606,6 +607,25 @@ pub struct VerifiedEntry {
     id: EntryId,
 }
 
+/// After a batch of entries fails, how many entries are checked one by one before batches are
+/// tried again. A failed batch is wasted work (each of its entries is then checked on its
+/// own), so while bad signatures are arriving a node checks each entry once instead of twice:
+/// a flood of them costs one check per entry, and one failed batch per this many.
+pub const SINGLY_AFTER_FAILED_BATCH: usize = 4096;
+
+/// Entries still to be checked one by one since a batch last failed, across every thread.
+static SINGLY_LEFT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `count` entries arriving together should be checked one by one: a batch failed
+/// within the last [`SINGLY_AFTER_FAILED_BATCH`] entries. Counts them off if so.
+fn check_singly(count: usize) -> bool {
+    SINGLY_LEFT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            (left > 0).then(|| left.saturating_sub(count))
+        })
+        .is_ok()
+}
+
 /// An entry whose signature does not verify, with its id (so that saying why the entry is
 /// refused costs no second hash) and why. The entry is boxed: this is the rare path, and the
 /// answer of every check is no larger than a checked entry.
@@ -639,10 +659,12 @@ impl VerifiedEntry {
 
     /// Checks entries that arrive together in one batch ([`verify_batch`]: the same decision
     /// as [`VerifiedEntry::verify`] on each, at about a third of the cost). When the batch
-    /// fails, each entry is checked on its own, so that only the bad ones are refused.
+    /// fails, each entry is checked on its own, so that only the bad ones are refused, and so
+    /// are the next [`SINGLY_AFTER_FAILED_BATCH`] entries of any call.
     pub fn verify_all(entries: Vec<IdentifiedEntry>) -> Vec<Result<Self, Unverified>> {
         // One entry is checked on its own: a batch of one costs more.
-        let together = entries.len() > 1 && {
+        let batched = entries.len() > 1 && !check_singly(entries.len());
+        let together = batched && {
             let checks: Vec<SignatureCheck<'_>> = entries
                 .iter()
                 .map(|e| SignatureCheck {
@@ -654,6 +676,9 @@ impl VerifiedEntry {
                 .collect();
             verify_batch(&checks)
         };
+        if batched && !together {
+            SINGLY_LEFT.store(SINGLY_AFTER_FAILED_BATCH, Ordering::Relaxed);
+        }
         entries
             .into_iter()
             .map(|e| {
