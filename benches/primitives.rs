@@ -140,7 +140,7 @@ fn setup(n: usize) -> Setup {
             Payload::CreateProgramme {
                 programme: name("food"),
                 unit: name("USD"),
-                budget: u64::MAX / 4,
+                budget: tally_types::AMOUNT_MAX,
                 valid_from: TimestampMs(0),
                 valid_until: TimestampMs(1_900_000_000_000),
                 assistance: name("food-basket"),

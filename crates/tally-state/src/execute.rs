@@ -594,12 +594,19 @@ fn apply(
                 }
                 ov.put(dk, id);
             }
-            let Some(issued) = p.issued.checked_add(*amount) else {
+            // Every total of a programme (redeemed, revoked, expired, settled, a vendor's) is
+            // at most what it issued in its lifetime, which stays within AMOUNT_MAX.
+            let Some(issued) = p
+                .issued
+                .checked_add(*amount)
+                .filter(|i| *i <= tally_types::AMOUNT_MAX)
+            else {
                 return reject(
                     RejectCode::OverBudget,
                     format!(
-                        "programme {programme} has issued {} in its lifetime; no more fits",
-                        p.issued
+                        "programme {programme} has issued {} in its lifetime, and may issue at most {} in all",
+                        p.issued,
+                        tally_types::AMOUNT_MAX
                     ),
                 );
             };

@@ -17,7 +17,7 @@ use tally_state::{execute_block, execute_verified, ExecuteError, StateRead};
 use tally_types::entry::key_rotation_message;
 use tally_types::{
     CivilDate, Domain, EntryBody, EntryId, EntryOutcome, Hash, Payload, PublicKey, ReasonCode,
-    RegistryKind, RejectCode, Role, SignedEntry, TimestampMs,
+    RegistryKind, RejectCode, Role, SignedEntry, TimestampMs, AMOUNT_MAX,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -327,6 +327,28 @@ fn payloads_failing_their_own_checks_make_block_invalid_malformed() {
         (WFP_ADMIN, settle("wfp-food", pk(WFP_VENDOR), 0, "pay-0")),
         (WFP_REGISTRAR, marriage(7, 7, 1)),
         (WFP_REGISTRAR, transfer("parcel-1", 7, 7, 1)),
+        // Numbers a JSON client could not read exactly.
+        (
+            WFP_ADMIN,
+            programme("huge-budget", AMOUNT_MAX + 1, "food-basket", "2027-01"),
+        ),
+        (
+            WFP_ISSUER,
+            issue("wfp-food", 2, AMOUNT_MAX + 1, expiry(), None),
+        ),
+        (WFP_ISSUER, issue("wfp-food", 2, u64::MAX, expiry(), None)),
+        (
+            WFP_ISSUER,
+            issue("wfp-food", 2, 10, TimestampMs(AMOUNT_MAX + 1), None),
+        ),
+        (
+            WFP_REDEEMER,
+            redeem(v, AMOUNT_MAX + 1, pk(WFP_VENDOR), "till-2"),
+        ),
+        (
+            WFP_ADMIN,
+            settle("wfp-food", pk(WFP_VENDOR), AMOUNT_MAX + 1, "pay-0"),
+        ),
     ];
     let before = c.state.root();
     for (author_seed, payload) in cases {
@@ -998,7 +1020,7 @@ fn issuing_beyond_the_budget_is_rejected_over_budget() {
     );
     c.reject(
         &issuer,
-        issue("wfp-food", 2, u64::MAX, expiry(), None),
+        issue("wfp-food", 2, tally_types::AMOUNT_MAX, expiry(), None),
         RejectCode::OverBudget,
     );
     assert_eq!(prog(&c, "wfp-food").committed(), 600);
@@ -1015,6 +1037,27 @@ fn issuing_beyond_the_budget_is_rejected_over_budget() {
         &key(UNHCR_ISSUER),
         issue("unhcr-food", 3, 1_000, expiry(), None),
     );
+}
+
+#[test]
+fn a_programme_issues_at_most_amount_max_in_its_lifetime_so_every_total_reads_exactly_in_json() {
+    let mut c = Chain::with_programmes(AMOUNT_MAX);
+    let issuer = key(WFP_ISSUER);
+    // The whole budget, returned by a revocation: within the budget, more may be issued...
+    let v = c.accept(
+        &issuer,
+        issue("wfp-food", 1, AMOUNT_MAX - 10, expiry(), None),
+    );
+    c.accept(&issuer, revoke_voucher(v));
+    assert_eq!(prog(&c, "wfp-food").committed(), 0);
+    c.accept(&issuer, issue("wfp-food", 2, 10, expiry(), None));
+    // ...but not past AMOUNT_MAX issued in all, which bounds every total of the programme.
+    c.reject(
+        &issuer,
+        issue("wfp-food", 3, 1, expiry(), None),
+        RejectCode::OverBudget,
+    );
+    assert_eq!(prog(&c, "wfp-food").issued, AMOUNT_MAX);
 }
 
 #[test]
@@ -1212,7 +1255,7 @@ fn redeem_above_remaining_balance_is_rejected_over_balance() {
     );
     c.reject(
         &redeemer,
-        redeem(v, u64::MAX, pk(WFP_VENDOR), "till-2"),
+        redeem(v, AMOUNT_MAX, pk(WFP_VENDOR), "till-2"),
         RejectCode::OverBalance,
     );
     let vv = voucher(&c, &v);
@@ -1445,7 +1488,7 @@ fn settling_more_than_the_vendor_is_owed_is_rejected_over_settlement() {
     );
     c.reject(
         &admin,
-        settle("wfp-food", pk(WFP_VENDOR), u64::MAX, "pay-2"),
+        settle("wfp-food", pk(WFP_VENDOR), AMOUNT_MAX, "pay-2"),
         RejectCode::OverSettlement,
     );
     c.accept(&admin, settle("wfp-food", pk(WFP_VENDOR), 250, "pay-2"));
@@ -1643,10 +1686,10 @@ fn issuing_after_released_budget_never_overflows_the_issued_total() {
     let mut c = Chain::staffed();
     c.accept(
         &key(WFP_ADMIN),
-        programme("huge", u64::MAX, "food-basket", "2027-01"),
+        programme("huge", AMOUNT_MAX, "food-basket", "2027-01"),
     );
     let issuer = key(WFP_ISSUER);
-    let v = c.accept(&issuer, issue("huge", 1, u64::MAX, expiry(), None));
+    let v = c.accept(&issuer, issue("huge", 1, AMOUNT_MAX, expiry(), None));
     c.accept(&issuer, revoke_voucher(v));
     assert_eq!(prog(&c, "huge").committed(), 0);
     // Nothing is committed, so issuing 1 is within budget; the node must not panic on it.

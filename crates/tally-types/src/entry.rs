@@ -17,6 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// few hundred; the limit keeps a hostile client from filling memory with one entry.
 pub const ENTRY_BYTES_MAX: usize = 2048;
 
+/// The largest amount, budget or instant an entry may carry, and the most a programme may issue
+/// in its lifetime: 2^53 − 1, the largest integer a JSON number holds exactly (JavaScript's
+/// `Number.MAX_SAFE_INTEGER`). Every amount and total the API prints is bounded by one of
+/// these, so no client reads one rounded.
+pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
+
 /// An entry's identity: the hash of its body (never of its signature).
 pub type EntryId = Hash;
 
@@ -432,8 +438,16 @@ impl Payload {
     }
 
     /// Checks what can be checked without the ledger's state: positive amounts, ordered windows,
-    /// distinct parties. An entry failing this is malformed and never reaches a block.
+    /// distinct parties, and amounts and instants no larger than [`AMOUNT_MAX`]. An entry
+    /// failing this is malformed and never reaches a block.
     pub fn check_well_formed(&self) -> Result<(), String> {
+        if let Some((what, value)) = self.largest_number() {
+            if value > AMOUNT_MAX {
+                return Err(format!(
+                    "{what} {value} is over {AMOUNT_MAX}, the largest a JSON number holds exactly"
+                ));
+            }
+        }
         match self {
             Payload::GrantRole { key, .. } | Payload::RotateKey { new_key: key, .. }
                 if key.check_signing_key().is_err() =>
@@ -473,6 +487,36 @@ impl Payload {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The largest amount or instant the payload carries, with its name.
+    fn largest_number(&self) -> Option<(&'static str, u64)> {
+        match self {
+            Payload::CreateProgramme {
+                budget,
+                valid_from,
+                valid_until,
+                ..
+            } => [
+                ("budget", *budget),
+                ("valid_from", valid_from.0),
+                ("valid_until", valid_until.0),
+            ]
+            .into_iter()
+            .max_by_key(|(_, v)| *v),
+            Payload::IssueVoucher {
+                amount, expires_at, ..
+            } => Some(if amount >= &expires_at.0 {
+                ("amount", *amount)
+            } else {
+                ("expires_at", expires_at.0)
+            }),
+            Payload::RedeemVoucher { amount, .. } | Payload::SettleVendor { amount, .. } => {
+                Some(("amount", *amount))
+            }
+            Payload::Attest { expires_at, .. } => Some(("expires_at", expires_at.0)),
+            _ => None,
+        }
     }
 }
 

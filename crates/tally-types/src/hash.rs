@@ -50,7 +50,8 @@ pub enum Domain {
     ConsensusVote,
     /// A proposer's signed proposal of a block for a height and round.
     Proposal,
-    /// The id of a piece of equivocation evidence.
+    /// Reserved for equivocation evidence; nothing is hashed under it (a node keeps evidence by
+    /// offender and height). Kept so that the tag can never be given to another use.
     Evidence,
     /// Keys derived from a public label for devnets and tests (never for a real chain).
     TestKey,

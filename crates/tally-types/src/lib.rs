@@ -26,7 +26,7 @@ pub use codec::{decode, encode, CodecError};
 pub use entry::{
     decode_entries, encode_entries, frame_entries, EntriesFormatError, EntryBody, EntryFormatError,
     EntryId, IdentifiedEntry, Payload, ReasonCode, RegistryEvent, RegistryKind, Role, SignedEntry,
-    Unverified, VerifiedEntry, ENTRY_BYTES_MAX,
+    Unverified, VerifiedEntry, AMOUNT_MAX, ENTRY_BYTES_MAX,
 };
 pub use genesis::{AgencyGenesis, Genesis, GenesisError, ValidatorGenesis};
 pub use hash::{Domain, Hash};

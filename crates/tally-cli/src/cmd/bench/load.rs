@@ -211,7 +211,7 @@ impl Setup {
         by_admin(Payload::CreateProgramme {
             programme: programme.clone(),
             unit: name("unit")?,
-            budget: u64::MAX / 2,
+            budget: tally_types::AMOUNT_MAX,
             valid_from: TimestampMs(0),
             valid_until,
             assistance: name("bench")?,
