@@ -856,3 +856,83 @@ fn the_load_generator_drives_four_validators_and_each_checks_an_entry_once() {
         assert_eq!(c.stop(i), 0, "node-{i} exit code; log:\n{}", c.log(i));
     }
 }
+
+/// Holds `count` idle TCP connections to `to` (nothing is ever sent on them), opening a new one
+/// as one closes, at most `per_second` a second, until `stop` is set.
+fn hold_idle_connections(to: SocketAddr, count: usize, per_second: u32, stop: Arc<AtomicBool>) {
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    let pause = Duration::from_secs(1) / per_second;
+    while !stop.load(Ordering::Relaxed) {
+        held.retain(|s| {
+            let mut byte = [0u8; 1];
+            match std::io::Read::read(&mut &*s, &mut byte) {
+                Ok(n) => n > 0,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            }
+        });
+        if held.len() < count {
+            if let Ok(s) = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)) {
+                if s.set_nonblocking(true).is_ok() {
+                    held.push(s);
+                }
+            }
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// The attack that once froze a devnet: strangers hold idle connections on every validator's
+/// peer port (more than libp2p's old limit of 64 waiting handshakes, reopened as they close)
+/// while two validators restart. They must rejoin within seconds, and the chain go on.
+#[test]
+fn validators_restarted_while_strangers_hold_every_peer_port_rejoin_within_seconds() {
+    let mut c = Cluster::create(4);
+    c.start_all_voting();
+    let admin = c.admin();
+    submit_ok(&c.api(1), &grant(&admin, 0, 0));
+    c.wait_height(&[1, 2, 3, 4], 1);
+    assert_eq!(c.stop(3), 0);
+    assert_eq!(c.stop(4), 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (1..=4)
+        .map(|i| {
+            let (to, stop) = (c.p2p(i), stop.clone());
+            std::thread::spawn(move || hold_idle_connections(to, 100, 200, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let restarted = Instant::now();
+    c.start(3);
+    c.start(4);
+    c.wait_voting(3, 3);
+    c.wait_voting(4, 3);
+    let rejoined = restarted.elapsed();
+    eprintln!("the restarted validators rejoined in {rejoined:?}");
+    let id = submit_ok(&c.api(4), &grant(&admin, 1, 1));
+    for i in 1..=4 {
+        let v = c.api(i).wait_entry(&id, WAIT);
+        assert_eq!(v["status"], "committed", "node-{i}: {v}");
+    }
+    let made_room: u64 = (1..=4)
+        .map(|i| {
+            c.api(i).status()["network"]["dropped"]["handshakes_evicted"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    stop.store(true, Ordering::Relaxed);
+    for f in floods {
+        f.join().expect("flood thread");
+    }
+    assert!(
+        rejoined < Duration::from_secs(10),
+        "the restarted validators took {rejoined:?} to rejoin under the flood"
+    );
+    assert!(
+        made_room > 0,
+        "the strangers' connections were never made room for"
+    );
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+}
