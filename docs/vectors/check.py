@@ -3,11 +3,14 @@
 
 No Rust code of tally was read to write it: the canonical encoding, the domain-tagged hashes,
 ed25519 with tally's key and signature rules, the Merkle trees, blocks, votes and certificates,
-the genesis, tokens and commitments, inclusion proofs, receipts and the state tree follow the
-specification; the effects of entries on the state follow docs/entries.md. For every file of the
-vectors directory it recomputes each value from the file's inputs and compares, and checks that
-tampered variants are refused where the specification defines a check. Every leaf of every file
-but its `about` text must be read by some check, so no value goes unchecked.
+the genesis, tokens and commitments, inclusion proofs, receipts, the state tree and what each
+entry writes to the state follow the specification. Blocks of the state are replayed from their
+entries and outcomes (the outcomes are read, not derived from the rules of docs/entries.md).
+For every file of the vectors directory it recomputes each value from the file's inputs and
+compares, checks that tampered variants are refused where the specification defines a check,
+and that the variants it allows (signatures in any order, white space after a receipt's lines)
+are accepted. Every leaf of every file but its `about` text must be read by some check, so no
+value goes unchecked.
 
 Usage: python3 docs/vectors/check.py [VECTORS_DIR]   (default: the script's own directory)
 Prints one line per file with the number of values checked, then a total, and each failure with
@@ -402,6 +405,10 @@ DOMAINS = {name: f"tally/v1/{slug}\0".encode() for name, slug in [
     ("TestKey", "test-key")]}
 
 
+# section 3: the public key `tally devnet --deterministic-keys` gives node-1/node.key
+DEVNET_NODE_1 = "25e8061c6cd06476fa5077c31fcf2ac65a593eb9dde8ea7df273459ca999cbf8"
+
+
 def H(domain, *parts):
     return hashlib.sha256(DOMAINS[domain] + b"".join(parts)).digest()
 
@@ -670,17 +677,22 @@ def receipt_text(receipt_bytes, proof):
     return "".join(line + "\n" for line in lines)
 
 
-def check_receipt(text, genesis, tokens):
-    """The name of the first check a receipt's text fails, or None if the receipt is valid."""
-    lines = text.split("\n")
-    at = next((i for i, line in enumerate(lines) if line.startswith("TALLY1:")), None)
+# Unicode's White_Space, removed from the end of each line of a receipt's text
+WHITE_SPACE = ("\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200b))) +
+               "\u2028\u2029\u202f\u205f\u3000")
+
+
+def check_receipt(data, genesis, tokens):
+    """The name of the first check a receipt's text (bytes) fails, or None if it is valid."""
     try:
-        if at is None or any(line.strip() for line in lines[at + 1:]):
+        lines = [line.rstrip(WHITE_SPACE) for line in data.decode("utf-8").split("\n")]
+        at = next((i for i, line in enumerate(lines) if line.startswith("TALLY1:")), None)
+        if at is None or any(lines[at + 1:]):
             raise DecodeError("no payload line, or more after it")
         receipt = decode(T["Receipt"], base45_decode(lines[at][len("TALLY1:"):]))
-    except DecodeError:
+    except (UnicodeDecodeError, DecodeError):
         return "format"
-    printed = [line.rstrip(" ") for line in lines[:at] if line.rstrip(" ")]
+    printed = [line for line in lines[:at] if line]
     proof = receipt["proof"]
     kind, fields = enum_value(proof["entry"]["body"]["payload"])
     withheld = [t for t in ("subject", "dedup") if receipt["withheld"][t]]
@@ -772,9 +784,8 @@ def genesis_state(genesis):
         records[state_key(0x02, agency["id"])] = enc(T["AgencyRecord"],
                                                      {"admins": len(agency["admins"])})
         for admin in agency["admins"]:
-            records[state_key(0x01, hx(admin))] = enc(T["KeyRecord"], {
-                "agency": agency["id"], "roles": ["admin"], "next_sequence": 0,
-                "retired_for": None})
+            records[state_key(0x01, hx(admin))] = enc(T["KeyRecord"],
+                                                      new_key(agency["id"], ["admin"]))
     return dict(sorted(records.items()))
 
 
@@ -789,68 +800,184 @@ class StateWriter:
         return default if value is None else decode(TABLES[key[0]][2], value)
 
     def put(self, key, value):
-        self.records[key] = enc(TABLES[key[0]][2], value)
+        """Write a record, or delete it if the value is None."""
+        self.records[key] = None if value is None else enc(TABLES[key[0]][2], value)
         self.touched.add(key)
 
-    def add(self, key, **amounts):
-        record = self.get(key)
+    def update(self, key, default=None, **fields):
+        """The record (or the default if there is none) with the fields set."""
+        self.put(key, {**self.get(key, default), **fields})
+
+    def add(self, key, default=None, **amounts):
+        """The record (or the default if there is none) with the amounts added to its fields."""
+        record = self.get(key, default)
         self.put(key, {**record, **{f: record[f] + n for f, n in amounts.items()}})
+
+
+# What each entry writes (section 13): effect_<kind>(state, payload fields, context), where the
+# context holds the author `A`, its agency `ag`, the entry's `id` (hex) and the block's height `h`.
+
+def new_key(agency, roles):
+    """The KeyRecord of a key when it is registered."""
+    return {"agency": agency, "roles": roles, "next_sequence": 0, "retired_for": None}
 
 
 def effect_grant_role(st, f, ctx):
     key = state_key(0x01, hx(f["key"]))
-    record = st.get(key, {"agency": ctx["agency"], "roles": [], "next_sequence": 0,
-                          "retired_for": None})
-    if f["role"] not in record["roles"]:
-        st.put(key, {**record, "roles": record["roles"] + [f["role"]]})
-        if f["role"] == "admin":
-            st.add(state_key(0x02, ctx["agency"]), admins=1)
+    record = st.get(key, new_key(ctx["ag"], []))
+    held = f["role"] in record["roles"]
+    st.put(key, {**record, "roles": record["roles"] + ([] if held else [f["role"]])})
+    if f["role"] == "admin" and not held:
+        st.add(state_key(0x02, ctx["ag"]), admins=1)
+
+
+def effect_revoke_role(st, f, ctx):
+    key = state_key(0x01, hx(f["key"]))
+    st.update(key, roles=[r for r in st.get(key)["roles"] if r != f["role"]])
+    if f["role"] == "admin":
+        st.add(state_key(0x02, ctx["ag"]), admins=-1)
+
+
+def effect_rotate_key(st, f, ctx):
+    author = state_key(0x01, hx(ctx["A"]))
+    st.put(state_key(0x01, hx(f["new_key"])), new_key(ctx["ag"], st.get(author)["roles"]))
+    st.update(author, retired_for=f["new_key"])
 
 
 def effect_create_programme(st, f, ctx):
     totals = dict.fromkeys(["issued", "redeemed", "revoked", "expired", "settled"], 0)
-    st.put(state_key(0x03, f["programme"]), {"agency": ctx["agency"], **f, **totals})
+    st.put(state_key(0x03, f["programme"]), {"agency": ctx["ag"], **f, **totals})
 
 
 def effect_issue_voucher(st, f, ctx):
-    programme = st.get(state_key(0x03, f["programme"]))
-    st.put(state_key(0x04, ctx["id"]), {**f, "redeemed": 0, "status": "active",
-                                        "issued_height": ctx["height"]})
+    p = st.get(state_key(0x03, f["programme"]))
+    st.put(state_key(0x04, hx(ctx["id"])), {**f, "redeemed": 0, "status": "active",
+                                            "issued_height": ctx["h"]})
     st.add(state_key(0x03, f["programme"]), issued=f["amount"])
     if f["dedup"] is not None:
-        st.put(state_key(0x06, programme["assistance"], programme["period"], hx(f["dedup"])),
-               ctx["id"].hex())
+        st.put(state_key(0x06, p["assistance"], p["period"], hx(f["dedup"])), ctx["id"])
 
 
 def effect_redeem_voucher(st, f, ctx):
-    programme = st.get(state_key(0x04, hx(f["voucher"])))["programme"]
+    q = st.get(state_key(0x04, hx(f["voucher"])))["programme"]
     st.add(state_key(0x04, hx(f["voucher"])), redeemed=f["amount"])
-    st.add(state_key(0x03, programme), redeemed=f["amount"])
-    account = state_key(0x07, programme, hx(f["vendor"]))
-    st.put(account, st.get(account, {"redeemed": 0, "settled": 0}))
-    st.add(account, redeemed=f["amount"])
-    st.put(state_key(0x05, hx(f["voucher"]), f["reference"]), ctx["id"].hex())
+    st.add(state_key(0x03, q), redeemed=f["amount"])
+    st.add(state_key(0x07, q, hx(f["vendor"])), {"redeemed": 0, "settled": 0},
+           redeemed=f["amount"])
+    st.put(state_key(0x05, hx(f["voucher"]), f["reference"]), ctx["id"])
+
+
+def close_voucher(st, f, status):
+    """Revoke or expire a voucher: its status, its remaining value r added to the programme's
+    total of that name. The voucher as it was."""
+    key = state_key(0x04, hx(f["voucher"]))
+    v = st.get(key)
+    st.update(key, status=status)
+    st.add(state_key(0x03, v["programme"]), **{status: v["amount"] - v["redeemed"]})
+    return v
+
+
+def effect_revoke_voucher(st, f, ctx):
+    v = close_voucher(st, f, "revoked")
+    p = st.get(state_key(0x03, v["programme"]))
+    if f["reason"] == "clerical_error" and v["redeemed"] == 0 and v["dedup"] is not None:
+        st.put(state_key(0x06, p["assistance"], p["period"], hx(v["dedup"])), None)
+
+
+def effect_expire_voucher(st, f, ctx):
+    close_voucher(st, f, "expired")
 
 
 def effect_settle_vendor(st, f, ctx):
     st.add(state_key(0x07, f["programme"], hx(f["vendor"])), settled=f["amount"])
     st.add(state_key(0x03, f["programme"]), settled=f["amount"])
-    st.put(state_key(0x08, f["programme"], hx(f["vendor"]), f["reference"]), ctx["id"].hex())
+    st.put(state_key(0x08, f["programme"], hx(f["vendor"]), f["reference"]), ctx["id"])
 
 
 def effect_attest(st, f, ctx):
-    st.put(state_key(0x09, ctx["id"]), {"agency": ctx["agency"], "attester": ctx["author"],
-                                        **f, "status": "active"})
+    st.put(state_key(0x09, hx(ctx["id"])), {"agency": ctx["ag"], "attester": ctx["A"], **f,
+                                            "status": "active"})
+
+
+def effect_suspend_attestation(st, f, ctx):
+    st.update(state_key(0x09, hx(f["attestation"])), status={"suspended": f["reason"]})
+
+
+def effect_reinstate_attestation(st, f, ctx):
+    st.update(state_key(0x09, hx(f["attestation"])), status="active")
+
+
+def effect_revoke_attestation(st, f, ctx):
+    st.update(state_key(0x09, hx(f["attestation"])), status={"revoked": f["reason"]})
+
+
+NO_EVENTS = {"birth": None, "death": None, "marriage": None}
+
+
+def S(st, x):
+    """The civil status of subject token x, none recorded if it has no record."""
+    return st.get(state_key(0x0b, hx(x)), NO_EVENTS)
+
+
+def set_S(st, x, **fields):
+    st.update(state_key(0x0b, hx(x)), NO_EVENTS, **fields)
+
+
+def put_R(st, f, ctx, kind, subjects, parcel=None, amends=None):
+    """Write the registry record of the entry: R(kind, subjects, parcel, amends)."""
+    st.put(state_key(0x0a, hx(ctx["id"])), {
+        "kind": kind, "subjects": subjects, "parcel": parcel, "event": f["event"],
+        "agency": ctx["ag"], "height": ctx["h"], "amends": amends, "latest_amendment": None,
+        "amendment_count": 0, "dissolved_by": None})
 
 
 def effect_register_birth(st, f, ctx):
-    st.put(state_key(0x0a, ctx["id"]), {
-        "kind": "birth", "subjects": [f["subject"]], "parcel": None, "event": f["event"],
-        "agency": ctx["agency"], "height": ctx["height"], "amends": None,
-        "latest_amendment": None, "amendment_count": 0, "dissolved_by": None})
-    key = state_key(0x0b, hx(f["subject"]))
-    subject = st.get(key, {"birth": None, "death": None, "marriage": None})
-    st.put(key, {**subject, "birth": ctx["id"].hex()})
+    set_S(st, f["subject"], birth=ctx["id"])
+    put_R(st, f, ctx, "birth", [f["subject"]])
+
+
+def effect_register_death(st, f, ctx):
+    m = S(st, f["subject"])["marriage"]
+    if m is not None:
+        for x in st.get(state_key(0x0a, hx(m)))["subjects"]:
+            if x != f["subject"]:
+                set_S(st, x, marriage=None)
+        st.update(state_key(0x0a, hx(m)), dissolved_by=ctx["id"])
+    set_S(st, f["subject"], death=ctx["id"], marriage=None)
+    put_R(st, f, ctx, "death", [f["subject"]])
+
+
+def effect_register_marriage(st, f, ctx):
+    for x in (f["spouse_a"], f["spouse_b"]):
+        set_S(st, x, marriage=ctx["id"])
+    put_R(st, f, ctx, "marriage", [f["spouse_a"], f["spouse_b"]])
+
+
+def effect_register_divorce(st, f, ctx):
+    m = st.get(state_key(0x0a, hx(f["marriage"])))
+    for x in m["subjects"]:
+        set_S(st, x, marriage=None)
+    st.update(state_key(0x0a, hx(f["marriage"])), dissolved_by=ctx["id"])
+    put_R(st, f, ctx, "divorce", m["subjects"])
+
+
+def effect_register_title(st, f, ctx):
+    st.put(state_key(0x0c, f["parcel"]), {"holder": f["holder"], "registered_by": ctx["id"],
+                                          "latest": ctx["id"], "transfers": 0})
+    put_R(st, f, ctx, "title_registration", [f["holder"]], f["parcel"])
+
+
+def effect_transfer_title(st, f, ctx):
+    st.add(state_key(0x0c, f["parcel"]), transfers=1)
+    st.update(state_key(0x0c, f["parcel"]), holder=f["to"], latest=ctx["id"])
+    put_R(st, f, ctx, "title_transfer", [f["from"], f["to"]], f["parcel"])
+
+
+def effect_amend_record(st, f, ctx):
+    o = st.get(state_key(0x0a, hx(f["original"])))
+    st.add(state_key(0x0a, hx(f["original"])), amendment_count=1)
+    st.update(state_key(0x0a, hx(f["original"])), latest_amendment=ctx["id"])
+    put_R(st, f, ctx, "amendment", o["subjects"], o["parcel"], [f["original"], f["reason"]])
 
 
 EFFECTS = {name.removeprefix("effect_"): fn for name, fn in globals().items()
@@ -858,22 +985,18 @@ EFFECTS = {name.removeprefix("effect_"): fn for name, fn in globals().items()
 
 
 def execute_block(records, entries, outcomes, height):
-    """The block's change: {key: final value} of every key its entries wrote, in key order."""
+    """The block's change: {key: value last written, or None if deleted}, in key order."""
     st = StateWriter(records)
     for entry, outcome in zip(entries, outcomes):
         body = entry["body"]
-        author_key = state_key(0x01, hx(body["author"]))
-        author = st.get(author_key)
-        st.put(author_key, {**author, "next_sequence": body["sequence"] + 1})
+        author = state_key(0x01, hx(body["author"]))
         kind, fields = enum_value(body["payload"])
-        if outcome != "accepted":
-            continue
-        if kind not in EFFECTS:
-            raise NotImplementedError(f"the effects of {kind} on the state")
-        EFFECTS[kind](st, json.loads(json.dumps(fields)), {
-            "agency": author["agency"], "author": body["author"], "height": height,
-            "id": entry_id(body)})
-    return {k: st.records.get(k) for k in sorted(st.touched)}
+        if outcome == "accepted":  # step 1: the writes of its kind
+            EFFECTS[kind](st, json.loads(json.dumps(fields)), {
+                "A": body["author"], "ag": st.get(author)["agency"], "h": height,
+                "id": entry_id(body).hex()})
+        st.update(author, next_sequence=body["sequence"] + 1)  # step 2, accepted or rejected
+    return {k: st.records[k] for k in sorted(st.touched)}
 
 
 # ----------------------------------------------------------------------- checking the files -----
@@ -1024,6 +1147,8 @@ def check_domains(c, doc, ctx):
     tags = DOMAINS.values()
     c.ok("$.domains", "no tag is a prefix of another",
          not any(a != b and b.startswith(a) for a in tags for b in tags))
+    c.ok("$.domains", "TestKey derives the first devnet validator's key as section 3 says",
+         public_key(H("TestKey", b"devnet/node-1/node.key")).hex() == DEVNET_NODE_1)
 
 
 REQUIRED_ROLES = {"admin": "grant_role revoke_role create_programme settle_vendor",
@@ -1227,24 +1352,50 @@ def check_certificate(c, cd, header, genesis):
     cert = {"height": cd["height"], "round": cd["round"], "block_hash": cd["block_hash"],
             "signatures": signatures}
     c.eq(cd, "certificate_bytes", enc(T["CommitCertificate"], cert))
+    seeds = [s["validator_seed"] for s in cd["signatures"]]
+    keys = [hx(s["validator"]) for s in signatures]
+    c.ok(cd.path, "the signatures are by seed, not by key bytes (section 8)",
+         seeds == sorted(seeds) and keys != sorted(keys))
     validators = validator_keys(genesis)
-    c.all_ok(cd.path, [("it proves the header against the genesis validators",
-                        certificate_error(cert, header, validators) is None)] + [
+    c.all_ok(cd.path, [
+        (f"it proves the header with the signatures {what}",
+         certificate_error({**cert, "signatures": sigs}, header, validators) is None)
+        for what, sigs in certificate_orders(cert["signatures"], message)] + [
         (f"refused: {what}", certificate_error({**cert, **change}, header, validators))
         for what, change in certificate_tampers(cert, header, message)])
+
+
+def other_signature(sigs, message):
+    """The commit signature of a validator (test-key seeds 11 to 14) that is not among sigs."""
+    seed = next(s for s in range(11, 15) if test_key(s) not in [x["validator"] for x in sigs])
+    return {"validator": test_key(seed), "signature": sign(test_secret(seed), message).hex()}
+
+
+def certificate_orders(sigs, message):
+    """Signature lists that prove the block as well (section 8): in any order, beyond a quorum."""
+    every = sigs + [other_signature(sigs, message)]
+    return [("as listed", sigs), ("reversed", sigs[::-1]),
+            ("in ascending order of key bytes", sorted(sigs, key=lambda s: hx(s["validator"]))),
+            ("of every validator, as a node assembles them",
+             sorted(every, key=lambda s: hx(s["validator"])))]
 
 
 def certificate_tampers(cert, header, message):
     sigs = cert["signatures"]
     outsider = {"validator": test_key(1), "signature": sign(test_secret(1), message).hex()}
     flipped = {**sigs[0], "signature": flip(hx(sigs[0]["signature"]), 33).hex()}
+    other = other_signature(sigs, message)
+    bad_other = {**other, "signature": flip(hx(other["signature"]), 33).hex()}
     precommit = consensus_vote(header["chain_id"], "precommit", cert["height"], cert["round"],
                                cert["block_hash"])
     as_vote = {**sigs[0], "signature": sign(test_secret(11), precommit).hex()}
     return [("fewer than a quorum", {"signatures": sigs[:-1]}),
             ("a signer twice", {"signatures": sigs[:-1] + sigs[:1]}),
             ("a signer outside the validator set", {"signatures": sigs[:-1] + [outsider]}),
+            ("an outsider beside a quorum", {"signatures": sigs + [outsider]}),
             ("a flipped signature bit", {"signatures": [flipped] + sigs[1:]}),
+            ("a bad signature beside a quorum of good ones", {"signatures": sigs + [bad_other]}),
+            ("a signer twice beside a quorum", {"signatures": sigs + sigs[:1]}),
             ("a nil-or-block precommit in place of a commit vote",
              {"signatures": [as_vote] + sigs[1:]}),
             ("another round", {"round": cert["round"] + 1}),
@@ -1340,18 +1491,29 @@ def check_receipt_vector(c, r, block, genesis, tokens):
     changed = "\n".join(lines)
     other_kind = enc(T["Receipt"], {"version": 1, "withheld": {"subject": False, "dedup": False},
                                     "proof": make_proof(*block, 0)})
-    tampers = [(None, text), (None, payload), (None, text.replace("\n", "  \n\n", 2)),
-               ("summary", changed), ("format", text + "more\n"),
-               ("format", text.replace("TALLY1:", "TALLY1:!")),
-               ("kind", "TALLY1:" + base45_encode(other_kind))]
+    variants = [
+        (None, "as printed", text), (None, "a bare payload line", payload),
+        (None, "with trailing spaces and blank lines", text.replace("\n", "  \n\n", 2)),
+        (None, "with CR LF line ends and other trailing white space",
+         text.replace("\n", "\u3000\xa0\t\r\n")),
+        ("summary", "with another outcome", changed),
+        ("summary", "with a line indented", " " + text),
+        ("summary", "with U+001F (not white space) ending a line", text.replace("\n", "\x1f\n", 1)),
+        ("format", "with a line after the payload line", text + "more\n"),
+        ("format", "with U+001C after the payload line", text + "\x1c\n"),
+        ("format", "with a character outside base45", text.replace("TALLY1:", "TALLY1:!")),
+        ("kind", "of another kind of entry", "TALLY1:" + base45_encode(other_kind))]
     c.all_ok(r.path, [
         ("the payload decodes back", base45_decode(payload[7:]) == data),
         ("every flipped low or high bit is refused", all(
-            check_receipt("TALLY1:" + base45_encode(flip(data, i, m)), genesis, needed)
-            for i in range(len(data)) for m in (1, 128)))] + [
-        (f"the receipt{' (changed)' if name else ''} gives [{name or 'ok'}]",
-         check_receipt(bad, genesis, needed) == name) for name, bad in tampers] + [
-        (f"without the right tokens it gives [{name}]", check_receipt(text, genesis, bad) == name)
+            check_receipt(b"TALLY1:" + base45_encode(flip(data, i, m)).encode(), genesis, needed)
+            for i in range(len(data)) for m in (1, 128))),
+        ("text that is not UTF-8 gives [format]",
+         check_receipt(b"\xff" + text.encode(), genesis, needed) == "format")] + [
+        (f"the text {what} gives [{name or 'ok'}]",
+         check_receipt(bad.encode(), genesis, needed) == name) for name, what, bad in variants] + [
+        (f"without the right tokens it gives [{name}]",
+         check_receipt(text.encode(), genesis, bad) == name)
         for name, bad in ([("token_needed", {}), ("entry_path", {**needed, "subject": "ab" * 32})]
                           if needed else [])])
 
@@ -1367,6 +1529,8 @@ def check_state(c, doc, ctx):
     parent = genesis_hash(genesis)
     for b in doc["blocks"]:
         records, parent = check_state_block(c, b, records, parent, genesis)
+    c.ok("$.blocks", "every payload kind is accepted at least once", set(PAYLOAD_KINDS) == {
+        e["kind"] for b in doc.value["blocks"] for e in b["entries"] if e["outcome"] == "accepted"})
     for ex in doc["tree_examples"]:
         records = {hx(r["key"]): hx(r["value"]) for r in ex.value["records"]}
         check_records(c, ex["records"], records, tables=False)
@@ -1394,11 +1558,7 @@ def check_state_block(c, b, records, parent, genesis):
         signed.append(entry)
         outcomes.append("accepted" if e["outcome"] == "accepted"
                         else {"rejected": e["outcome"].removeprefix("rejected: ")})
-    written = {hx(r["key"]): r["value"] and hx(r["value"]) for r in b.value["changes"]}
-    try:
-        written = execute_block(records, signed, outcomes, b["height"])
-    except NotImplementedError as error:
-        c.fail(b.path, f"could not compute the changes: {error}")
+    written = execute_block(records, signed, outcomes, b["height"])
     check_records(c, b["changes"], written)
     records = {k: v for k, v in {**records, **written}.items() if v is not None}
     root = state_root(records)[0]
@@ -1427,7 +1587,10 @@ def check_records(c, docs, records, tables=True):
         if tables:
             c.eq(r, "table", TABLES[key[0]][0])
             c.ok(r.path, "the key has its table's layout", key_layout_ok(key))
-        if value is not None:
+        hashes = {"value_hash", "leaf"} & set(r.value)
+        c.ok(r.path, "a deletion lists no value_hash or leaf, any other record both",
+             len(hashes) == (0 if value is None else 2))
+        if value is not None and hashes:
             c.eq(r, "value_hash", H("StateValue", value))
             c.eq(r, "leaf", state_leaf(key, value))
             c.ok(r.path, "the value decodes canonically as its table's record",

@@ -15,15 +15,18 @@ pub(crate) const DAY: u64 = TimestampMs::DAY_MS;
 /// The wfp admin: author of every sample entry of entries.json, and of the admin entries of
 /// state.json.
 pub(crate) const AUTHOR_SEED: u64 = 1;
-/// The unhcr admin (appears only in genesis).
+/// The unhcr admin: in genesis, and in state.json the author of entries refused as foreign.
 pub(crate) const UNHCR_ADMIN_SEED: u64 = 2;
-/// The key the author rotates to in the `rotate_key` entry.
+/// The key the author rotates to in the `rotate_key` entry (in state.json, too).
 pub(crate) const NEW_KEY_SEED: u64 = 3;
 /// A wfp staff key: the staff key of `grant_role` and `revoke_role` in entries.json; issuer,
 /// redeemer, attester and registrar in state.json.
 pub(crate) const STAFF_SEED: u64 = 4;
 /// The vendor of `redeem_voucher` and `settle_vendor`.
 pub(crate) const VENDOR_SEED: u64 = 5;
+/// A wfp key state.json registers as an admin, which revokes its own admin role and is made
+/// an admin again.
+pub(crate) const SECOND_ADMIN_SEED: u64 = 6;
 /// The four validators, in genesis order.
 pub(crate) const VALIDATOR_SEEDS: [u64; 4] = [11, 12, 13, 14];
 /// The validators that sign the commit certificates (a quorum of 3 of 4).

@@ -9,8 +9,8 @@
 use crate::fixtures::{
     commitment, create_programme, date, dedup, event, key, name, sample_genesis, subject,
     AGENCY_SECRET, AUTHOR_SEED, CHAIN_ID, CONSORTIUM_SECRET, DAY, DEDUPS, GENESIS_TIME,
-    NEW_KEY_SEED, RECORDS, SALT, SIGNER_SEEDS, STAFF_SEED, SUBJECTS, UNHCR_ADMIN_SEED,
-    VALIDATOR_SEEDS, VENDOR_SEED,
+    NEW_KEY_SEED, RECORDS, SALT, SECOND_ADMIN_SEED, SIGNER_SEEDS, STAFF_SEED, SUBJECTS,
+    UNHCR_ADMIN_SEED, VALIDATOR_SEEDS, VENDOR_SEED,
 };
 use crate::json::{hx, json, obj, publish_or_check, Node};
 use serde::de::DeserializeOwned;
@@ -44,7 +44,7 @@ fn fieldless_variants<T: DeserializeOwned + Serialize>() -> Vec<(u32, T)> {
 
 /// The number of variants of `Payload`, as its decoder states it when given an index past the
 /// last one (serde's derived message: "expected variant index 0 <= i < N").
-fn payload_variant_count() -> u32 {
+pub(crate) fn payload_variant_count() -> u32 {
     let message = match decode::<Payload>(&u32::MAX.to_le_bytes()) {
         Ok(p) => panic!("variant index {} decoded as {p:?}", u32::MAX),
         Err(e) => e.to_string(),
@@ -62,7 +62,7 @@ fn payload_variant_count() -> u32 {
 /// The variant index of each payload kind. The match is exhaustive, so a new kind does not
 /// compile until it is given its index here, and `entries_json` then fails until it also has
 /// a sample entry.
-fn payload_index(p: &Payload) -> u32 {
+pub(crate) fn payload_index(p: &Payload) -> u32 {
     match p {
         Payload::GrantRole { .. } => 0,
         Payload::RevokeRole { .. } => 1,
@@ -336,12 +336,25 @@ fn keys_json() {
             AUTHOR_SEED,
             "wfp admin in genesis; author of every sample entry",
         ),
-        (UNHCR_ADMIN_SEED, "unhcr admin in genesis"),
-        (NEW_KEY_SEED, "the key the rotate_key entry rotates to"),
-        (STAFF_SEED, "the staff key of grant_role and revoke_role"),
+        (
+            UNHCR_ADMIN_SEED,
+            "unhcr admin in genesis; in state.json, author of entries on wfp's keys and programme",
+        ),
+        (
+            NEW_KEY_SEED,
+            "the key the rotate_key entry rotates to (in state.json, the wfp admin's)",
+        ),
+        (
+            STAFF_SEED,
+            "the staff key of grant_role and revoke_role; issuer, redeemer, attester and registrar in state.json",
+        ),
         (
             VENDOR_SEED,
             "the vendor of redeem_voucher and settle_vendor",
+        ),
+        (
+            SECOND_ADMIN_SEED,
+            "a wfp key state.json makes an admin (an author there)",
         ),
     ];
     for s in VALIDATOR_SEEDS {

@@ -2,18 +2,21 @@
 //!
 //! Starts from the genesis of `docs/vectors/genesis.json` (the same fixtures as
 //! [`crate::formats`]), builds the genesis state as a node does ([`State::genesis`]), then
-//! builds three blocks of real entries with [`build_block`], checks each with [`check_block`]
+//! builds seven blocks of real entries with [`build_block`] (every payload kind accepted at
+//! least once, and rejections by rules), checks each with [`check_block`]
 //! and a [`ChainVerifier`], and records every state record each block changed with its tree
 //! path, value hash and leaf hash, and the header's state root. A reference implementation of
 //! the tree rules below recomputes every root from the records alone.
 
 use crate::fixtures::{
     commitment, create_programme, dedup, event, key, name, sample_genesis, subject, AUTHOR_SEED,
-    CHAIN_ID, DAY, DEDUPS, GENESIS_TIME, RECORDS, SIGNER_SEEDS, STAFF_SEED, SUBJECTS,
-    VALIDATOR_SEEDS, VENDOR_SEED,
+    CHAIN_ID, DAY, DEDUPS, GENESIS_TIME, NEW_KEY_SEED, RECORDS, SECOND_ADMIN_SEED, SIGNER_SEEDS,
+    STAFF_SEED, SUBJECTS, UNHCR_ADMIN_SEED, VALIDATOR_SEEDS, VENDOR_SEED,
 };
+use crate::formats::{payload_index, payload_variant_count};
 use crate::json::{hx, obj, publish_or_check, Node};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use tally_state::records::{
     AgencyRecord, Attestation, KeyRecord, Programme, RegistryRecord, SubjectRecord, Title,
     VendorAccount, Voucher,
@@ -22,43 +25,79 @@ use tally_state::{
     build_block, check_block, leaf_changes, tree, ChainVerifier, NoneKnown, State, StateDiff, Tip,
 };
 use tally_types::codec::{decode, encode};
+use tally_types::entry::key_rotation_message;
+use tally_types::token::DedupToken;
 use tally_types::{
     CommitCertificate, Domain, EntryBody, EntryId, EntryOutcome, Genesis, Hash, Keypair, Name,
-    Payload, PublicKey, Role, SignedEntry, TimestampMs, VerifiedEntry,
+    Payload, PublicKey, ReasonCode, Role, SignedEntry, TimestampMs, VerifiedEntry,
 };
 
 // ---------------------------------------------------------------------------------------------
-// The entries of the three blocks.
+// The entries of the blocks.
+
+/// How many blocks the file holds.
+const BLOCKS: usize = 7;
+
+/// The ids of the entries of earlier blocks, by `(author seed, sequence)`.
+type Ids = BTreeMap<(u64, u64), EntryId>;
 
 /// The blocks' entries: `(author seed, sequence, payload)`, filled with earlier entries' ids.
-fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
+/// Blocks 1 to 3 set the chain up; blocks 4 to 7 give every other payload kind, accepted at
+/// least once, and rejections by rules of several kinds (each changes only its author's
+/// sequence).
+fn block_payloads(block: usize, ids: &Ids) -> Vec<(u64, u64, Payload)> {
     let programme = name("food-2027-01");
     let vendor = key(VENDOR_SEED).public();
     let staff = key(STAFF_SEED).public();
-    let grant = |seq, k, role| (AUTHOR_SEED, seq, Payload::GrantRole { key: k, role });
+    let id = |seed: u64, sequence: u64| ids[&(seed, sequence)];
+    let grant = |seed, seq, k, role| (seed, seq, Payload::GrantRole { key: k, role });
+    let issue = |seq, reference: &str, amount, expires_at, dedup: Option<DedupToken>| {
+        (
+            STAFF_SEED,
+            seq,
+            Payload::IssueVoucher {
+                programme: programme.clone(),
+                subject: subject(reference),
+                amount,
+                expires_at,
+                dedup,
+            },
+        )
+    };
+    let redeem = |seq, voucher, amount, reference: &str| {
+        (
+            STAFF_SEED,
+            seq,
+            Payload::RedeemVoucher {
+                voucher,
+                amount,
+                vendor,
+                reference: name(reference),
+            },
+        )
+    };
+    let staff_entry = |seq, payload| (STAFF_SEED, seq, payload);
+    // The voucher and the attestation of block 2.
+    let voucher = || id(STAFF_SEED, 0);
+    let attestation = || id(STAFF_SEED, 1);
     match block {
         1 => vec![
-            grant(0, staff, Role::Issuer),
-            grant(1, staff, Role::Redeemer),
-            grant(2, staff, Role::Attester),
-            grant(3, staff, Role::Registrar),
-            grant(4, vendor, Role::Vendor),
+            grant(AUTHOR_SEED, 0, staff, Role::Issuer),
+            grant(AUTHOR_SEED, 1, staff, Role::Redeemer),
+            grant(AUTHOR_SEED, 2, staff, Role::Attester),
+            grant(AUTHOR_SEED, 3, staff, Role::Registrar),
+            grant(AUTHOR_SEED, 4, vendor, Role::Vendor),
             (AUTHOR_SEED, 5, create_programme(&programme)),
         ],
         2 => vec![
-            (
-                STAFF_SEED,
+            issue(
                 0,
-                Payload::IssueVoucher {
-                    programme,
-                    subject: subject(SUBJECTS[0]),
-                    amount: 2_500,
-                    expires_at: TimestampMs(GENESIS_TIME.0 + 60 * DAY),
-                    dedup: Some(dedup(DEDUPS[0])),
-                },
+                SUBJECTS[0],
+                2_500,
+                TimestampMs(GENESIS_TIME.0 + 60 * DAY),
+                Some(dedup(DEDUPS[0])),
             ),
-            (
-                STAFF_SEED,
+            staff_entry(
                 1,
                 Payload::Attest {
                     subject: subject(SUBJECTS[1]),
@@ -67,8 +106,7 @@ fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
                     expires_at: TimestampMs(GENESIS_TIME.0 + 365 * DAY),
                 },
             ),
-            (
-                STAFF_SEED,
+            staff_entry(
                 2,
                 Payload::RegisterBirth {
                     subject: subject(SUBJECTS[2]),
@@ -84,23 +122,362 @@ fn block_payloads(block: usize, ids: &[EntryId]) -> Vec<(u64, u64, Payload)> {
                 reference: name("pay-0001"),
             };
             vec![
-                (
-                    STAFF_SEED,
-                    3,
-                    Payload::RedeemVoucher {
-                        voucher: ids[6],
-                        amount: 1_000,
-                        vendor,
-                        reference: name("till-0001"),
-                    },
-                ),
+                redeem(3, voucher(), 1_000, "till-0001"),
                 (AUTHOR_SEED, 6, settle(1_000)),
                 // Rejected (nothing more is owed): it changes only its author's sequence.
                 (AUTHOR_SEED, 7, settle(1)),
             ]
         }
+        // Keys and roles; vouchers issued, redeemed, revoked in the block that issued them.
+        4 => {
+            let second_admin = key(SECOND_ADMIN_SEED).public();
+            let revoke = |seed, seq, k, role| (seed, seq, Payload::RevokeRole { key: k, role });
+            let expires = TimestampMs(GENESIS_TIME.0 + 60 * DAY);
+            // Lapses at block 5's timestamp.
+            let lapsing = issue(5, SUBJECTS[4], 400, block_time(5), None);
+            let lapsing_id = id_of(&lapsing);
+            let mistaken = issue(8, SUBJECTS[1], 300, expires, Some(dedup(SUBJECTS[1])));
+            let mistaken_id = id_of(&mistaken);
+            vec![
+                // A role the key holds: accepted, nothing changes but sequence numbers.
+                grant(AUTHOR_SEED, 8, staff, Role::Issuer),
+                // A key not yet registered, as an admin: the agency's admin count grows.
+                grant(AUTHOR_SEED, 9, second_admin, Role::Admin),
+                // A validator key: rejected key_in_use.
+                grant(
+                    AUTHOR_SEED,
+                    10,
+                    key(VALIDATOR_SEEDS[0]).public(),
+                    Role::Vendor,
+                ),
+                // A key of another agency: rejected foreign_key.
+                grant(UNHCR_ADMIN_SEED, 0, staff, Role::Issuer),
+                // The new admin, registered above, revokes its own admin role.
+                revoke(SECOND_ADMIN_SEED, 0, second_admin, Role::Admin),
+                // The agency's only admin key: rejected last_admin.
+                revoke(AUTHOR_SEED, 11, key(AUTHOR_SEED).public(), Role::Admin),
+                // A role the key does not hold: rejected wrong_status.
+                revoke(AUTHOR_SEED, 12, vendor, Role::Redeemer),
+                issue(4, SUBJECTS[3], 700, expires, Some(dedup(SUBJECTS[3]))),
+                lapsing,
+                redeem(6, lapsing_id, 150, "till-0002"),
+                // Before its expiry: rejected not_expired.
+                staff_entry(
+                    7,
+                    Payload::ExpireVoucher {
+                        voucher: lapsing_id,
+                    },
+                ),
+                // A vendor key holds no issuer role: rejected missing_role.
+                (
+                    VENDOR_SEED,
+                    0,
+                    Payload::IssueVoucher {
+                        programme: programme.clone(),
+                        subject: subject(SUBJECTS[0]),
+                        amount: 1,
+                        expires_at: expires,
+                        dedup: None,
+                    },
+                ),
+                // Issued with a dedup token and revoked as a clerical error in the same block:
+                // its de-duplication claim is written, then deleted.
+                mistaken,
+                staff_entry(
+                    9,
+                    Payload::RevokeVoucher {
+                        voucher: mistaken_id,
+                        reason: ReasonCode::ClericalError,
+                    },
+                ),
+            ]
+        }
+        // Vouchers closed; an attestation suspended, reinstated and revoked; a key rotation.
+        5 => {
+            let new_key = key(NEW_KEY_SEED);
+            let chain = name(CHAIN_ID);
+            vec![
+                staff_entry(
+                    10,
+                    Payload::ExpireVoucher {
+                        voucher: id(STAFF_SEED, 5),
+                    },
+                ),
+                // Closed as expired: rejected expired.
+                redeem(11, id(STAFF_SEED, 5), 1, "till-0003"),
+                // Never redeemed, with a dedup token: its committed claim is deleted.
+                staff_entry(
+                    12,
+                    Payload::RevokeVoucher {
+                        voucher: id(STAFF_SEED, 4),
+                        reason: ReasonCode::ClericalError,
+                    },
+                ),
+                // Partly redeemed: revoked, its claim kept.
+                staff_entry(
+                    13,
+                    Payload::RevokeVoucher {
+                        voucher: voucher(),
+                        reason: ReasonCode::ClericalError,
+                    },
+                ),
+                staff_entry(
+                    14,
+                    Payload::SuspendAttestation {
+                        attestation: attestation(),
+                        reason: ReasonCode::UnderReview,
+                    },
+                ),
+                // Already suspended: rejected wrong_status.
+                staff_entry(
+                    15,
+                    Payload::SuspendAttestation {
+                        attestation: attestation(),
+                        reason: ReasonCode::Fraud,
+                    },
+                ),
+                staff_entry(
+                    16,
+                    Payload::ReinstateAttestation {
+                        attestation: attestation(),
+                    },
+                ),
+                staff_entry(
+                    17,
+                    Payload::RevokeAttestation {
+                        attestation: attestation(),
+                        reason: ReasonCode::Fraud,
+                    },
+                ),
+                // Revoked: rejected revoked.
+                staff_entry(
+                    18,
+                    Payload::ReinstateAttestation {
+                        attestation: attestation(),
+                    },
+                ),
+                // The wfp admin's key is replaced by the new key.
+                (
+                    AUTHOR_SEED,
+                    13,
+                    Payload::RotateKey {
+                        new_key: new_key.public(),
+                        new_key_proof: new_key.sign(
+                            Domain::KeyRotation,
+                            &key_rotation_message(&chain, &key(AUTHOR_SEED).public()),
+                        ),
+                    },
+                ),
+                // To a registered key: rejected key_in_use.
+                staff_entry(
+                    19,
+                    Payload::RotateKey {
+                        new_key: vendor,
+                        new_key_proof: key(VENDOR_SEED)
+                            .sign(Domain::KeyRotation, &key_rotation_message(&chain, &staff)),
+                    },
+                ),
+            ]
+        }
+        // The civil registry: a marriage ended by a death, a title registered, transferred and
+        // amended.
+        6 => {
+            let parcel = name("parcel-0001");
+            let [_, s2, s3, s4, s5] = SUBJECTS.map(subject);
+            let marriage = staff_entry(
+                20,
+                Payload::RegisterMarriage {
+                    spouse_a: s3,
+                    spouse_b: s5,
+                    event: event(RECORDS[3], "2027-01-12"),
+                },
+            );
+            let marriage_id = id_of(&marriage);
+            let title = staff_entry(
+                22,
+                Payload::RegisterTitle {
+                    parcel: parcel.clone(),
+                    holder: s3,
+                    event: event(RECORDS[5], "2027-01-11"),
+                },
+            );
+            let title_id = id_of(&title);
+            vec![
+                // The rotated-away key: rejected retired_key.
+                grant(NEW_KEY_SEED, 0, key(AUTHOR_SEED).public(), Role::Vendor),
+                // A registered key with no role, as an admin: the admin count grows again.
+                grant(
+                    NEW_KEY_SEED,
+                    1,
+                    key(SECOND_ADMIN_SEED).public(),
+                    Role::Admin,
+                ),
+                marriage,
+                // A spouse married: rejected already_married.
+                staff_entry(
+                    21,
+                    Payload::RegisterMarriage {
+                        spouse_a: s2,
+                        spouse_b: s5,
+                        event: event("marriage-002", "2027-01-13"),
+                    },
+                ),
+                title,
+                // Not the holder: rejected not_holder.
+                staff_entry(
+                    23,
+                    Payload::TransferTitle {
+                        parcel: parcel.clone(),
+                        from: s5,
+                        to: s2,
+                        event: event(RECORDS[6], "2027-01-13"),
+                    },
+                ),
+                staff_entry(
+                    24,
+                    Payload::TransferTitle {
+                        parcel: parcel.clone(),
+                        from: s3,
+                        to: s5,
+                        event: event(RECORDS[6], "2027-01-13"),
+                    },
+                ),
+                // Ends the marriage above for both spouses.
+                staff_entry(
+                    25,
+                    Payload::RegisterDeath {
+                        subject: s5,
+                        event: event(RECORDS[2], "2027-01-14"),
+                    },
+                ),
+                // Dissolved by the death: rejected not_married.
+                staff_entry(
+                    26,
+                    Payload::RegisterDivorce {
+                        marriage: marriage_id,
+                        event: event(RECORDS[4], "2027-01-15"),
+                    },
+                ),
+                // Dead, with no birth record: rejected subject_dead.
+                staff_entry(
+                    27,
+                    Payload::RegisterBirth {
+                        subject: s5,
+                        event: event("birth-002", "2027-01-01"),
+                    },
+                ),
+                // After the block's date (2027-01-15): rejected future_date.
+                staff_entry(
+                    28,
+                    Payload::RegisterBirth {
+                        subject: s4,
+                        event: event("birth-003", "2027-01-16"),
+                    },
+                ),
+                staff_entry(
+                    29,
+                    Payload::AmendRecord {
+                        original: title_id,
+                        reason: ReasonCode::ClericalError,
+                        event: event(RECORDS[7], "2027-01-15"),
+                    },
+                ),
+            ]
+        }
+        // A second marriage and its divorce; an amendment amended; a dead holder's transfer.
+        7 => {
+            let parcel = name("parcel-0001");
+            let [s1, _, s3, s4, s5] = SUBJECTS.map(subject);
+            let marriage = staff_entry(
+                30,
+                Payload::RegisterMarriage {
+                    spouse_a: s3,
+                    spouse_b: s1,
+                    event: event("marriage-002", "2027-01-15"),
+                },
+            );
+            let marriage_id = id_of(&marriage);
+            vec![
+                marriage,
+                staff_entry(
+                    31,
+                    Payload::RegisterDivorce {
+                        marriage: marriage_id,
+                        event: event(RECORDS[4], "2027-01-15"),
+                    },
+                ),
+                staff_entry(
+                    32,
+                    Payload::AmendRecord {
+                        original: id(STAFF_SEED, 29),
+                        reason: ReasonCode::DocumentReplaced,
+                        event: event("amendment-002", "2027-01-15"),
+                    },
+                ),
+                // A dead holder's title may be transferred.
+                staff_entry(
+                    33,
+                    Payload::TransferTitle {
+                        parcel,
+                        from: s5,
+                        to: s4,
+                        event: event("transfer-002", "2027-01-15"),
+                    },
+                ),
+                // A role the key holds, of a key no other entry of the block writes: its
+                // record is written with the value it had.
+                grant(NEW_KEY_SEED, 2, vendor, Role::Vendor),
+                // Another agency's programme: rejected foreign_agency.
+                (
+                    UNHCR_ADMIN_SEED,
+                    1,
+                    Payload::SettleVendor {
+                        programme,
+                        vendor,
+                        amount: 1,
+                        reference: name("pay-0002"),
+                    },
+                ),
+            ]
+        }
         _ => Vec::new(),
     }
+}
+
+/// The seed of an author of the blocks.
+fn seed_of(author: &PublicKey) -> u64 {
+    [
+        AUTHOR_SEED,
+        UNHCR_ADMIN_SEED,
+        NEW_KEY_SEED,
+        STAFF_SEED,
+        VENDOR_SEED,
+        SECOND_ADMIN_SEED,
+    ]
+    .into_iter()
+    .find(|s| key(*s).public() == *author)
+    .expect("a known author")
+}
+
+/// The signed entry of `(author seed, sequence, payload)`.
+fn signed((seed, sequence, payload): (u64, u64, Payload)) -> SignedEntry {
+    let body = EntryBody {
+        chain_id: name(CHAIN_ID),
+        author: key(seed).public(),
+        sequence,
+        payload,
+    };
+    body.sign(&key(seed))
+}
+
+/// The id of the entry `(author seed, sequence, payload)`, for a later entry of its block.
+fn id_of(entry: &(u64, u64, Payload)) -> EntryId {
+    signed(entry.clone()).id()
+}
+
+/// Block `height`'s timestamp: a minute per block after genesis.
+fn block_time(height: usize) -> TimestampMs {
+    TimestampMs(GENESIS_TIME.0 + height as u64 * 60_000)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,18 +537,25 @@ fn table(key: &[u8], value: Option<&[u8]>) -> &'static str {
     table
 }
 
-/// A record (or a deletion) as published: key, value, path, value hash, leaf hash.
+/// A record as published: key, value, path, value hash, leaf hash; a deletion has a null value
+/// and no value hash or leaf.
 fn record(key: &[u8], value: Option<&[u8]>) -> Node {
     let path = Domain::StateKey.hash(&[key]);
-    let value_hash = value.map(|v| Domain::StateValue.hash(&[v]));
-    let leaf = value_hash.map(|h| Domain::StateLeaf.hash(&[path.as_bytes(), h.as_bytes()]));
-    if let Some(v) = value {
-        assert_eq!(tree::leaf(key, v), (path, leaf.expect("a value")));
-    }
+    let Some(v) = value else {
+        return obj! {
+            "table" => table(key, None),
+            "key" => hx(key),
+            "value" => None::<Node>,
+            "path" => path,
+        };
+    };
+    let value_hash = Domain::StateValue.hash(&[v]);
+    let leaf = Domain::StateLeaf.hash(&[path.as_bytes(), value_hash.as_bytes()]);
+    assert_eq!(tree::leaf(key, v), (path, leaf));
     obj! {
         "table" => table(key, value),
         "key" => hx(key),
-        "value" => value.map(hx),
+        "value" => hx(v),
         "path" => path,
         "value_hash" => value_hash,
         "leaf" => leaf,
@@ -237,26 +621,22 @@ fn blocks(genesis: &Genesis) -> Vec<Node> {
     let mut state = State::genesis(genesis);
     let mut tip = Tip::genesis(genesis);
     let mut verifier = ChainVerifier::new(genesis);
-    let mut ids: Vec<EntryId> = Vec::new();
+    let mut ids = Ids::new();
+    let mut accepted = BTreeSet::new();
     let mut out = Vec::new();
-    for height in 1..=3 {
+    for height in 1..=BLOCKS {
         let entries: Vec<SignedEntry> = block_payloads(height, &ids)
             .into_iter()
-            .map(|(seed, sequence, payload)| {
-                let body = EntryBody {
-                    chain_id: name(CHAIN_ID),
-                    author: key(seed).public(),
-                    sequence,
-                    payload,
-                };
-                body.sign(&key(seed))
-            })
+            .map(signed)
             .collect();
-        ids.extend(entries.iter().map(SignedEntry::id));
+        for e in &entries {
+            let seed = seed_of(&e.body.author);
+            assert!(ids.insert((seed, e.body.sequence), e.id()).is_none());
+        }
         let verified = entries
             .iter()
             .map(|e| VerifiedEntry::verify(e.clone()).expect("signed"));
-        let timestamp = TimestampMs(GENESIS_TIME.0 + height as u64 * 60_000);
+        let timestamp = block_time(height);
         let proposer = key(VALIDATOR_SEEDS[0]).public();
         let built = build_block(&state, &tip, timestamp, proposer, verified).expect("in memory");
         assert!(built.left_out.is_empty(), "every entry is ordered");
@@ -278,17 +658,21 @@ fn blocks(genesis: &Genesis) -> Vec<Node> {
         assert_eq!(state.root(), header.state_root);
         assert_eq!(verifier.state().root(), header.state_root);
         check_root(&state, header.state_root);
+        accepted.extend(
+            block
+                .entries
+                .iter()
+                .zip(&exec.outcomes)
+                .filter(|(_, (_, o))| *o == EntryOutcome::Accepted)
+                .map(|(e, _)| payload_index(&e.body.payload)),
+        );
         let entry_nodes: Vec<Node> = block
             .entries
             .iter()
             .zip(&exec.outcomes)
             .map(|(e, (id, o))| {
-                let seed = [AUTHOR_SEED, STAFF_SEED]
-                    .into_iter()
-                    .find(|s| key(*s).public() == e.body.author)
-                    .expect("a known author");
                 obj! {
-                    "author_seed" => seed,
+                    "author_seed" => seed_of(&e.body.author),
                     "sequence" => e.body.sequence,
                     "kind" => e.body.payload.kind(),
                     "entry_id" => *id,
@@ -313,6 +697,11 @@ fn blocks(genesis: &Genesis) -> Vec<Node> {
             timestamp: header.timestamp,
         };
     }
+    assert_eq!(
+        accepted.len(),
+        payload_variant_count() as usize,
+        "every payload kind is accepted in some block: add one to block_payloads()"
+    );
     out
 }
 
@@ -394,9 +783,14 @@ fn state_json() {
                     it). Each of blocks is built by a proposer from the entries shown (in that \
                     order; signed_entry_bytes is each entry's canonical encoding) on the state \
                     the blocks before it left, and replayed by a verifier: changes are the \
-                    records it wrote (a null value is a deletion), in key order, and state_root \
-                    is its header's, the root of the whole state after it. A rejected entry \
-                    changes only its author's key record (its sequence number). tree_examples \
+                    records its entries wrote (specification section 13), in key order, each \
+                    with the value last written (a null value, with no value_hash or leaf, is \
+                    a deletion): a record written \
+                    with the value it had is listed, and one written and deleted within the \
+                    block is listed as a deletion. state_root is its header's, the root of the \
+                    whole state after it. A rejected entry changes only its author's key record \
+                    (its sequence number). The blocks have every payload kind accepted at least \
+                    once and rejections by rules of several kinds. tree_examples \
                     are trees over 1, 2 and 3 hand-made records: shape names each leaf by its \
                     index in records; branches are listed children first with their depth \
                     (the root is at depth 0).",
