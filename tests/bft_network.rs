@@ -881,9 +881,10 @@ fn hold_idle_connections(to: SocketAddr, count: usize, per_second: u32, stop: Ar
     }
 }
 
-/// The attack that once froze a devnet: strangers hold idle connections on every validator's
-/// peer port (more than libp2p's old limit of 64 waiting handshakes, reopened as they close)
-/// while two validators restart. They must rejoin within seconds, and the chain go on.
+/// Strangers hold idle connections on every validator's peer port (100 each, reopened as they
+/// close, from the validators' own address) while two validators restart: no fixed number of
+/// waiting handshakes may let them keep the validators out. They must rejoin within seconds,
+/// and the chain go on.
 #[test]
 fn validators_restarted_while_strangers_hold_every_peer_port_rejoin_within_seconds() {
     let mut c = Cluster::create(4);

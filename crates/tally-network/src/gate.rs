@@ -12,7 +12,7 @@
 //! cannot crowd out a peer at another address at all. Each waiting connection is also dropped
 //! after the handshake timeout, and one that proves a key not on the allowlist is refused at once.
 
-use crate::Counters;
+use crate::{Counters, RefusalLog};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -67,21 +67,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The refusal an error from the gate carries, if it is one.
-    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
-        let mut next = Some(error);
-        while let Some(e) = next {
-            if let Some(r) = e.downcast_ref::<Refusal>() {
-                return Some(*r);
-            }
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<Refusal>()) {
-                    return Some(*r);
-                }
-            }
-            next = e.source();
+    /// The kind it is logged and summarised under.
+    fn kind(self) -> &'static str {
+        match self {
+            Refusal::Evicted => "evicted",
+            Refusal::TimedOut => "timed_out",
+            Refusal::UnknownKey => "unknown_key",
         }
-        None
     }
 }
 
@@ -116,21 +108,25 @@ impl Waiting {
         counters: &Counters,
     ) -> (u64, oneshot::Receiver<()>) {
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
-        let victim = if from_source >= limits.unproven_per_address_max.max(1) {
-            Some(source)
+        let most = if from_source >= limits.unproven_per_address_max.max(1) {
+            Some(from_source)
         } else if self.by_age.len() >= limits.unproven_max.max(1) {
-            self.per_source
-                .iter()
-                .max_by_key(|(_, n)| **n)
-                .map(|(s, _)| *s)
+            self.per_source.values().copied().max()
         } else {
             None
         };
-        if let Some(victim) = victim {
-            let oldest = self
-                .by_age
-                .iter()
-                .find_map(|(place, (s, _))| (*s == victim).then_some(*place));
+        if let Some(most) = most {
+            // The oldest connection of its own address, or, when the port is full, the oldest of
+            // any address holding the most (ties go by age, never by hashing order).
+            let oldest = self.by_age.iter().find_map(|(place, (s, _))| {
+                let own = from_source >= limits.unproven_per_address_max.max(1);
+                let chosen = if own {
+                    *s == source
+                } else {
+                    self.per_source.get(s) == Some(&most)
+                };
+                chosen.then_some(*place)
+            });
             if let Some(place) = oldest {
                 // Dropping the sender wakes the connection's future, which then gives up.
                 self.release(place);
@@ -180,22 +176,26 @@ pub struct Gate {
     limits: GateLimits,
     allowed: Arc<HashSet<PeerId>>,
     counters: Arc<Counters>,
+    log: RefusalLog,
     waiting: Arc<Mutex<Waiting>>,
 }
 
 impl Gate {
-    /// The gate in front of `inner`, letting in only `allowed` keys.
-    pub fn new(
+    /// The gate in front of `inner`, letting in only `allowed` keys. It counts its refusals in
+    /// `counters` and logs them through `log`: only it knows why it refused.
+    pub(crate) fn new(
         inner: Boxed<Output>,
         limits: GateLimits,
         allowed: HashSet<PeerId>,
         counters: Arc<Counters>,
+        log: RefusalLog,
     ) -> Self {
         Self {
             inner,
             limits,
             allowed: Arc::new(allowed),
             counters,
+            log,
             waiting: Arc::default(),
         }
     }
@@ -218,11 +218,16 @@ impl Gate {
         };
         let allowed = self.allowed.clone();
         let counters = self.counters.clone();
+        let log = self.log.clone();
         let timeout = self.limits.handshake_timeout;
         async move {
             let _place = place;
-            let refused = |r: Refusal| Err(io::Error::new(io::ErrorKind::ConnectionRefused, r));
+            let refused = |r: Refusal| {
+                log.refused(r.kind(), &r);
+                Err(io::Error::new(io::ErrorKind::ConnectionRefused, r))
+            };
             tokio::select! {
+                // Counted when the place was taken back.
                 _ = evicted => refused(Refusal::Evicted),
                 done = tokio::time::timeout(timeout, upgrade) => match done {
                     Err(_) => {
@@ -236,6 +241,7 @@ impl Gate {
                     }
                     Ok(Err(e)) => {
                         counters.refuse(&counters.handshakes_failed);
+                        log.refused("failed", &e);
                         Err(e)
                     }
                 },
@@ -342,6 +348,24 @@ mod tests {
             assert_eq!(still.try_recv(), Err(oneshot::error::TryRecvError::Empty));
         }
         assert_eq!(w.by_age.len(), 4);
+    }
+
+    #[test]
+    fn among_addresses_holding_as_many_the_oldest_connection_goes() {
+        let (mut w, counters) = (Waiting::default(), Counters::default());
+        let mut waiting: Vec<_> = (1..=4)
+            .map(|n| w.admit(ip(n), &LIMITS, &counters).1)
+            .collect();
+        // Four addresses with one each fill the port: a fifth costs the first comer its place,
+        // whatever order the addresses hash in.
+        let (_, mut fifth) = w.admit(ip(5), &LIMITS, &counters);
+        assert_eq!(
+            waiting[0].try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
+        for still in waiting.iter_mut().skip(1).chain([&mut fifth]) {
+            assert_eq!(still.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        }
     }
 
     #[test]

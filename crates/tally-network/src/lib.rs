@@ -104,6 +104,49 @@ pub struct Limits {
 /// How long refusals of one kind are summarised in one log line ([`summary`]).
 pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
+/// Refused incoming connections, logged through one [`summary::Summary`] that the gate (which
+/// alone knows why it refused one) and the network task (which hears of the rest) share.
+#[derive(Clone)]
+pub(crate) struct RefusalLog(Arc<std::sync::Mutex<summary::Summary>>);
+
+impl RefusalLog {
+    fn new() -> Self {
+        Self(Arc::new(std::sync::Mutex::new(summary::Summary::new(
+            REFUSALS_LOGGED_EVERY,
+        ))))
+    }
+
+    /// Logs a refusal of `kind` in full if it is the first of its kind in the interval.
+    pub(crate) fn refused(&self, kind: &'static str, detail: &dyn std::fmt::Display) {
+        self.summarise();
+        let Ok(mut s) = self.0.lock() else { return };
+        if s.note(kind, Instant::now()) {
+            tracing::warn!(
+                kind,
+                error = %detail,
+                "refused a connection; more in the next {} s are summarised",
+                s.interval().as_secs()
+            );
+        }
+    }
+
+    /// Logs the count of what an ended interval held back, if anything.
+    fn summarise(&self) {
+        let Ok(mut s) = self.0.lock() else { return };
+        if let Some(held) = s.due(Instant::now()) {
+            if !held.is_empty() {
+                let total: u64 = held.iter().map(|(_, n)| n).sum();
+                tracing::warn!(
+                    total,
+                    kinds = %summary::counts(&held),
+                    "refused more connections in the last {} s",
+                    s.interval().as_secs()
+                );
+            }
+        }
+    }
+}
+
 /// Where to find a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddress {
@@ -411,6 +454,8 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
     let counters = Arc::new(Counters::default());
     let allowed_peers = peers.keys().copied().collect();
     let gate_counters = counters.clone();
+    let refusals = RefusalLog::new();
+    let gate_log = refusals.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_other_transport(
@@ -421,8 +466,8 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
                 .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                 .authenticate(libp2p::noise::Config::new(key)?)
                 .multiplex(libp2p::yamux::Config::default())
-                // Dials; the gate bounds the handshakes of incoming connections itself.
-                .timeout(limits.gate.handshake_timeout)
+                // The gate bounds incoming handshakes itself, and counts those it cuts.
+                .outbound_timeout(limits.gate.handshake_timeout)
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
                 .boxed();
                 Ok(gate::Gate::new(
@@ -430,6 +475,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
                     limits.gate,
                     allowed_peers,
                     gate_counters,
+                    gate_log,
                 ))
             },
         )
@@ -463,6 +509,9 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        // The swarm's own limit on setting up a connection, past the gate's: the gate's fires
+        // first, and is counted.
+        .with_connection_timeout(limits.gate.handshake_timeout + Duration::from_secs(1))
         .build();
     swarm
         .listen_on(multiaddr(config.listen))
@@ -545,7 +594,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
         connected,
         blocks_asked: HashMap::new(),
         serving: tokio::task::JoinSet::new(),
-        refusals: summary::Summary::new(REFUSALS_LOGGED_EVERY),
+        refusals,
     };
     tracing::info!(%listen_addr, peers = task.dial.len(), "network listening");
     let task = tokio::spawn(task.run(rx));
@@ -570,7 +619,7 @@ struct Task<T> {
     blocks_asked: HashMap<OutboundRequestId, PublicKey>,
     serving: tokio::task::JoinSet<(ResponseChannel<Response>, Vec<CertifiedBlock>)>,
     /// Refused connections, logged a few lines per interval however many there are.
-    refusals: summary::Summary,
+    refusals: RefusalLog,
 }
 
 impl<T: From<Inbound> + Send + 'static> Task<T> {
@@ -595,7 +644,7 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                 }
                 _ = redial.tick() => {
                     self.redial();
-                    self.summarise_refusals();
+                    self.refusals.summarise();
                 }
             }
         }
@@ -690,44 +739,13 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
         }
     }
 
-    /// Counts (where the gate has not) and logs a refused incoming connection: the first of its
-    /// kind in an interval in full, the rest in one summary line ([`summary`]).
+    /// Counts and logs a connection refused after the gate let it through: an allowed peer
+    /// over its connection limits. The gate counts and logs what it refuses itself, and every
+    /// other failed incoming connection is one of those.
     fn refused(&mut self, error: &ListenError) {
-        let kind = match error {
-            ListenError::Denied { .. } => {
-                self.counters.refuse(&self.counters.refused_over_limit);
-                "over_limit"
-            }
-            _ => match gate::Refusal::of(error) {
-                Some(gate::Refusal::Evicted) => "evicted",
-                Some(gate::Refusal::TimedOut) => "timed_out",
-                Some(gate::Refusal::UnknownKey) => "unknown_key",
-                // The gate counted the failed handshake.
-                None => "failed",
-            },
-        };
-        self.summarise_refusals();
-        if self.refusals.note(kind, Instant::now()) {
-            tracing::warn!(
-                kind,
-                error = %with_sources(error),
-                "refused a connection; more in the next {} s are summarised",
-                self.refusals.interval().as_secs()
-            );
-        }
-    }
-
-    fn summarise_refusals(&mut self) {
-        if let Some(held) = self.refusals.due(Instant::now()) {
-            if !held.is_empty() {
-                let total: u64 = held.iter().map(|(_, n)| n).sum();
-                tracing::warn!(
-                    total,
-                    kinds = %summary::counts(&held),
-                    "refused more connections in the last {} s",
-                    self.refusals.interval().as_secs()
-                );
-            }
+        if let ListenError::Denied { .. } = error {
+            self.counters.refuse(&self.counters.refused_over_limit);
+            self.refusals.refused("over_limit", &with_sources(error));
         }
     }
 

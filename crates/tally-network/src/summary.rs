@@ -1,8 +1,8 @@
 //! Warnings that a stranger can provoke at will, summarised.
 //!
 //! A refused connection is worth a warning, but one line per refusal lets anyone who can reach a
-//! port write to the disk as fast as they can connect (a reconnect flood once wrote 61.5 MB of
-//! logs in 75 s). A [`Summary`] lets the first event of each kind in an interval be logged as it
+//! port write to the disk as fast as they can connect, tens of megabytes a minute, until the
+//! disk a validator needs is full. A [`Summary`] lets the first event of each kind in an interval be logged as it
 //! happens, with its detail, and holds back the rest to be logged as one line with their counts
 //! when the interval ends. Under any flood a node then writes at most one line per kind and one
 //! summary per interval. The counters (which count every event) stay the exact record.

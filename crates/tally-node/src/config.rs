@@ -213,6 +213,9 @@ pub struct ApiSection {
     /// Time for a request's body to arrive once its headers have, in milliseconds. Beyond it:
     /// 408 `body_timeout`.
     pub body_timeout_ms: u64,
+    /// How long a response may make no progress (a client that stops reading), in
+    /// milliseconds. Beyond it the connection is closed.
+    pub write_timeout_ms: u64,
     /// Largest request start line and headers, in bytes. Larger: 431.
     pub header_bytes_max: usize,
     /// At shutdown, how long connections may finish what they are serving before they are
@@ -231,6 +234,7 @@ impl Default for ApiSection {
             connections_max: 512,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
             header_bytes_max: 16 * 1024,
             shutdown_grace_ms: 5_000,
         }
@@ -423,6 +427,13 @@ impl NodeConfig {
         range(
             "api.body_timeout_ms",
             self.api.body_timeout_ms as usize,
+            100,
+            600_000,
+            "100 to 600000",
+        )?;
+        range(
+            "api.write_timeout_ms",
+            self.api.write_timeout_ms as usize,
             100,
             600_000,
             "100 to 600000",

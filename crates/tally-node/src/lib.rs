@@ -271,20 +271,25 @@ const FILES_BESIDES_CONNECTIONS: u64 = 256 + 64;
 
 /// Raises the open-file soft limit to the hard limit, and warns when even that is below what
 /// the configured connection caps and RocksDB can use together. A systemd unit starts with a
-/// soft limit of 1,024: once the API's clients had taken them all, RocksDB could not open a
-/// file and the validator stopped. `validators` is the size of the validator set, whose keys
+/// soft limit of 1,024: if the API's clients take them all, RocksDB cannot open a file and the
+/// validator stops. `validators` is the size of the validator set, whose keys
 /// may each connect.
 fn raise_open_files_limit(config: &NodeConfig, validators: usize) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    let below_hard = match (limit.current, limit.maximum) {
+    // An unlimited hard limit still stops at the kernel's most open files per process.
+    let ceiling = limit.maximum.or_else(|| {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    let below_hard = match (limit.current, ceiling) {
         (Some(soft), Some(hard)) => soft < hard,
-        (Some(_), None) => true,
-        (None, _) => false,
+        _ => false,
     };
     if below_hard {
         let raised = Rlimit {
-            current: limit.maximum,
+            current: ceiling,
             maximum: limit.maximum,
         };
         match setrlimit(Resource::Nofile, raised) {

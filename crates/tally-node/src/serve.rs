@@ -10,7 +10,9 @@
 //!   `header_timeout_ms` of the connection opening or of the previous response, which also
 //!   closes a kept-alive connection left idle that long; it may hold at most `header_bytes_max`
 //!   bytes (431 beyond);
-//! - a body must arrive within `body_timeout_ms` ([`crate::api`], 408 `body_timeout`);
+//! - a body must arrive within `body_timeout_ms` ([`crate::api`], 408 `body_timeout`), and a
+//!   response that makes no progress for `write_timeout_ms` (a client that stopped reading)
+//!   closes the connection;
 //! - at shutdown, connections finish the request they are serving and close; those still open
 //!   after `shutdown_grace_ms` are cut.
 
@@ -18,8 +20,11 @@ use crate::config::ApiSection;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tally_network::summary::{self, Summary};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,6 +52,7 @@ pub struct Counters {
     refused_over_limit: AtomicU64,
     header_timeouts: AtomicU64,
     body_timeouts: AtomicU64,
+    write_timeouts: AtomicU64,
     cut_at_shutdown: AtomicU64,
     accept_errors: AtomicU64,
 }
@@ -64,6 +70,8 @@ pub struct CountersSnapshot {
     pub header_timeouts: u64,
     /// Requests answered 408 because their body did not arrive in time.
     pub body_timeouts: u64,
+    /// Connections closed because a response made no progress in time.
+    pub write_timeouts: u64,
     /// Connections still open when the shutdown grace ran out, and cut.
     pub cut_at_shutdown: u64,
     /// Failed accepts (for example, out of open files).
@@ -89,6 +97,7 @@ impl Counters {
             refused_over_limit: g(&self.refused_over_limit),
             header_timeouts: g(&self.header_timeouts),
             body_timeouts: g(&self.body_timeouts),
+            write_timeouts: g(&self.write_timeouts),
             cut_at_shutdown: g(&self.cut_at_shutdown),
             accept_errors: g(&self.accept_errors),
         }
@@ -137,7 +146,7 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             accepted = listener.accept(),
-                if connections.len() < api.connections_max
+                if open(&counters) < api.connections_max
                     || refusals.len() < REFUSALS_IN_FLIGHT_MAX =>
             {
                 let stream = match accepted {
@@ -150,7 +159,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                if connections.len() >= api.connections_max {
+                if open(&counters) >= api.connections_max {
                     Counters::bump(&counters.refused_over_limit);
                     log_summarised(&mut errors, "over_limit", &"connections_max reached");
                     refusals.spawn(refuse(stream, refusal.clone()));
@@ -176,7 +185,7 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        let cut = connections.len() as u64;
+        let cut = counters.open.load(Ordering::Relaxed);
         counters.cut_at_shutdown.fetch_add(cut, Ordering::Relaxed);
         tracing::warn!(
             connections = cut,
@@ -186,6 +195,11 @@ pub async fn serve(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// Connections whose task has not ended: the cap counts these, not tasks yet to be reaped.
+fn open(counters: &Counters) -> usize {
+    counters.open.load(Ordering::Relaxed) as usize
 }
 
 /// Logs the first error of a kind in an interval, and a count of the rest when it ends.
@@ -247,6 +261,11 @@ async fn connection(
         .header_read_timeout(Duration::from_millis(api.header_timeout_ms))
         .max_header_size(api.header_bytes_max)
         .max_buf_size(api.header_bytes_max.max(READ_BUFFER_MIN));
+    let stream = WriteDeadline {
+        stream,
+        limit: Duration::from_millis(api.write_timeout_ms),
+        stalled: None,
+    };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -259,8 +278,114 @@ async fn connection(
     if let Err(e) = result {
         if e.is_timeout() {
             Counters::bump(&open.0.header_timeouts);
+        } else if write_timed_out(&e) {
+            Counters::bump(&open.0.write_timeouts);
         }
         tracing::debug!(error = %e, "API connection ended with an error");
+    }
+}
+
+/// Whether a connection ended because a response stalled ([`WriteDeadline`]).
+fn write_timed_out(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A connection whose writes may not stall for longer than `limit`. hyper waits for a client
+/// to read its response for as long as it takes, so a client that asks and never reads would
+/// hold its place among `connections_max` for good.
+struct WriteDeadline {
+    stream: TcpStream,
+    limit: Duration,
+    /// Armed when a write cannot go on, disarmed when one does.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    /// A write that could not go on: fails once it has waited `limit`.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of its response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Passes on a write's result, timing it while it cannot go on.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        done: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match done {
+            Poll::Pending => self.waiting(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.timed(cx, done)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.timed(cx, done)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.stream).poll_flush(cx);
+        this.timed(cx, done)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.timed(cx, done)
     }
 }
 
@@ -277,7 +402,8 @@ mod tests {
         ApiSection {
             listen: any_port(),
             connections_max,
-            header_timeout_ms: 1_000,
+            header_timeout_ms: 500,
+            write_timeout_ms: 300,
             shutdown_grace_ms: 500,
             ..ApiSection::default()
         }
@@ -299,7 +425,9 @@ mod tests {
     async fn a_connection_over_the_cap_is_answered_503_and_a_silent_one_is_cut() {
         let listener = TcpListener::bind(any_port()).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "served" }))
+            .route("/big", axum::routing::get(|| async { vec![7u8; 1 << 20] }));
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let server = tokio::spawn(serve(
@@ -323,7 +451,7 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains("too_many_connections"), "{answer}");
         // ...until its header timeout cuts it, and the next client is served.
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
         let answer = tokio::task::spawn_blocking(move || ask(addr))
             .await
             .expect("ask");
@@ -335,6 +463,23 @@ mod tests {
             (1, 1),
             "{seen:?}"
         );
+
+        // A client that asks for more than the socket buffers hold and never reads is cut once
+        // its response has stalled for the write timeout.
+        let mut greedy = std::net::TcpStream::connect(addr).expect("connect");
+        let asks = b"GET /big HTTP/1.1\r\nhost: node\r\n\r\n".repeat(64);
+        greedy.write_all(&asks).expect("write");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.snapshot().write_timeouts == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            counters.snapshot().write_timeouts,
+            1,
+            "{:?}",
+            counters.snapshot()
+        );
+        drop(greedy);
 
         // Shutdown is bounded even with a client that never sends anything.
         let _hanging = std::net::TcpStream::connect(addr).expect("connect");

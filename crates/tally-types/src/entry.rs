@@ -651,23 +651,23 @@ pub struct VerifiedEntry {
     id: EntryId,
 }
 
-/// After a batch of entries fails, how many entries are checked one by one before batches are
-/// tried again. A failed batch is wasted work (each of its entries is then checked on its
-/// own), so while bad signatures are arriving a node checks each entry once instead of twice:
-/// a flood of them costs one check per entry, and one failed batch per this many.
-pub const SINGLY_AFTER_FAILED_BATCH: usize = 4096;
+/// The most [`SUSPICION`] counts: after a flood of bad signatures ends, this many good ones
+/// bring batches back.
+pub const SUSPICION_MAX: usize = 4096;
 
-/// Entries still to be checked one by one since a batch last failed, across every thread.
-static SINGLY_LEFT: AtomicUsize = AtomicUsize::new(0);
+/// How far bad signatures have lately outnumbered good ones, across every thread: each entry
+/// found bad adds one, each found good takes one away, within 0..=[`SUSPICION_MAX`]. A failed
+/// batch is wasted work (its entries are then checked one by one), so while this is above
+/// zero, entries that arrive together are checked one by one from the start: a flood of bad
+/// signatures costs one check per entry. To hold honest traffic out of batches, bad entries
+/// must keep up with the good ones.
+static SUSPICION: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether `count` entries arriving together should be checked one by one: a batch failed
-/// within the last [`SINGLY_AFTER_FAILED_BATCH`] entries. Counts them off if so.
-fn check_singly(count: usize) -> bool {
-    SINGLY_LEFT
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-            (left > 0).then(|| left.saturating_sub(count))
-        })
-        .is_ok()
+/// Counts what a check found into [`SUSPICION`].
+fn suspect(bad: usize, good: usize) {
+    let _ = SUSPICION.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+        Some((s + bad).saturating_sub(good).min(SUSPICION_MAX))
+    });
 }
 
 /// An entry whose signature does not verify, with its id (so that saying why the entry is
@@ -703,11 +703,12 @@ impl VerifiedEntry {
 
     /// Checks entries that arrive together in one batch ([`verify_batch`]: the same decision
     /// as [`VerifiedEntry::verify`] on each, at about a third of the cost). When the batch
-    /// fails, each entry is checked on its own, so that only the bad ones are refused, and so
-    /// are the next [`SINGLY_AFTER_FAILED_BATCH`] entries of any call.
+    /// fails, each entry is checked on its own, so that only the bad ones are refused; while
+    /// bad signatures outnumber good ones lately ([`SUSPICION`]), each is checked on its own
+    /// from the start.
     pub fn verify_all(entries: Vec<IdentifiedEntry>) -> Vec<Result<Self, Unverified>> {
         // One entry is checked on its own: a batch of one costs more.
-        let batched = entries.len() > 1 && !check_singly(entries.len());
+        let batched = entries.len() > 1 && SUSPICION.load(Ordering::Relaxed) == 0;
         let together = batched && {
             let checks: Vec<SignatureCheck<'_>> = entries
                 .iter()
@@ -720,22 +721,21 @@ impl VerifiedEntry {
                 .collect();
             verify_batch(&checks)
         };
-        if batched && !together {
-            SINGLY_LEFT.store(SINGLY_AFTER_FAILED_BATCH, Ordering::Relaxed);
-        }
-        entries
-            .into_iter()
-            .map(|e| {
-                if together {
+        if together {
+            return entries
+                .into_iter()
+                .map(|e| {
                     Ok(VerifiedEntry {
                         entry: e.entry,
                         id: e.id,
                     })
-                } else {
-                    Self::verify(e)
-                }
-            })
-            .collect()
+                })
+                .collect();
+        }
+        let checked: Vec<_> = entries.into_iter().map(Self::verify).collect();
+        let bad = checked.iter().filter(|c| c.is_err()).count();
+        suspect(bad, checked.len() - bad);
+        checked
     }
 
     /// The entry.
