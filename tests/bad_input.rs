@@ -600,6 +600,16 @@ fn bad_input_is_refused_and_harms_nothing() {
     assert_eq!(audit["rejected_entries"], ordered_missing_role, "{audit}");
 }
 
+/// Makes `issuer` an issuer and opens programme `food-2026`; the issuer's key and next
+/// sequence number.
+fn issuing(net: &Devnet) -> (Keypair, u64) {
+    net.grant("issuer", "issuer");
+    net.create_programme("food-2026", 100000);
+    let issuer = net.keypair("issuer");
+    let seq = net.api().next_sequence(&issuer.public());
+    (issuer, seq)
+}
+
 /// POSTs a batch to /v1/entries/batch; panics on transport failure.
 fn post_batch(api: &common::Api, content_type: &str, body: &[u8]) -> common::HttpOut {
     api.try_post_to("/v1/entries/batch", content_type, body)
@@ -625,10 +635,7 @@ fn batch_answers(out: &common::HttpOut) -> Vec<String> {
 fn a_batch_is_admitted_entry_by_entry_and_refused_whole_only_when_unreadable() {
     let mut net = Devnet::start();
     let api = net.api();
-    net.grant("issuer", "issuer");
-    net.create_programme("food-2026", 100000);
-    let issuer = net.keypair("issuer");
-    let seq = api.next_sequence(&issuer.public());
+    let (issuer, seq) = issuing(&net);
     let entry = |n: u64, subject: u8| sign(&issuer, CHAIN_ID, seq + n, issue_payload(subject, 10));
     let committed = entry(0, 1);
     assert_eq!(api.submit_bytes(&committed).status, 202);
@@ -788,10 +795,7 @@ fn only_refusals_of_members_signed_entries_are_remembered_and_junk_cannot_push_t
     net.configure_api("recent_rejections_max = 50\n");
     net.start_node();
     let api = net.api();
-    net.grant("issuer", "issuer");
-    net.create_programme("food-2026", 100000);
-    let issuer = net.keypair("issuer");
-    let seq = api.next_sequence(&issuer.public());
+    let (issuer, seq) = issuing(&net);
 
     // An honest device's mistake, remembered: signed by a member, for another chain.
     let mistake = sign(&issuer, "other-chain", seq, issue_payload(1, 10));
@@ -897,10 +901,7 @@ fn the_http_layers_own_refusals_come_in_the_error_shape() {
 fn a_flood_of_bad_signatures_costs_one_check_per_entry() {
     let mut net = Devnet::start();
     let api = net.api();
-    net.grant("issuer", "issuer");
-    net.create_programme("food-2026", 100000);
-    let issuer = net.keypair("issuer");
-    let seq = api.next_sequence(&issuer.public());
+    let (issuer, seq) = issuing(&net);
     let flood: Vec<_> = (0..3_000u64)
         .map(|n| {
             let mut e = sign(&issuer, CHAIN_ID, seq + n % 200, issue_payload(1, 1 + n));
