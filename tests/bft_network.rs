@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{audit_verify, free_port, run_tally, sign, tally_command, wait_bounded, Api};
+use common::{
+    audit_verify, free_port, hold_connections, run_tally, sign, tally_command, wait_bounded, Api,
+};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -857,30 +859,6 @@ fn the_load_generator_drives_four_validators_and_each_checks_an_entry_once() {
     }
 }
 
-/// Holds `count` idle TCP connections to `to` (nothing is ever sent on them), opening a new one
-/// as one closes, at most `per_second` a second, until `stop` is set.
-fn hold_idle_connections(to: SocketAddr, count: usize, per_second: u32, stop: Arc<AtomicBool>) {
-    let mut held: Vec<std::net::TcpStream> = Vec::new();
-    let pause = Duration::from_secs(1) / per_second;
-    while !stop.load(Ordering::Relaxed) {
-        held.retain(|s| {
-            let mut byte = [0u8; 1];
-            match std::io::Read::read(&mut &*s, &mut byte) {
-                Ok(n) => n > 0,
-                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            }
-        });
-        if held.len() < count {
-            if let Ok(s) = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)) {
-                if s.set_nonblocking(true).is_ok() {
-                    held.push(s);
-                }
-            }
-        }
-        std::thread::sleep(pause);
-    }
-}
-
 /// Strangers hold idle connections on every validator's peer port (100 each, reopened as they
 /// close, from the validators' own address) while two validators restart: no fixed number of
 /// waiting handshakes may let them keep the validators out. They must rejoin within seconds,
@@ -899,7 +877,7 @@ fn validators_restarted_while_strangers_hold_every_peer_port_rejoin_within_secon
     let floods: Vec<_> = (1..=4)
         .map(|i| {
             let (to, stop) = (c.p2p(i), stop.clone());
-            std::thread::spawn(move || hold_idle_connections(to, 100, 200, stop))
+            std::thread::spawn(move || hold_connections(to, 100, 200, b"", None, &stop))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));

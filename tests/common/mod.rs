@@ -1002,3 +1002,53 @@ impl Drop for Proxy {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Holds up to `count` connections to `to` until `stop` is set, as an attacker would: each is
+/// opened with `first` written on it, then `drip` written every 500 ms when given. One that the
+/// node closes or answers is opened again, at most `per_second` new connections a second.
+/// Returns how many it opened in all.
+pub fn hold_connections(
+    to: std::net::SocketAddr,
+    count: usize,
+    per_second: u32,
+    first: &[u8],
+    drip: Option<&[u8]>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    // 50 turns a second.
+    let turn = Duration::from_millis(20);
+    let opens_per_turn = (per_second / 50).max(1);
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    let mut opened = 0;
+    let mut last_drip = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let dripping = drip.filter(|_| last_drip.elapsed() >= Duration::from_millis(500));
+        if dripping.is_some() {
+            last_drip = Instant::now();
+        }
+        held.retain_mut(|s| {
+            let mut byte = [0u8; 512];
+            // End of file, an error, or an answer (a 503, a 408) ends the connection.
+            let open =
+                matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            open && dripping.is_none_or(|d| s.write_all(d).is_ok())
+        });
+        for _ in 0..opens_per_turn {
+            if held.len() >= count || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(500))
+            else {
+                break;
+            };
+            opened += 1;
+            if s.write_all(first).is_ok() && s.set_nonblocking(true).is_ok() {
+                held.push(s);
+            }
+        }
+        std::thread::sleep(turn);
+    }
+    opened
+}

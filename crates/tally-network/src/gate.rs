@@ -12,7 +12,8 @@
 //! cannot crowd out a peer at another address at all. Each waiting connection is also dropped
 //! after the handshake timeout, and one that proves a key not on the allowlist is refused at once.
 
-use crate::{Counters, RefusalLog};
+use crate::summary::SummaryLog;
+use crate::Counters;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -108,25 +109,22 @@ impl Waiting {
         counters: &Counters,
     ) -> (u64, oneshot::Receiver<()>) {
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
-        let most = if from_source >= limits.unproven_per_address_max.max(1) {
-            Some(from_source)
-        } else if self.by_age.len() >= limits.unproven_max.max(1) {
-            self.per_source.values().copied().max()
-        } else {
-            None
-        };
-        if let Some(most) = most {
+        let over_share = from_source >= limits.unproven_per_address_max.max(1);
+        if over_share || self.by_age.len() >= limits.unproven_max.max(1) {
             // The oldest connection of its own address, or, when the port is full, the oldest of
             // any address holding the most (ties go by age, never by hashing order).
-            let oldest = self.by_age.iter().find_map(|(place, (s, _))| {
-                let own = from_source >= limits.unproven_per_address_max.max(1);
-                let chosen = if own {
+            let most = self.per_source.values().copied().max();
+            let goes = |s: &Option<IpAddr>| {
+                if over_share {
                     *s == source
                 } else {
-                    self.per_source.get(s) == Some(&most)
-                };
-                chosen.then_some(*place)
-            });
+                    self.per_source.get(s).copied() == most
+                }
+            };
+            let oldest = self
+                .by_age
+                .iter()
+                .find_map(|(place, (s, _))| goes(s).then_some(*place));
             if let Some(place) = oldest {
                 // Dropping the sender wakes the connection's future, which then gives up.
                 self.release(place);
@@ -176,7 +174,7 @@ pub struct Gate {
     limits: GateLimits,
     allowed: Arc<HashSet<PeerId>>,
     counters: Arc<Counters>,
-    log: RefusalLog,
+    log: SummaryLog,
     waiting: Arc<Mutex<Waiting>>,
 }
 
@@ -188,7 +186,7 @@ impl Gate {
         limits: GateLimits,
         allowed: HashSet<PeerId>,
         counters: Arc<Counters>,
-        log: RefusalLog,
+        log: SummaryLog,
     ) -> Self {
         Self {
             inner,
@@ -223,7 +221,7 @@ impl Gate {
         async move {
             let _place = place;
             let refused = |r: Refusal| {
-                log.refused(r.kind(), &r);
+                log.note(r.kind(), &r);
                 Err(io::Error::new(io::ErrorKind::ConnectionRefused, r))
             };
             tokio::select! {
@@ -241,7 +239,7 @@ impl Gate {
                     }
                     Ok(Err(e)) => {
                         counters.refuse(&counters.handshakes_failed);
-                        log.refused("failed", &e);
+                        log.note("failed", &e);
                         Err(e)
                     }
                 },

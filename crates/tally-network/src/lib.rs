@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tally_types::{Keypair, Name, PublicKey};
 use tokio::sync::{mpsc, watch};
 pub use wire::{CertifiedBlock, Envelope, ProposedBlock, ProposedEntry, Request, Response};
@@ -104,47 +104,14 @@ pub struct Limits {
 /// How long refusals of one kind are summarised in one log line ([`summary`]).
 pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
-/// Refused incoming connections, logged through one [`summary::Summary`] that the gate (which
-/// alone knows why it refused one) and the network task (which hears of the rest) share.
-#[derive(Clone)]
-pub(crate) struct RefusalLog(Arc<std::sync::Mutex<summary::Summary>>);
-
-impl RefusalLog {
-    fn new() -> Self {
-        Self(Arc::new(std::sync::Mutex::new(summary::Summary::new(
-            REFUSALS_LOGGED_EVERY,
-        ))))
-    }
-
-    /// Logs a refusal of `kind` in full if it is the first of its kind in the interval.
-    pub(crate) fn refused(&self, kind: &'static str, detail: &dyn std::fmt::Display) {
-        self.summarise();
-        let Ok(mut s) = self.0.lock() else { return };
-        if s.note(kind, Instant::now()) {
-            tracing::warn!(
-                kind,
-                error = %detail,
-                "refused a connection; more in the next {} s are summarised",
-                s.interval().as_secs()
-            );
-        }
-    }
-
-    /// Logs the count of what an ended interval held back, if anything.
-    fn summarise(&self) {
-        let Ok(mut s) = self.0.lock() else { return };
-        if let Some(held) = s.due(Instant::now()) {
-            if !held.is_empty() {
-                let total: u64 = held.iter().map(|(_, n)| n).sum();
-                tracing::warn!(
-                    total,
-                    kinds = %summary::counts(&held),
-                    "refused more connections in the last {} s",
-                    s.interval().as_secs()
-                );
-            }
-        }
-    }
+/// The log of refused incoming connections: the gate (which alone knows why it refused one)
+/// and the network task (which hears of the rest) share it.
+fn refusal_log() -> summary::SummaryLog {
+    summary::SummaryLog::new(
+        "refused a connection",
+        "refused more connections",
+        REFUSALS_LOGGED_EVERY,
+    )
 }
 
 /// Where to find a peer.
@@ -454,7 +421,7 @@ pub async fn start<T: From<Inbound> + Send + 'static>(
     let counters = Arc::new(Counters::default());
     let allowed_peers = peers.keys().copied().collect();
     let gate_counters = counters.clone();
-    let refusals = RefusalLog::new();
+    let refusals = refusal_log();
     let gate_log = refusals.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
@@ -619,7 +586,7 @@ struct Task<T> {
     blocks_asked: HashMap<OutboundRequestId, PublicKey>,
     serving: tokio::task::JoinSet<(ResponseChannel<Response>, Vec<CertifiedBlock>)>,
     /// Refused connections, logged a few lines per interval however many there are.
-    refusals: RefusalLog,
+    refusals: summary::SummaryLog,
 }
 
 impl<T: From<Inbound> + Send + 'static> Task<T> {
@@ -745,7 +712,7 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
     fn refused(&mut self, error: &ListenError) {
         if let ListenError::Denied { .. } = error {
             self.counters.refuse(&self.counters.refused_over_limit);
-            self.refusals.refused("over_limit", &with_sources(error));
+            self.refusals.note("over_limit", &with_sources(error));
         }
     }
 

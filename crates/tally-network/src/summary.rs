@@ -8,6 +8,7 @@
 //! summary per interval. The counters (which count every event) stay the exact record.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Events of a few kinds, logged in full once per kind and interval, and counted otherwise.
@@ -67,8 +68,70 @@ impl Summary {
     }
 }
 
+/// A [`Summary`] that writes its own warnings, shared by everyone who meets its events (the
+/// peer port's gate and the network task share one; the HTTP listener has its own).
+#[derive(Debug, Clone)]
+pub struct SummaryLog {
+    summary: Arc<Mutex<Summary>>,
+    /// What one event is, for the line that logs it in full ("refused a connection").
+    one: &'static str,
+    /// What the held-back ones are, for the summary line ("refused more connections").
+    more: &'static str,
+}
+
+impl SummaryLog {
+    /// A log of events summarised over intervals of `interval`.
+    pub fn new(one: &'static str, more: &'static str, interval: Duration) -> Self {
+        Self {
+            summary: Arc::new(Mutex::new(Summary::new(interval))),
+            one,
+            more,
+        }
+    }
+
+    /// Logs an event of `kind` in full if it is the first of its kind in the interval, after
+    /// the summary of an interval that has ended.
+    pub fn note(&self, kind: &'static str, detail: &dyn std::fmt::Display) {
+        let Ok(mut s) = self.summary.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        self.log_due(&mut s, now);
+        if s.note(kind, now) {
+            tracing::warn!(
+                kind,
+                error = %detail,
+                "{}; more in the next {} s are summarised",
+                self.one,
+                s.interval().as_secs()
+            );
+        }
+    }
+
+    /// Logs the summary of an interval that has ended, if it held anything back: called on a
+    /// timer, so a flood's last interval is reported even if nothing follows it.
+    pub fn summarise(&self) {
+        if let Ok(mut s) = self.summary.lock() {
+            self.log_due(&mut s, Instant::now());
+        }
+    }
+
+    fn log_due(&self, s: &mut Summary, now: Instant) {
+        if let Some(held) = s.due(now).filter(|held| !held.is_empty()) {
+            let total: u64 = held.iter().map(|(_, n)| n).sum();
+            tracing::warn!(
+                total,
+                kinds = %counts(&held),
+                "{} in the last {} s",
+                self.more,
+                s.interval().as_secs()
+            );
+        }
+    }
+}
+
 /// `kind: count` pairs for a log line, in kind order.
-pub fn counts(held: &[(&'static str, u64)]) -> String {
+fn counts(held: &[(&'static str, u64)]) -> String {
     held.iter()
         .map(|(k, n)| format!("{k}: {n}"))
         .collect::<Vec<_>>()

@@ -25,8 +25,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tally_network::summary::{self, Summary};
+use std::time::Duration;
+use tally_network::summary::SummaryLog;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -139,7 +139,11 @@ pub async fn serve(
     let refusal = Arc::new(refusal_response(api.connections_max));
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
-    let mut errors = Summary::new(tally_network::REFUSALS_LOGGED_EVERY);
+    let errors = SummaryLog::new(
+        "API connection refused",
+        "more API connections refused",
+        tally_network::REFUSALS_LOGGED_EVERY,
+    );
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -153,7 +157,7 @@ pub async fn serve(
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         Counters::bump(&counters.accept_errors);
-                        log_summarised(&mut errors, "accept_error", &e);
+                        errors.note("accept_error", &e);
                         // Out of files, most likely: give connections time to close.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -161,7 +165,7 @@ pub async fn serve(
                 };
                 if open(&counters) >= api.connections_max {
                     Counters::bump(&counters.refused_over_limit);
-                    log_summarised(&mut errors, "over_limit", &"connections_max reached");
+                    errors.note("over_limit", &"connections_max reached");
                     refusals.spawn(refuse(stream, refusal.clone()));
                     continue;
                 }
@@ -200,19 +204,6 @@ pub async fn serve(
 /// Connections whose task has not ended: the cap counts these, not tasks yet to be reaped.
 fn open(counters: &Counters) -> usize {
     counters.open.load(Ordering::Relaxed) as usize
-}
-
-/// Logs the first error of a kind in an interval, and a count of the rest when it ends.
-fn log_summarised(errors: &mut Summary, kind: &'static str, error: &dyn std::fmt::Display) {
-    let now = Instant::now();
-    if let Some(held) = errors.due(now) {
-        if !held.is_empty() {
-            tracing::warn!(kinds = %summary::counts(&held), "more API connections refused in the last {} s", errors.interval().as_secs());
-        }
-    }
-    if errors.note(kind, now) {
-        tracing::warn!(kind, %error, "API connection refused; more in the next {} s are summarised", errors.interval().as_secs());
-    }
 }
 
 /// Answers 503 and closes, giving the client a moment to read the answer.
@@ -393,6 +384,7 @@ impl tokio::io::AsyncWrite for WriteDeadline {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::time::Instant;
 
     fn any_port() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 0))
