@@ -2,7 +2,8 @@
 //! RocksDB directory, talking libp2p to each other: they commit one chain under a stream of
 //! entries, a validator killed with SIGKILL catches up, a key outside genesis cannot connect,
 //! a validator that equivocates (a harness speaking the wire protocol with that validator's key)
-//! does not break agreement, and `tally bench load` drives all four.
+//! does not break agreement, `tally bench load` drives all four, and a validator whose blocks
+//! and state files were damaged on disk repairs itself from the others.
 //!
 //! Every wait is bounded; every process is killed and reaped on drop.
 
@@ -914,4 +915,150 @@ fn validators_restarted_while_strangers_hold_every_peer_port_rejoin_within_secon
         "the strangers' connections were never made room for"
     );
     assert_same_chain(&c, &[1, 2, 3, 4]);
+}
+
+/// The table files of each column family in a stopped node's data directory, after writing
+/// every memtable out, so that what the node committed is in them.
+fn table_files(data: &std::path::Path) -> Vec<(String, PathBuf)> {
+    tally_storage::Store::open(data)
+        .and_then(|s| s.compact())
+        .expect("open and compact the stopped node's directory");
+    let opts = rocksdb::Options::default();
+    let names = rocksdb::DB::list_cf(&opts, data).expect("column families");
+    let db = rocksdb::DB::open_cf_for_read_only(&opts, data, &names, false).expect("open");
+    db.live_files()
+        .expect("live files")
+        .into_iter()
+        .map(|f| {
+            let name = f.name.trim_start_matches('/').to_string();
+            (f.column_family_name, data.join(name))
+        })
+        .collect()
+}
+
+/// Flips bytes inside the first data block of every table file of column family `cf`: a
+/// disk that returns other bytes than were written, which RocksDB's block checksums see.
+fn damage(data: &std::path::Path, cf: &str) -> usize {
+    let files: Vec<PathBuf> = table_files(data)
+        .into_iter()
+        .filter(|(name, _)| name == cf)
+        .map(|(_, path)| path)
+        .collect();
+    for path in &files {
+        let mut bytes = std::fs::read(path).expect("read table file");
+        for b in &mut bytes[40..48] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(path, bytes).expect("write table file");
+    }
+    files.len()
+}
+
+/// Waits until node `i` has exited by itself; its exit code.
+fn wait_exit(c: &mut Cluster, i: u16, within: Duration) -> i32 {
+    let child = c.children[(i - 1) as usize].as_mut().expect("node running");
+    let status = wait_bounded(child, within)
+        .unwrap_or_else(|| panic!("node-{i} still running after {within:?}"));
+    c.children[(i - 1) as usize] = None;
+    status.code().unwrap_or(-1)
+}
+
+/// The directories a repair set aside beside node `i`'s data directory.
+fn set_aside(c: &Cluster, i: u16) -> Vec<PathBuf> {
+    std::fs::read_dir(c.node_dir(i))
+        .expect("node dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("data.damaged-"))
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_blocks_and_state_files_are_found_and_repaired_from_the_other_validators() {
+    let mut c = Cluster::create(4);
+    c.start_all_voting();
+    let admin = c.admin();
+    let mut seq = 0u64;
+    let mut commit_some = |c: &Cluster, n: u64| {
+        let mut last = String::new();
+        for _ in 0..n {
+            last = submit_ok(&c.api(1), &grant(&admin, seq, seq));
+            seq += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let v = c.api(1).wait_entry(&last, WAIT);
+        assert_eq!(v["status"], "committed", "{v}");
+    };
+    commit_some(&c, 40);
+    c.wait_height(&[4], c.height(1));
+
+    // 1. Found at start: every blocks file and every state file of a stopped validator.
+    assert_eq!(c.stop(4), 0);
+    let data = c.node_dir(4).join("data");
+    assert!(damage(&data, "blocks") > 0, "no blocks file");
+    assert!(damage(&data, "state") > 0, "no state file");
+    c.start(4);
+    c.wait_voting(4, 3);
+    let log = c.log(4);
+    assert!(
+        log.contains("the data directory is damaged; setting it aside"),
+        "{log}"
+    );
+    assert_eq!(set_aside(&c, 4).len(), 1);
+    commit_some(&c, 10);
+    let top = c.height(1);
+    c.wait_height(&[4], top);
+    assert_same_chain(&c, &[1, 4]);
+    let status = c.api(4).status();
+    assert!(
+        status["consensus"]["synced_blocks"].as_u64().unwrap_or(0) + 10 >= top,
+        "node-4 did not fetch the chain again: {status}"
+    );
+
+    // 2. Found by the scrub while running: the start-up check of recent blocks is off, so
+    // only the scrub reads old history. The node notes the damage and stops; its next start
+    // repairs it, as a service manager restarting it would.
+    assert_eq!(c.stop(4), 0);
+    let config = c.node_dir(4).join("node.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = if text.contains("[storage]") {
+        text.replace("[storage]", "[storage]\ncheck_recent_blocks = 0")
+    } else {
+        format!("{text}\n[storage]\ncheck_recent_blocks = 0\n")
+    };
+    std::fs::write(&config, text).expect("config");
+    assert!(damage(&data, "blocks") > 0, "no blocks file");
+    c.start(4);
+    let code = wait_exit(&mut c, 4, WAIT);
+    assert_ne!(code, 0, "node-4 ran on with damaged history");
+    let log = c.log(4);
+    assert!(log.contains("the scrub found damaged history"), "{log}");
+    c.start(4);
+    c.wait_voting(4, 3);
+    assert_eq!(set_aside(&c, 4).len(), 2);
+    commit_some(&c, 10);
+    let top = c.height(1);
+    c.wait_height(&[4], top);
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+
+    // Its history passes the auditor's check, and it signed nothing twice: the others kept
+    // no evidence against it.
+    for i in 1..=4 {
+        assert_eq!(c.stop(i), 0, "node-{i}; log:\n{}", c.log(i));
+    }
+    let heads: Vec<Value> = (1..=4).map(|i| c.audit(i)["head_hash"].clone()).collect();
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+    for i in 1..=3 {
+        let evidence = tally_storage::Store::open_read_only(&c.node_dir(i).join("data"))
+            .and_then(|s| s.evidence())
+            .expect("evidence");
+        assert!(
+            evidence.is_empty(),
+            "node-{i} holds evidence of equivocation"
+        );
+    }
 }

@@ -29,8 +29,12 @@ pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an HTTP request to the node may take.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `tally` binary built by `cargo build -p tally-cli`, next to this test executable.
+/// The `tally` binary built by `cargo build -p tally-cli`, next to this test executable; or
+/// the one `TALLY_TEST_BIN` names, to show that a test fails on an older build.
 pub fn tally_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TALLY_TEST_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/<test> -> target/debug/tally
     let dir = exe

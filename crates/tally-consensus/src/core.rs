@@ -260,6 +260,12 @@ pub struct Core {
     timeouts: Timeouts,
     started: bool,
     resumed: bool,
+    /// A safety record for a height above the chain this node holds (its blocks were moved
+    /// aside for repair or reset, the record kept): nothing is signed until sync brings the
+    /// chain to that height, where the core resumes from it.
+    ahead: Option<SafetyRecord>,
+    /// `Input::Start` came while a record was ahead: start once it is reached.
+    start_wanted: bool,
 
     height: u64,
     round: u32,
@@ -330,6 +336,8 @@ impl Core {
             timeouts,
             started: false,
             resumed: false,
+            ahead: None,
+            start_wanted: false,
             height,
             round: 0,
             step: Step::Propose,
@@ -354,70 +362,84 @@ impl Core {
             counters: Counters::default(),
             effects: Vec::new(),
         };
-        match record {
-            Some(r) if r.height > height => {
-                return Err(ConsensusError::RecordAhead {
-                    record: r.height,
-                    height,
-                })
-            }
-            Some(r) if r.height == height => {
-                for m in &r.signed {
-                    if m.signer() != me || m.height() != height || m.round() != r.round {
-                        return Err(ConsensusError::ForeignRecord);
-                    }
-                }
-                for m in &r.left {
-                    if m.signer() != me || m.height() != height || m.round() >= r.round {
-                        return Err(ConsensusError::ForeignRecord);
-                    }
-                }
-                for m in r.left {
-                    core.log.insert(m);
-                }
-                core.round = r.round;
-                core.step = r.step;
-                core.locked = r.locked;
-                // validRound >= lockedRound always holds; a record that breaks it is repaired
-                // towards the lock, which only restricts what this validator will propose.
-                core.valid = match (r.valid, r.locked) {
-                    (Some(v), Some(l)) if v.0 >= l.0 => Some(v),
-                    (_, Some(l)) => Some(l),
-                    (v, None) => v,
-                };
-                core.signed = r.signed;
-                core.resumed = true;
-                let (chain_id, valid) = (&core.chain_id, core.valid);
-                let proof: Vec<Vote> = r
-                    .proof_of_lock
-                    .into_iter()
-                    .filter(|v| {
-                        valid.is_some_and(|(vr, vv)| {
-                            v.kind == VoteKind::Prevote
-                                && (v.height, v.round, v.block) == (height, vr, Some(vv))
-                        }) && core.validators.contains(&v.validator)
-                            && v.verify(chain_id).is_ok()
-                    })
-                    .collect();
-                for v in proof {
-                    core.log.insert(Message::Vote(v));
-                }
-                // A value this node locked on or proposed was verified before the crash.
-                for (_, v) in core.locked.iter().chain(core.valid.iter()) {
-                    core.verdicts.insert(*v, true);
-                }
-                for m in &core.signed {
-                    if let Message::Proposal(p) = m {
-                        core.verdicts.insert(p.block_hash, true);
-                    }
+        if let Some(r) = record {
+            for m in &r.signed {
+                if m.signer() != me || m.height() != r.height || m.round() != r.round {
+                    return Err(ConsensusError::ForeignRecord);
                 }
             }
-            _ => {}
-        }
-        for m in core.signed.clone() {
-            core.log.insert(m);
+            for m in &r.left {
+                if m.signer() != me || m.height() != r.height || m.round() >= r.round {
+                    return Err(ConsensusError::ForeignRecord);
+                }
+            }
+            match r.height.cmp(&height) {
+                std::cmp::Ordering::Greater => core.ahead = Some(r),
+                std::cmp::Ordering::Equal => core.restore(r),
+                // For a height already committed: nothing in it can matter any more.
+                std::cmp::Ordering::Less => {}
+            }
         }
         Ok(core)
+    }
+
+    /// Takes up a checked safety record of the current height: the round, step, lock and
+    /// valid value reached, and every message signed there, which the log holds again so
+    /// that nothing conflicting is signed.
+    fn restore(&mut self, r: SafetyRecord) {
+        let height = self.height;
+        for m in r.left {
+            self.log.insert(m);
+        }
+        self.round = r.round;
+        self.step = r.step;
+        self.locked = r.locked;
+        // validRound >= lockedRound always holds; a record that breaks it is repaired
+        // towards the lock, which only restricts what this validator will propose.
+        self.valid = match (r.valid, r.locked) {
+            (Some(v), Some(l)) if v.0 >= l.0 => Some(v),
+            (_, Some(l)) => Some(l),
+            (v, None) => v,
+        };
+        self.signed = r.signed;
+        self.resumed = true;
+        let (chain_id, valid) = (&self.chain_id, self.valid);
+        let proof: Vec<Vote> = r
+            .proof_of_lock
+            .into_iter()
+            .filter(|v| {
+                valid.is_some_and(|(vr, vv)| {
+                    v.kind == VoteKind::Prevote
+                        && (v.height, v.round, v.block) == (height, vr, Some(vv))
+                }) && self.validators.contains(&v.validator)
+                    && v.verify(chain_id).is_ok()
+            })
+            .collect();
+        for v in proof {
+            self.log.insert(Message::Vote(v));
+        }
+        // A value this node locked on or proposed was verified before the crash.
+        for (_, v) in self.locked.iter().chain(self.valid.iter()) {
+            self.verdicts.insert(*v, true);
+        }
+        for m in &self.signed {
+            if let Message::Proposal(p) = m {
+                self.verdicts.insert(p.block_hash, true);
+            }
+        }
+        for m in self.signed.clone() {
+            self.log.insert(m);
+        }
+    }
+
+    /// The height of a safety record this node must reach by sync before it signs anything.
+    pub fn record_ahead(&self) -> Option<u64> {
+        self.ahead.as_ref().map(|r| r.height)
+    }
+
+    /// Whether the core has started (it signs and times out only then).
+    pub fn started(&self) -> bool {
+        self.started
     }
 
     /// The height being decided.
@@ -494,13 +516,10 @@ impl Core {
     pub fn handle(&mut self, input: Input) -> Vec<Effect> {
         match input {
             Input::Start => {
-                if !self.started {
-                    self.started = true;
-                    if self.resumed {
-                        self.resume();
-                    } else {
-                        self.start_round(0); // L10
-                    }
+                if self.ahead.is_some() {
+                    self.start_wanted = true;
+                } else {
+                    self.handle_start();
                 }
             }
             Input::Work => {
@@ -624,6 +643,17 @@ impl Core {
             }
             Step::Precommit => self.start_round(self.round + 1), // L66–L67
             _ => {}
+        }
+    }
+
+    fn handle_start(&mut self) {
+        if !self.started {
+            self.started = true;
+            if self.resumed {
+                self.resume();
+            } else {
+                self.start_round(0); // L10
+            }
         }
     }
 
@@ -859,6 +889,18 @@ impl Core {
         self.log = HeightLog::default();
         if self.behind_reported < height {
             self.behind_reported = height;
+        }
+        if let Some(r) = self.ahead.take_if(|r| r.height <= height) {
+            self.round = 0;
+            self.step = Step::Propose;
+            self.resumed = false;
+            if r.height == height {
+                self.restore(r);
+            }
+            if std::mem::take(&mut self.start_wanted) {
+                self.handle_start();
+            }
+            return;
         }
         if !self.started {
             // Caught up by sync before voting: nothing of the old height matters any more,

@@ -34,15 +34,6 @@ pub enum ConsensusError {
     /// This node's key is not in the validator set (run it as an observer instead).
     #[error("key {0} is not in the validator set")]
     NotAValidator(String),
-    /// The safety record is for a height the chain has not reached: the store lost blocks it
-    /// had committed, and voting on could equivocate.
-    #[error("safety record is at height {record} but the chain only reaches height {height}")]
-    RecordAhead {
-        /// The record's height.
-        record: u64,
-        /// The height being decided.
-        height: u64,
-    },
     /// The safety record holds messages this key did not sign for its height and round.
     #[error("safety record holds messages not signed by this validator at its height and round")]
     ForeignRecord,

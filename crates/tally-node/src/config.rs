@@ -291,6 +291,15 @@ pub struct StorageSection {
     /// Writes held in memtables before they are flushed to disk, all column families
     /// together, in MiB.
     pub write_buffer_mib: usize,
+    /// The most recent blocks read back and checked at every start.
+    pub check_recent_blocks: u64,
+    /// Blocks the background scrub reads back and checks each second, walking the whole chain
+    /// over and over; 0 turns the scrub off.
+    pub scrub_blocks_per_second: u64,
+    /// Whether a node with peers repairs a damaged data directory by itself: it sets the
+    /// directory aside, keeping its safety record, and fetches the chain again. When off, or
+    /// without peers, it refuses to start and says what to run.
+    pub repair: bool,
 }
 
 impl Default for StorageSection {
@@ -299,6 +308,9 @@ impl Default for StorageSection {
         Self {
             cache_mib: l.cache_bytes >> 20,
             write_buffer_mib: l.write_buffer_bytes >> 20,
+            check_recent_blocks: 1_000,
+            scrub_blocks_per_second: 200,
+            repair: true,
         }
     }
 }
@@ -493,6 +505,20 @@ impl NodeConfig {
             4,
             1 << 16,
             "4 to 65536",
+        )?;
+        range(
+            "storage.check_recent_blocks",
+            self.storage.check_recent_blocks as usize,
+            0,
+            10_000_000,
+            "0 to 10000000",
+        )?;
+        range(
+            "storage.scrub_blocks_per_second",
+            self.storage.scrub_blocks_per_second as usize,
+            0,
+            100_000,
+            "0 to 100000",
         )?;
         let c = &self.consensus;
         for (field, v) in [

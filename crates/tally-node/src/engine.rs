@@ -77,8 +77,15 @@ const SYNC_ANSWER_WAIT_MS: u64 = 12_000;
 /// votes until there is work, so nobody sees it lag.
 const IDLE_SYNC_MS: u64 = 5_000;
 
-/// How long a restarted or new validator waits for peers' blocks before it starts voting.
+/// How long a restarted or new validator waits for peers' blocks before it starts voting,
+/// and how long after a sync answer that brought many blocks: a node still fetching the chain
+/// must not vote at heights the others decided long ago.
 const CATCH_UP_WAIT_MS: u64 = 3_000;
+
+/// A sync answer with more blocks than this, or filling more than half of the answer's byte
+/// limit, says the node is still catching up. A shorter one may still come while the others
+/// commit, so waiting for an empty one could wait forever on a busy chain.
+const CAUGHT_UP_BLOCKS: u64 = 8;
 
 /// Most bytes of entries in one relay request: well inside the smallest
 /// `network.request_bytes_max` a config may set (64 KiB), so a batch always fits a frame.
@@ -395,6 +402,8 @@ pub struct Engine {
     sync_in_flight_ms: Option<u64>,
     voting: bool,
     start_by_ms: u64,
+    /// When a sync answer last said this node is still catching up ([`CAUGHT_UP_BLOCKS`]).
+    last_long_answer_ms: Option<u64>,
     status: ConsensusStatus,
     actions: Vec<Action>,
 }
@@ -446,28 +455,6 @@ impl Engine {
         };
         // Alone, or without peers, there is nothing to catch up from.
         let alone = validators.len() == 1 || !config.networked;
-        // Blocks this validator proposed or locked on before a restart: it must be able to
-        // send them with its re-proposal, or a network where all restarted could never see
-        // the value it is locked on again.
-        let mut bodies = HashMap::new();
-        if let Some(core) = &core {
-            for (round, hash) in [core.locked(), core.valid(), core.own_proposal()]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(block) = kept_block(ledger.disk(), &hash) {
-                    let slot = (core.height(), round);
-                    bodies.insert(
-                        hash,
-                        Body {
-                            block,
-                            slot,
-                            from_proposer: true,
-                        },
-                    );
-                }
-            }
-        }
         let next_tick_ms = now.mono_ms + config.tick_ms;
         let start_by_ms = if alone {
             now.mono_ms
@@ -483,7 +470,7 @@ impl Engine {
             timers: BTreeMap::new(),
             timer_seq: 0,
             next_tick_ms,
-            bodies,
+            bodies: HashMap::new(),
             assemblies: HashMap::new(),
             relayed: HashSet::new(),
             fetch_answered: HashMap::new(),
@@ -502,11 +489,40 @@ impl Engine {
             sync_in_flight_ms: None,
             voting: false,
             start_by_ms,
+            last_long_answer_ms: None,
             status,
             actions: Vec::new(),
         };
+        engine.load_kept_bodies();
         engine.publish_status();
         Ok(engine)
+    }
+
+    /// Reads back the blocks this validator proposed or locked on before a restart, which its
+    /// safety record keeps: it must be able to send them with its re-proposal, or a network
+    /// where all restarted could never see the value it is locked on again.
+    fn load_kept_bodies(&mut self) {
+        let Some(core) = &self.core else {
+            return;
+        };
+        let slots: Vec<_> = [core.locked(), core.valid(), core.own_proposal()]
+            .into_iter()
+            .flatten()
+            .filter(|(_, hash)| !self.bodies.contains_key(hash))
+            .map(|(round, hash)| ((core.height(), round), hash))
+            .collect();
+        for (slot, hash) in slots {
+            if let Some(block) = kept_block(self.ledger.disk(), &hash) {
+                self.bodies.insert(
+                    hash,
+                    Body {
+                        block,
+                        slot,
+                        from_proposer: true,
+                    },
+                );
+            }
+        }
     }
 
     /// The committed chain, the state and the mempool.
@@ -571,7 +587,12 @@ impl Engine {
     pub fn poll(&mut self, now: Now) -> Result<(), NodeError> {
         self.now = now;
         if !self.voting && now.mono_ms >= self.start_by_ms {
-            self.start_voting()?;
+            match self.last_long_answer_ms {
+                Some(t) if now.mono_ms < t + CATCH_UP_WAIT_MS => {
+                    self.start_by_ms = t + CATCH_UP_WAIT_MS;
+                }
+                _ => self.start_voting()?,
+            }
         }
         while let Some((&(at, seq), _)) = self.timers.first_key_value() {
             if at > now.mono_ms {
@@ -801,7 +822,7 @@ impl Engine {
         } else {
             self.status.height = self.ledger.head().height + 1;
         }
-        self.status.voting = self.voting && self.core.is_some();
+        self.status.voting = self.voting && self.core.as_ref().is_some_and(Core::started);
     }
 
     fn event(&mut self, e: Event) -> Result<(), NodeError> {
@@ -854,7 +875,12 @@ impl Engine {
             Event::Blocks { from, blocks } => {
                 self.sync_in_flight_ms = None;
                 let empty = blocks.is_empty();
-                if self.apply_blocks(from, blocks)? {
+                let bytes: usize = blocks.iter().map(codec::encoded_len).sum();
+                let committed = self.apply_blocks(from, blocks)?;
+                if committed > CAUGHT_UP_BLOCKS || bytes > self.config.sync_bytes_max / 2 {
+                    self.last_long_answer_ms = Some(self.now.mono_ms);
+                }
+                if committed > 0 {
                     // More may follow: keep asking the same peer until it has nothing new.
                     self.ask_blocks(from);
                 } else if empty && !self.voting {
@@ -1338,14 +1364,15 @@ impl Engine {
         })
     }
 
-    /// Verifies and commits blocks from sync or a push, in height order. Returns whether the
-    /// chain grew.
+    /// Verifies and commits blocks from sync or a push, in height order. Returns how many
+    /// it committed.
     fn apply_blocks(
         &mut self,
         from: PublicKey,
         blocks: Vec<CertifiedBlock>,
-    ) -> Result<bool, NodeError> {
+    ) -> Result<u64, NodeError> {
         let mut synced_to = None;
+        let mut committed = 0;
         for CertifiedBlock { block, certificate } in blocks {
             let next = self.ledger.head().height + 1;
             if block.header.height < next {
@@ -1358,6 +1385,7 @@ impl Engine {
                 Ok(exec) => {
                     let head = self.ledger.commit(&block, &certificate, exec)?;
                     self.status.synced_blocks += 1;
+                    committed += 1;
                     synced_to = Some(head.height);
                 }
                 Err(why) => {
@@ -1368,15 +1396,17 @@ impl Engine {
             }
         }
         let Some(height) = synced_to else {
-            return Ok(false);
+            return Ok(0);
         };
         self.after_commit()?;
         // The core learns of it even before it votes, so it starts at the right height.
         self.input(Input::Synced { height })?;
+        // A safety record kept through a reset may have just been taken up: its blocks.
+        self.load_kept_bodies();
         if self.voting {
             self.signal_work()?;
         }
-        Ok(true)
+        Ok(committed)
     }
 
     fn after_commit(&mut self) -> Result<(), NodeError> {
@@ -1390,9 +1420,16 @@ impl Engine {
         if self.relayed.len() > mempool.len() + RELAY_QUEUE_MAX {
             self.relayed.retain(|id| mempool.contains(id));
         }
-        let forget = self.kept.take().map(|kept| kept.into_iter().collect());
-        self.actions.push(Action::ForgetKept(forget));
-        self.kept = Some(HashSet::new());
+        // The blocks a record ahead of the chain keeps are needed when sync reaches it.
+        if self
+            .core
+            .as_ref()
+            .is_none_or(|c| c.record_ahead().is_none())
+        {
+            let forget = self.kept.take().map(|kept| kept.into_iter().collect());
+            self.actions.push(Action::ForgetKept(forget));
+            self.kept = Some(HashSet::new());
+        }
         self.executions.clear();
         self.proposed.clear();
         self.want_proposal = None;

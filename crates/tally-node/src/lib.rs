@@ -16,6 +16,7 @@ pub mod keyfile;
 pub mod ledger;
 pub mod memdisk;
 pub mod mempool;
+pub mod scrub;
 pub mod serve;
 
 use crate::config::NodeConfig;
@@ -48,6 +49,10 @@ pub enum NodeError {
     /// Persistent data that contradicts itself.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The data directory is damaged and the node may not repair it itself; the message says
+    /// what to do.
+    #[error("the data directory is damaged: {0}")]
+    Damaged(String),
     /// The block producer stopped after a failure; the node serves nothing more.
     #[error("the node has halted after an internal failure; see its log")]
     Halted,
@@ -156,23 +161,26 @@ impl Shared {
     }
 }
 
-/// Opens the data directory, initialising it from genesis when new, and reloads the state
-/// (checked against the head's state root), the safety record and the count of evidence
-/// held.
+/// Opens the data directory, initialising it from genesis when new, checks it, and reloads
+/// the state (checked against the head's state root), the safety record and the count of
+/// evidence held. A damaged directory is repaired when the config allows and peers can give
+/// the chain again ([`repair`]); otherwise the node refuses to start and says what to do.
 fn open_ledger(
     config: &NodeConfig,
     genesis: Genesis,
 ) -> Result<(Ledger, tally_storage::Store, Option<SafetyRecord>, u64), NodeError> {
-    std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
-        NodeError::Config(format!(
-            "cannot create {}: {e}",
-            config.node.data_dir.display()
-        ))
-    })?;
-    let store = tally_storage::Store::open_with(&config.node.data_dir, config.storage.limits())?;
-    store.init_genesis(&genesis)?;
+    let dir = &config.node.data_dir;
+    tally_storage::finish_set_aside(dir)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    let (store, state) = match open_checked(config, &genesis) {
+        Err(e) if e.is_damage() => {
+            repair(config, &e.to_string())?;
+            open_checked(config, &genesis)?
+        }
+        opened => opened?,
+    };
     let head = store.head()?;
-    let state = store.load_state()?;
     let record = match store.safety_record()? {
         Some(bytes) => Some(SafetyRecord::decode(&bytes).map_err(|e| {
             NodeError::Corrupt(format!(
@@ -190,6 +198,71 @@ fn open_ledger(
         head,
     );
     Ok((ledger, store, record, evidence))
+}
+
+/// Opens the data directory and checks what a start can afford to read: damage a running
+/// node noted, the most recent blocks, and the whole state (every record against its tree
+/// leaf, the tree against the head's state root).
+fn open_checked(
+    config: &NodeConfig,
+    genesis: &Genesis,
+) -> Result<(tally_storage::Store, tally_state::State), tally_storage::StorageError> {
+    let store = tally_storage::Store::open_with(&config.node.data_dir, config.storage.limits())?;
+    store.init_genesis(genesis)?;
+    if let Some(what) = store.damage_noted()? {
+        return Err(tally_storage::StorageError::Corrupt(what));
+    }
+    let head = store.head()?;
+    let recent = config.storage.check_recent_blocks;
+    store.check_blocks(head.height.saturating_sub(recent) + 1, head.height)?;
+    let state = store.load_state()?;
+    Ok((store, state))
+}
+
+/// Sets a damaged data directory aside, keeping what this validator signed, so the node
+/// fetches the chain again from its peers; or, when it may not or cannot, the error that
+/// tells the operator what to do.
+fn repair(config: &NodeConfig, damage: &str) -> Result<(), NodeError> {
+    let dir = &config.node.data_dir;
+    let has_peers = config.network.as_ref().is_some_and(|n| !n.peers.is_empty());
+    if !has_peers {
+        return Err(NodeError::Damaged(format!(
+            "{damage}. This node has no peer to fetch the chain from: restore {} from a backup \
+             (docs/operator-guide.md, \"Backups\")",
+            dir.display()
+        )));
+    }
+    if !config.storage.repair {
+        return Err(NodeError::Damaged(format!(
+            "{damage}. Run `tally node reset --config <this config>`: it sets {} aside, keeping \
+             the safety record, and the node fetches the chain again from its peers",
+            dir.display()
+        )));
+    }
+    tracing::error!(data_dir = %dir.display(), %damage, "the data directory is damaged; setting it aside and fetching the chain again from the peers");
+    let aside = tally_storage::set_aside(dir).map_err(|e| {
+        NodeError::Damaged(format!(
+            "{damage}; and it cannot be set aside ({e}): restore {} from a backup",
+            dir.display()
+        ))
+    })?;
+    tracing::warn!(aside = %aside.display(), "the damaged directory is kept there; delete it once this node has caught up");
+    Ok(())
+}
+
+/// Sets a stopped node's data directory aside, keeping its safety record, so that it fetches
+/// the chain again from its peers when it next starts: the reset an operator runs, in place of
+/// deleting the directory, which would lose the record that keeps a validator from signing
+/// twice. Returns where the old directory went.
+pub fn reset(config: &NodeConfig) -> Result<std::path::PathBuf, NodeError> {
+    let dir = &config.node.data_dir;
+    if !dir.join("CURRENT").exists() {
+        return Err(NodeError::Config(format!(
+            "{} is not a data directory",
+            dir.display()
+        )));
+    }
+    Ok(tally_storage::set_aside(dir)?)
 }
 
 /// Reads and validates a genesis file (TOML).
@@ -213,6 +286,7 @@ pub struct RunningNode {
     driver: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     network: Option<tally_network::Network>,
+    scrub: Option<scrub::Scrub>,
 }
 
 impl RunningNode {
@@ -251,6 +325,18 @@ impl RunningNode {
         };
         if let Some(n) = self.network.take() {
             n.shutdown().await;
+        }
+        if let Some(scrub) = self.scrub.take() {
+            if let Some(damage) = tokio::task::spawn_blocking(move || scrub.join())
+                .await
+                .ok()
+                .flatten()
+            {
+                return Err(NodeError::Damaged(format!(
+                    "{damage}. The next start sets the data directory aside and fetches the \
+                     chain again from the peers"
+                )));
+            }
         }
         match driver {
             Some(Err(e)) => return Err(e),
@@ -428,6 +514,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 result
             })?
     };
+    let scrub = match config.storage.scrub_blocks_per_second {
+        0 => None,
+        n => Some(scrub::Scrub::start(
+            shared.store.clone(),
+            n,
+            cancel.clone(),
+        )?),
+    };
     let listener = tokio::net::TcpListener::bind(config.api.listen).await?;
     let api_addr = listener.local_addr()?;
     let app = api::router(shared.clone());
@@ -447,5 +541,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         driver: Some(driver),
         server,
         network,
+        scrub,
     })
 }

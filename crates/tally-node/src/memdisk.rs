@@ -61,6 +61,16 @@ impl MemDisk {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets the chain and keeps what a validator signed (the safety record, the blocks it
+    /// keeps, evidence), as `tally node reset` and the repair of a damaged directory do.
+    pub fn reset_chain(&self) {
+        let mut held = self.held();
+        held.blocks.clear();
+        held.heads.clear();
+        held.entries.clear();
+        held.diffs.clear();
+    }
+
     /// The committed head.
     pub fn head(&self) -> Head {
         let held = self.held();

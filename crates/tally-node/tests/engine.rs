@@ -36,6 +36,9 @@ const WALL_AT_ZERO: u64 = 1_800_000_000_000;
 const CLIENTS: u64 = 3;
 /// Block-sync answers, at most.
 const SYNC_BYTES_MAX: usize = 1 << 20;
+/// How far behind the others a validator may be when it starts voting: the engine's
+/// "caught up" allows a sync answer of up to 8 blocks, and blocks decided meanwhile.
+const CAUGHT_UP_HEIGHTS: u64 = 10;
 /// How long after healing every acknowledged entry must be committed everywhere.
 const SETTLE_MS: u64 = 60_000;
 
@@ -168,6 +171,8 @@ struct Plan {
     /// One observer follows the chain too (pushed blocks and its own polls), and clients
     /// submit to it as to any node.
     observer: bool,
+    /// Bytes of blocks in one block-sync answer, at most.
+    sync_bytes_max: usize,
 }
 
 impl Plan {
@@ -183,6 +188,7 @@ impl Plan {
             skip_persist: false,
             byzantine: false,
             observer: false,
+            sync_bytes_max: SYNC_BYTES_MAX,
         }
     }
 
@@ -378,7 +384,7 @@ impl Sim {
                 networked: self.nodes.len() > 1,
                 tick_ms: 250,
                 interval_ms: 100,
-                sync_bytes_max: SYNC_BYTES_MAX,
+                sync_bytes_max: self.plan.sync_bytes_max,
                 evidence_held: disk.evidence() as u64,
             },
             ledger,
@@ -880,7 +886,9 @@ impl Sim {
                 self.lost(from, to, what);
             }
             Delivery::Ask { from_height } => {
-                let blocks = self.nodes[to].disk.blocks_from(from_height, SYNC_BYTES_MAX);
+                let blocks = self.nodes[to]
+                    .disk
+                    .blocks_from(from_height, self.plan.sync_bytes_max);
                 self.post(to, from, Delivery::Answer(blocks));
             }
             Delivery::Answer(blocks) => self.handle(
@@ -1204,6 +1212,84 @@ fn four_validators_agree_and_a_crashed_one_restarts_from_its_disk_and_catches_up
     // It fetched what it missed by block sync.
     let engine = sim.nodes[3].engine.as_ref().expect("running");
     assert!(engine.status().synced_blocks >= missed);
+}
+
+#[test]
+fn a_validator_reset_mid_height_signs_nothing_until_sync_reaches_its_safety_record() {
+    // Its chain is forgotten and its safety record kept, as `tally node reset` and the repair
+    // of a damaged directory leave it, then it restarts at once: the others may still be
+    // deciding the height it was signing at. The run's double-sign check watches every
+    // message it signs.
+    let mut sim = Sim::new(Plan::calm(4), 11);
+    sim.run_until(4_000).expect("the checks hold");
+    let record_height = {
+        let record = sim.nodes[3]
+            .disk
+            .safety_record()
+            .expect("node 3 has signed");
+        SafetyRecord::decode(&record).expect("decodes").height
+    };
+    assert!(record_height > 10, "only {record_height} heights");
+    sim.crash(3, u64::MAX);
+    sim.nodes[3].disk.reset_chain();
+    assert_eq!(sim.nodes[3].disk.head().height, 0);
+    sim.start(3);
+    let engine = sim.nodes[3].engine.as_ref().expect("running");
+    assert!(!engine.status().voting, "it votes before it has any block");
+    sim.run_until(20_000).expect("the checks hold");
+    assert!(
+        sim.settled(),
+        "not every acknowledged entry is committed everywhere"
+    );
+    let engine = sim.nodes[3].engine.as_ref().expect("running");
+    assert!(engine.status().voting, "it never started voting again");
+    assert!(engine.status().synced_blocks >= record_height - 1);
+    assert_eq!(sim.height(3), sim.height(0));
+}
+
+#[test]
+fn a_validator_far_behind_votes_only_once_caught_up_and_signs_nothing_at_decided_heights() {
+    // Small sync answers: catching up takes many round trips, longer than the wait before
+    // a restarted validator starts voting on its own.
+    let plan = Plan {
+        sync_bytes_max: 2_000,
+        max_delay: 300,
+        chaos_ms: 80_000,
+        ..Plan::calm(4)
+    };
+    let mut sim = Sim::new(plan, 5);
+    sim.run_until(2_000).expect("the checks hold");
+    let crashed_at = sim.height(3);
+    sim.crash(3, u64::MAX);
+    sim.run_until(50_000).expect("the checks hold");
+    let decided = sim.height(0);
+    assert!(decided > crashed_at + 40, "only {decided} heights");
+    sim.start(3);
+    // It counts as voting only once within a few heights of the others.
+    let mut t = 50_000;
+    while t < 120_000 {
+        t += 100;
+        sim.run_until(t).expect("the checks hold");
+        let engine = sim.nodes[3].engine.as_ref().expect("running");
+        let (mine, theirs) = (sim.height(3), sim.height(0));
+        assert!(
+            !engine.status().voting || mine + CAUGHT_UP_HEIGHTS >= theirs,
+            "voting at height {mine} while the others are at {theirs}"
+        );
+    }
+    assert_eq!(sim.height(3), sim.height(0));
+    let engine = sim.nodes[3].engine.as_ref().expect("running");
+    assert!(engine.status().voting, "it never started voting again");
+    assert!(engine.status().synced_blocks >= decided - crashed_at);
+    // At the height it was deciding when it crashed it may have signed; above it, up to
+    // what the others had decided when it came back, it was away or catching up.
+    let me = sim.nodes[3].key;
+    let stale: Vec<_> = sim
+        .signed
+        .keys()
+        .filter(|(who, h, _, _)| *who == me && *h > crashed_at + 1 && *h <= decided)
+        .collect();
+    assert!(stale.is_empty(), "it signed at decided heights: {stale:?}");
 }
 
 #[test]

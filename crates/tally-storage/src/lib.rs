@@ -79,6 +79,8 @@ const META_HEAD: &[u8] = b"head";
 /// Present once `state_leaves` holds the leaf of every state record: written with genesis, or
 /// after deriving the leaves of a directory written before they were kept.
 const META_LEAVES: &[u8] = b"leaves";
+/// Damage a running node found (its description): the next start repairs the directory.
+const META_DAMAGED: &[u8] = b"damaged";
 const SAFETY_RECORD: &[u8] = b"record";
 const EVIDENCE_PREFIX: &[u8] = b"evidence/";
 const PENDING_BLOCK_PREFIX: &[u8] = b"pending-block/";
@@ -107,6 +109,14 @@ pub enum StorageError {
     /// The directory has no genesis yet.
     #[error("data directory has not been initialised with a genesis")]
     NoGenesis,
+    /// A file-system step of setting a directory aside failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path it failed on.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A block that does not extend the head.
     #[error("block {height} does not extend head {head_height} ({reason})")]
     NotNext {
@@ -120,6 +130,19 @@ pub enum StorageError {
 }
 
 type Result<T> = std::result::Result<T, StorageError>;
+
+impl StorageError {
+    /// Whether the bytes on disk are not what was written (a checksum, a decode, a hash or a
+    /// link that fails), as opposed to a refusal, a full disk or a lock: damage is what a
+    /// node repairs by fetching the chain again.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StorageError::Corrupt(_) => true,
+            StorageError::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
+            _ => false,
+        }
+    }
+}
 
 /// The last committed block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -499,6 +522,70 @@ impl Store {
         }
     }
 
+    /// Reads back the blocks of heights `from..=to` and checks each against what holds it
+    /// in place: its index entry, its commit certificate, its parent's hash, and for the head
+    /// the head record. The start-up check and the background scrub run it; an error for
+    /// which [`StorageError::is_damage`] holds names what is damaged.
+    pub fn check_blocks(&self, from: u64, to: u64) -> Result<()> {
+        let head = self.head()?;
+        let to = to.min(head.height);
+        if from > to {
+            return Ok(());
+        }
+        let corrupt =
+            |height: u64, what: String| StorageError::Corrupt(format!("block {height}: {what}"));
+        let from = from.max(1);
+        let mut parent = match from {
+            1 => Some(self.genesis()?.ok_or(StorageError::NoGenesis)?.hash()),
+            // The block before the range is the index's to vouch for, not read again.
+            _ => None,
+        };
+        for height in from..=to {
+            let block = self
+                .block(height)?
+                .ok_or_else(|| corrupt(height, "missing".into()))?;
+            let hash = block.hash();
+            let linked = match parent {
+                Some(p) => block.header.parent == p,
+                None => self.height_of(&block.header.parent)? == Some(height - 1),
+            };
+            if !linked {
+                return Err(corrupt(height, "does not name the block before it".into()));
+            }
+            let certificate = self
+                .certificate(height)?
+                .ok_or_else(|| corrupt(height, "no commit certificate".into()))?;
+            if certificate.block_hash != hash || certificate.height != height {
+                return Err(corrupt(
+                    height,
+                    "its certificate is for another block".into(),
+                ));
+            }
+            if height == head.height
+                && (head.hash != hash || head.state_root != block.header.state_root)
+            {
+                return Err(corrupt(height, "is not the head's block".into()));
+            }
+            parent = Some(hash);
+        }
+        Ok(())
+    }
+
+    /// Notes damage a running node found, for the next start to repair.
+    pub fn mark_damaged(&self, what: &str) -> Result<()> {
+        self.db
+            .put_cf_opt(self.cf(cf::META)?, META_DAMAGED, what, &Self::synced())?;
+        Ok(())
+    }
+
+    /// The damage a running node noted, if any.
+    pub fn damage_noted(&self) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(cf::META)?, META_DAMAGED)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
     /// Where an ordered entry is and its outcome.
     pub fn entry(&self, id: &EntryId) -> Result<Option<EntryRecord>> {
         match self.db.get_cf(self.cf(cf::ENTRIES)?, id.as_bytes())? {
@@ -802,6 +889,85 @@ impl Store {
     }
 }
 
+/// A path beside `path`, its name followed by `suffix`.
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Moves a data directory aside, under a new name beside it, and puts in its place a fresh
+/// directory holding only what this validator signed: its safety record, the blocks the record
+/// keeps, and the evidence it holds. The node then fetches the chain again from its peers and
+/// checks every block against its certificate, and the record keeps it from signing anything
+/// at a height it may already have signed at. Nothing is deleted: the old directory stays for
+/// the operator to look at, or to restore should every peer have lost the chain too.
+///
+/// Fails, changing nothing, when a running node holds the directory or its safety column
+/// family cannot be read back whole. Returns where the old directory went.
+pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
+    let mut kept: Pairs = Vec::new();
+    {
+        // Read-write, for its lock: a directory a running node holds is refused.
+        let old = Store::open(path)?;
+        let cf = old.cf(cf::SAFETY)?;
+        for item in old.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            kept.push((k.into_vec(), v.into_vec()));
+        }
+    }
+    let fresh = beside(path, ".repair");
+    if fresh.exists() {
+        // Left by a set-aside stopped before its first rename: it holds nothing the old
+        // directory does not.
+        std::fs::remove_dir_all(&fresh).map_err(io_error(&fresh))?;
+    }
+    {
+        let store = Store::open(&fresh)?;
+        let cf = store.cf(cf::SAFETY)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in &kept {
+            batch.put_cf(cf, k, v);
+        }
+        store.db.write_opt(batch, &Store::synced())?;
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut aside = beside(path, &format!(".damaged-{secs}"));
+    for n in 1.. {
+        if !aside.exists() {
+            break;
+        }
+        aside = beside(path, &format!(".damaged-{secs}-{n}"));
+    }
+    std::fs::rename(path, &aside).map_err(io_error(path))?;
+    std::fs::rename(&fresh, path).map_err(io_error(&fresh))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(parent))?;
+    }
+    Ok(aside)
+}
+
+/// Completes a [`set_aside`] stopped between its two renames, so that a node never starts
+/// on an empty directory in place of the fresh one that holds its safety record.
+pub fn finish_set_aside(path: &Path) -> Result<()> {
+    let fresh = beside(path, ".repair");
+    if !path.exists() && fresh.exists() {
+        std::fs::rename(&fresh, path).map_err(io_error(&fresh))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -991,6 +1157,89 @@ mod tests {
         assert_eq!(store.pending_block(&block.hash()).expect("read"), None);
         // Clearing kept blocks touches neither evidence nor the safety record.
         assert_eq!(store.evidence().expect("read").len(), 1);
+        assert_eq!(
+            store.safety_record().expect("read"),
+            Some(b"record".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_block_that_reads_back_wrong_is_found_and_setting_aside_keeps_only_what_was_signed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
+        let block = {
+            let (store, admin, validator) = new_store(&dir);
+            let mut state = store.load_state().expect("state");
+            for seq in 0..4 {
+                commit_next(&store, &mut state, &admin, &validator, seq);
+            }
+            store.check_blocks(1, 4).expect("an intact chain passes");
+            // Block 2 replaced by block 3's bytes: it decodes, but says another height.
+            let three = store
+                .db
+                .get_cf(store.cf(cf::BLOCKS).expect("cf"), height_key(3));
+            let three = three.expect("read").expect("present");
+            store
+                .db
+                .put_cf(store.cf(cf::BLOCKS).expect("cf"), height_key(2), three)
+                .expect("write");
+            let err = store.check_blocks(1, 4).expect_err("block 2 is wrong");
+            assert!(err.is_damage(), "{err}");
+            assert!(err.to_string().contains("block stored at 2"), "{err}");
+            // Scrubbing from 3 on does not read block 2's bytes, but a wrong certificate is
+            // found.
+            store.check_blocks(3, 4).expect("3 and 4 are intact");
+            let cert = store.certificate(3).expect("read").expect("present");
+            store
+                .db
+                .put_cf(
+                    store.cf(cf::CERTIFICATES).expect("cf"),
+                    height_key(4),
+                    codec::encode(&cert),
+                )
+                .expect("write");
+            let err = store
+                .check_blocks(3, 4)
+                .expect_err("certificate 4 is wrong");
+            assert!(err.to_string().contains("another block"), "{err}");
+            let block = store.block(1).expect("read").expect("present");
+            store
+                .put_safety_record(b"record", &[&block])
+                .expect("record");
+            store
+                .put_evidence(&validator.public(), 3, b"proof")
+                .expect("evidence");
+            store.mark_damaged("block 2").expect("note");
+            assert_eq!(
+                store.damage_noted().expect("read").as_deref(),
+                Some("block 2")
+            );
+            assert!(
+                set_aside(&dir).is_err(),
+                "a directory held open is not set aside"
+            );
+            block
+        };
+        let aside = set_aside(&dir).expect("set aside");
+        assert!(aside.join("CURRENT").exists());
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(store.genesis().expect("read"), None, "the chain is gone");
+        assert_eq!(store.damage_noted().expect("read"), None);
+        assert_eq!(
+            store.safety_record().expect("read"),
+            Some(b"record".to_vec())
+        );
+        assert_eq!(
+            store.pending_block(&block.hash()).expect("read"),
+            Some(block)
+        );
+        assert_eq!(store.evidence().expect("read"), vec![b"proof".to_vec()]);
+        drop(store);
+        // Stopped between its two renames: the next start finds the fresh directory.
+        let fresh = beside(&dir, ".repair");
+        std::fs::rename(&dir, &fresh).expect("rename");
+        finish_set_aside(&dir).expect("finish");
+        let store = Store::open(&dir).expect("reopen");
         assert_eq!(
             store.safety_record().expect("read"),
             Some(b"record".to_vec())

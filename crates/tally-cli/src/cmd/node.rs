@@ -1,4 +1,4 @@
-//! `tally node run`: an operator's node.
+//! `tally node run` and `tally node reset`: an operator's node.
 
 use crate::Outcome;
 use anyhow::Context;
@@ -14,10 +14,33 @@ pub enum Node {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Set a stopped node's data directory aside and start afresh, keeping its consensus
+    /// safety record: at its next start the node fetches the chain again from its peers.
+    /// Use this, never a deletion, to resync a validator.
+    Reset {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 pub fn run(cmd: Node) -> anyhow::Result<Outcome> {
-    let Node::Run { config } = cmd;
+    let config = match cmd {
+        Node::Run { config } => config,
+        Node::Reset { config } => {
+            let cfg = NodeConfig::load(&config)?;
+            let aside = tally_node::reset(&cfg)?;
+            println!(
+                "{} was moved to {}; a fresh directory holding only the safety record is in its \
+                 place. Start the node: it fetches the chain again from its peers. Delete {} once \
+                 it has caught up.",
+                cfg.node.data_dir.display(),
+                aside.display(),
+                aside.display()
+            );
+            return Ok(Outcome::Ok);
+        }
+    };
     let cfg = NodeConfig::load(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
