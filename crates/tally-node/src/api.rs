@@ -638,11 +638,9 @@ async fn title(AxState(shared): Ctx, Path(parcel): Path<String>) -> ApiResult {
 
 async fn block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
     let height: u64 = parse("height", &height)?;
-    let (b, cert) = read_store(&shared, move |store| {
-        Ok((store.block(height)?, store.certificate(height)?))
-    })
-    .await?;
-    let b = b.ok_or_else(|| ApiError::not_found(format_args!("block at height {height}")))?;
+    let (b, cert) = read_store(&shared, move |store| store.certified_block(height))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format_args!("block at height {height}")))?;
     let entries: Vec<Value> = b
         .entries
         .iter()
@@ -657,18 +655,12 @@ async fn block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
 /// replays the chain itself (`tally audit report --node`) rather than trust the node's figures.
 async fn raw_block(AxState(shared): Ctx, Path(height): Path<String>) -> ApiResult {
     let height: u64 = parse("height", &height)?;
-    let read = read_store(&shared, move |store| {
-        Ok((store.block(height)?, store.certificate(height)?))
-    })
-    .await?;
-    match read {
-        (Some(b), Some(c)) => Ok(Json(json!({
-            "height": height,
-            "block": hex::encode(tally_types::encode(&b)),
-            "certificate": hex::encode(tally_types::encode(&c)),
-        }))),
-        _ => Err(ApiError::not_found(format_args!(
-            "block at height {height}"
-        ))),
-    }
+    let (b, c) = read_store(&shared, move |store| store.certified_block(height))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format_args!("block at height {height}")))?;
+    Ok(Json(json!({
+        "height": height,
+        "block": hex::encode(tally_types::encode(&b)),
+        "certificate": hex::encode(tally_types::encode(&c)),
+    })))
 }

@@ -522,6 +522,24 @@ impl Store {
         }
     }
 
+    /// A committed block with its commit certificate, checked against each other before
+    /// either is served or used: the block against its index entry, the certificate against
+    /// the block's hash and height. `None` above the head.
+    pub fn certified_block(&self, height: u64) -> Result<Option<(Block, CommitCertificate)>> {
+        let Some(block) = self.block(height)? else {
+            return Ok(None);
+        };
+        let certificate = self.certificate(height)?.ok_or_else(|| {
+            StorageError::Corrupt(format!("block {height}: no commit certificate"))
+        })?;
+        if certificate.block_hash != block.hash() || certificate.height != height {
+            return Err(StorageError::Corrupt(format!(
+                "block {height}: its certificate is for another block"
+            )));
+        }
+        Ok(Some((block, certificate)))
+    }
+
     /// Reads back the blocks of heights `from..=to` and checks each against what holds it
     /// in place: its index entry, its commit certificate, its parent's hash, and for the head
     /// the head record. The start-up check and the background scrub run it; an error for
@@ -541,8 +559,8 @@ impl Store {
             _ => None,
         };
         for height in from..=to {
-            let block = self
-                .block(height)?
+            let (block, _) = self
+                .certified_block(height)?
                 .ok_or_else(|| corrupt(height, "missing".into()))?;
             let hash = block.hash();
             let linked = match parent {
@@ -551,15 +569,6 @@ impl Store {
             };
             if !linked {
                 return Err(corrupt(height, "does not name the block before it".into()));
-            }
-            let certificate = self
-                .certificate(height)?
-                .ok_or_else(|| corrupt(height, "no commit certificate".into()))?;
-            if certificate.block_hash != hash || certificate.height != height {
-                return Err(corrupt(
-                    height,
-                    "its certificate is for another block".into(),
-                ));
             }
             if height == head.height
                 && (head.hash != hash || head.state_root != block.header.state_root)
