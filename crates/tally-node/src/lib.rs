@@ -9,7 +9,8 @@
 //! [`api`] serves HTTP. Business rules live in tally-state and nowhere here.
 
 pub mod api;
-pub mod config;
+/// The config file, read by its own crate so tools and fuzzing need no storage engine.
+pub use tally_config as config;
 pub mod consensus;
 pub mod engine;
 pub mod keyfile;
@@ -207,7 +208,7 @@ fn open_checked(
     config: &NodeConfig,
     genesis: &Genesis,
 ) -> Result<(tally_storage::Store, tally_state::State), tally_storage::StorageError> {
-    let store = tally_storage::Store::open_with(&config.node.data_dir, config.storage.limits())?;
+    let store = tally_storage::Store::open_with(&config.node.data_dir, storage_limits(config))?;
     store.init_genesis(genesis)?;
     if let Some(what) = store.damage_noted()? {
         return Err(tally_storage::StorageError::Corrupt(what));
@@ -217,6 +218,14 @@ fn open_checked(
     store.check_blocks(head.height.saturating_sub(recent) + 1, head.height)?;
     let state = store.load_state()?;
     Ok((store, state))
+}
+
+/// The memory limits storage opens the data directory with.
+fn storage_limits(config: &NodeConfig) -> tally_storage::MemoryLimits {
+    tally_storage::MemoryLimits {
+        cache_bytes: config.storage.cache_mib << 20,
+        write_buffer_bytes: config.storage.write_buffer_mib << 20,
+    }
 }
 
 /// Sets a damaged data directory aside, keeping what this validator signed, so the node
@@ -543,4 +552,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         network,
         scrub,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_without_a_storage_section_opens_storage_with_its_defaults() {
+        let text = "[node]\ndata_dir = \"d\"\ngenesis = \"g.toml\"\nnode_key = \"k.key\"\n";
+        let config: NodeConfig = toml::from_str(text).expect("a minimal config");
+        assert_eq!(
+            storage_limits(&config),
+            tally_storage::MemoryLimits::default()
+        );
+    }
 }

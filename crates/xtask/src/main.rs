@@ -7,9 +7,13 @@
 //!   denied and then the whole test suite. `cargo xtask lint` runs clippy alone.
 //! - `cargo xtask bench [ARGS]`: builds `tally` with optimisations and runs
 //!   `tally bench cluster ARGS` (docs/performance.md), then the criterion micro-benchmarks.
+//! - `cargo xtask fuzz [--hours H | --seconds S] [--jobs J] [--targets a,b]`: a fuzzing
+//!   campaign under AFL++ (docs/fuzzing.md).
 //!
 //! Builds go to `$CARGO_TARGET_DIR`, or `~/.cache/tally-target` when unset, so that a fresh
 //! clone reuses an earlier RocksDB build instead of compiling its C++ again.
+
+mod fuzz;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,8 +30,9 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("setup") => setup().map(|_| ()),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|lint|bench|setup>\n  demo   run a local network and the aid workflow demo\n  test   check formatting, clippy, and run the whole test suite\n  lint   clippy on every target, warnings denied\n  bench  optimised build; `tally bench cluster` (extra arguments go to it), then the micro-benchmarks\n  setup  only install what the build needs");
+            eprintln!("usage: cargo xtask <demo|test|lint|bench|fuzz|setup>\n  demo   run a local network and the aid workflow demo\n  test   check formatting, clippy, and run the whole test suite\n  lint   clippy on every target, warnings denied\n  bench  optimised build; `tally bench cluster` (extra arguments go to it), then the micro-benchmarks\n  fuzz   a fuzzing campaign under AFL++: --hours H or --seconds S per target, --jobs J, --targets a,b\n  setup  only install what the build needs");
             return ExitCode::from(2);
         }
     };

@@ -303,24 +303,15 @@ pub struct StorageSection {
 }
 
 impl Default for StorageSection {
+    /// The memory limits are those a directory opened without a config gets
+    /// (`tally_storage::MemoryLimits::default`, which a tally-node test holds equal).
     fn default() -> Self {
-        let l = tally_storage::MemoryLimits::default();
         Self {
-            cache_mib: l.cache_bytes >> 20,
-            write_buffer_mib: l.write_buffer_bytes >> 20,
+            cache_mib: 32,
+            write_buffer_mib: 32,
             check_recent_blocks: 1_000,
             scrub_blocks_per_second: 200,
             repair: true,
-        }
-    }
-}
-
-impl StorageSection {
-    /// The limits storage opens the data directory with.
-    pub fn limits(&self) -> tally_storage::MemoryLimits {
-        tally_storage::MemoryLimits {
-            cache_bytes: self.cache_mib << 20,
-            write_buffer_bytes: self.write_buffer_mib << 20,
         }
     }
 }
