@@ -978,7 +978,8 @@ fn set_aside(c: &Cluster, i: u16) -> Vec<PathBuf> {
 }
 
 #[test]
-fn damaged_blocks_and_state_files_are_found_and_repaired_from_the_other_validators() {
+fn damaged_blocks_and_state_files_are_found_and_repaired_from_the_other_validators_and_a_reset_keeps_the_safety_record(
+) {
     let mut c = Cluster::create(4);
     c.start_all_voting();
     let admin = c.admin();
@@ -1040,6 +1041,30 @@ fn damaged_blocks_and_state_files_are_found_and_repaired_from_the_other_validato
     c.start(4);
     c.wait_voting(4, 3);
     assert_eq!(set_aside(&c, 4).len(), 2);
+    commit_some(&c, 10);
+    let top = c.height(1);
+    c.wait_height(&[4], top);
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+
+    // 3. The operator's resync: refused while the node runs, done on a stopped one.
+    let reset = |c: &Cluster| {
+        run_tally(&[
+            "node",
+            "reset",
+            "--config",
+            c.node_dir(4).join("node.toml").to_str().expect("utf8"),
+        ])
+    };
+    let out = reset(&c);
+    assert_ne!(out.code, 0, "a running node's directory was reset: {out}");
+    assert_eq!(set_aside(&c, 4).len(), 2);
+    assert_eq!(c.stop(4), 0);
+    let out = reset(&c);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("was moved to"), "{out}");
+    assert_eq!(set_aside(&c, 4).len(), 3);
+    c.start(4);
+    c.wait_voting(4, 3);
     commit_some(&c, 10);
     let top = c.height(1);
     c.wait_height(&[4], top);
