@@ -1260,4 +1260,109 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_record_above_the_chain_holds_the_core_back_until_sync_reaches_it_then_binds_it() {
+        let key = Keypair::from_seed_for_tests(3);
+        let others: Vec<Keypair> = (4..7).map(Keypair::from_seed_for_tests).collect();
+        let mut keys: Vec<PublicKey> = others.iter().map(Keypair::public).collect();
+        keys.push(key.public());
+        let set = ValidatorSet::new(&keys).unwrap_or_else(|e| panic!("{e}"));
+        let chain = Name::new("record-chain").unwrap_or_else(|e| panic!("{e}"));
+        // Before its chain was set aside, it prevoted for A at height 7, round 0.
+        let a = Hash([0xa; 32]);
+        let prevote_a = Message::Vote(Vote::sign(&key, &chain, VoteKind::Prevote, 7, 0, Some(a)));
+        let record = SafetyRecord {
+            height: 7,
+            round: 0,
+            step: Step::Prevote,
+            locked: None,
+            valid: None,
+            signed: vec![prevote_a.clone()],
+            proof_of_lock: Vec::new(),
+            left: Vec::new(),
+        };
+        let mut core = Core::new(
+            chain.clone(),
+            Keypair::from_seed_for_tests(3),
+            set.clone(),
+            Timeouts::default(),
+            0,
+            Some(record),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(core.record_ahead(), Some(7));
+        let signs = |effects: &[Effect]| {
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Persist(_) | Effect::Broadcast(_)))
+        };
+        assert!(
+            !signs(&core.handle(Input::Start)),
+            "started below its record"
+        );
+        assert!(!core.started());
+        // Sync brings it to height 5 committed: still below the record.
+        assert!(!signs(&core.handle(Input::Synced { height: 5 })));
+        assert!(!signs(&core.handle(Input::Work)));
+        assert_eq!(core.record_ahead(), Some(7));
+        // Height 6 committed: it is at 7, takes up the record, starts, and sends its prevote
+        // for A again, never one for another value.
+        let effects = core.handle(Input::Synced { height: 6 });
+        assert!(core.started());
+        assert_eq!(core.record_ahead(), None);
+        assert_eq!(
+            (core.height(), core.round(), core.step()),
+            (7, 0, Step::Prevote)
+        );
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(m) if *m == prevote_a)));
+        let b = Hash([0xb; 32]);
+        let proposer = set.proposer(7, 0);
+        let proposer_key = others
+            .iter()
+            .find(|k| k.public() == *proposer)
+            .unwrap_or_else(|| panic!("this validator is not the proposer of 7/0 in this set"));
+        let proposal = Message::Proposal(Proposal::sign(proposer_key, &chain, 7, 0, b, None));
+        let effects = core.handle(Input::Message(proposal));
+        for e in &effects {
+            if let Effect::Broadcast(Message::Vote(v)) = e {
+                assert!(
+                    !(v.kind == VoteKind::Prevote && v.round == 0 && v.block != Some(a)),
+                    "a second prevote at 7/0: {v:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_that_sync_passes_no_longer_matters() {
+        let key = Keypair::from_seed_for_tests(3);
+        let other = Keypair::from_seed_for_tests(4);
+        let set =
+            ValidatorSet::new(&[key.public(), other.public()]).unwrap_or_else(|e| panic!("{e}"));
+        let chain = Name::new("record-chain").unwrap_or_else(|e| panic!("{e}"));
+        let record = SafetyRecord {
+            height: 7,
+            round: 3,
+            step: Step::Precommit,
+            locked: None,
+            valid: None,
+            signed: Vec::new(),
+            proof_of_lock: Vec::new(),
+            left: Vec::new(),
+        };
+        let mut core = Core::new(chain, key, set, Timeouts::default(), 2, Some(record))
+            .unwrap_or_else(|e| panic!("{e}"));
+        core.handle(Input::Start);
+        assert!(!core.started());
+        core.handle(Input::Synced { height: 9 });
+        assert!(core.started());
+        assert_eq!(
+            (core.height(), core.round(), core.step()),
+            (10, 0, Step::Propose)
+        );
+        assert_eq!(core.record_ahead(), None);
+    }
 }

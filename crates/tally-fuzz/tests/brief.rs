@@ -67,7 +67,7 @@ fn every_target_takes_its_corpus_and_mutations_of_it() {
             );
             tried += 1;
         }
-        assert!(tried > 100, "{name}: only {tried} mutations in {BUDGET:?}");
+        assert!(tried > 10, "{name}: only {tried} mutations in {BUDGET:?}");
     }
 }
 

@@ -82,8 +82,9 @@ const IDLE_SYNC_MS: u64 = 5_000;
 /// must not vote at heights the others decided long ago.
 const CATCH_UP_WAIT_MS: u64 = 3_000;
 
-/// A sync answer with more blocks than this, or filling more than half of the answer's byte
-/// limit, says the node is still catching up. A shorter one may still come while the others
+/// A sync answer with more blocks than this, or with several filling more than half of the
+/// answer's byte limit, says the node is still catching up; so do f+1 validators signing more
+/// than this many heights above its chain. A shorter answer may still come while the others
 /// commit, so waiting for an empty one could wait forever on a busy chain.
 const CAUGHT_UP_BLOCKS: u64 = 8;
 
@@ -294,6 +295,9 @@ pub struct ConsensusStatus {
     pub step: Option<Step>,
     /// Whether the core has started voting (after the catch-up wait).
     pub voting: bool,
+    /// The height of a safety record kept through a reset or repair, above the chain this
+    /// node holds: it signs nothing until block sync brings it there.
+    pub record_ahead: Option<u64>,
     /// Consensus messages accepted, and dropped by reason.
     pub messages: tally_consensus::Counters,
     /// Equivocations detected and kept as evidence.
@@ -404,6 +408,12 @@ pub struct Engine {
     start_by_ms: u64,
     /// When a sync answer last said this node is still catching up ([`CAUGHT_UP_BLOCKS`]).
     last_long_answer_ms: Option<u64>,
+    /// The highest height f+1 validators were seen at (so at least one honest one reached
+    /// it): before voting, from the heights of what they send; once voting, as the core
+    /// reports it ([`Effect::Behind`]).
+    others_at: u64,
+    /// Before voting: the highest height each validator has sent a message for.
+    peer_heights: HashMap<PublicKey, u64>,
     status: ConsensusStatus,
     actions: Vec<Action>,
 }
@@ -447,12 +457,16 @@ impl Engine {
             round: 0,
             step: None,
             voting: false,
+            record_ahead: core.as_ref().and_then(Core::record_ahead),
             messages: Default::default(),
             evidence: config.evidence_held,
             synced_blocks: 0,
             rejected_blocks: 0,
             entries_fetched: 0,
         };
+        if let Some(record) = status.record_ahead {
+            tracing::warn!(record, head = ledger.head().height, "this validator's safety record is ahead of its chain (the chain was set aside); it signs nothing until block sync reaches that height");
+        }
         // Alone, or without peers, there is nothing to catch up from.
         let alone = validators.len() == 1 || !config.networked;
         let next_tick_ms = now.mono_ms + config.tick_ms;
@@ -490,6 +504,8 @@ impl Engine {
             voting: false,
             start_by_ms,
             last_long_answer_ms: None,
+            others_at: 0,
+            peer_heights: HashMap::new(),
             status,
             actions: Vec::new(),
         };
@@ -587,9 +603,15 @@ impl Engine {
     pub fn poll(&mut self, now: Now) -> Result<(), NodeError> {
         self.now = now;
         if !self.voting && now.mono_ms >= self.start_by_ms {
+            let head = self.ledger.head().height;
             match self.last_long_answer_ms {
                 Some(t) if now.mono_ms < t + CATCH_UP_WAIT_MS => {
                     self.start_by_ms = t + CATCH_UP_WAIT_MS;
+                }
+                // Honest validators sign far above this node's chain: sync is not done.
+                _ if self.others_at > head + 1 + CAUGHT_UP_BLOCKS => {
+                    self.start_by_ms = now.mono_ms + self.config.tick_ms;
+                    self.ask_sync();
                 }
                 _ => self.start_voting()?,
             }
@@ -751,7 +773,23 @@ impl Engine {
             .collect()
     }
 
+    /// Notes that validator `from` sent a message for `height` (the connection proves who it
+    /// is; the message is not checked yet), and moves [`Engine::others_at`] to the height f+1
+    /// validators have reached: one Byzantine validator naming absurd heights cannot hold
+    /// this node back.
+    fn note_peer_height(&mut self, from: PublicKey, height: u64) {
+        let seen = self.peer_heights.entry(from).or_insert(height);
+        *seen = (*seen).max(height);
+        let needed = self.validators.len().saturating_sub(1) / 3 + 1;
+        let mut heights: Vec<u64> = self.peer_heights.values().copied().collect();
+        if heights.len() >= needed {
+            heights.sort_unstable_by(|a, b| b.cmp(a));
+            self.others_at = self.others_at.max(heights[needed - 1]);
+        }
+    }
+
     fn start_voting(&mut self) -> Result<(), NodeError> {
+        self.peer_heights = HashMap::new();
         self.voting = true;
         if self.core.is_some() {
             tracing::info!("consensus started");
@@ -823,6 +861,7 @@ impl Engine {
             self.status.height = self.ledger.head().height + 1;
         }
         self.status.voting = self.voting && self.core.as_ref().is_some_and(Core::started);
+        self.status.record_ahead = self.core.as_ref().and_then(Core::record_ahead);
     }
 
     fn event(&mut self, e: Event) -> Result<(), NodeError> {
@@ -845,6 +884,8 @@ impl Engine {
                 }
                 if self.voting {
                     self.input(Input::Message(*message))?;
+                } else {
+                    self.note_peer_height(from, message.height());
                 }
             }
             Event::Entries(checked) => {
@@ -875,9 +916,11 @@ impl Engine {
             Event::Blocks { from, blocks } => {
                 self.sync_in_flight_ms = None;
                 let empty = blocks.is_empty();
-                let bytes: usize = blocks.iter().map(codec::encoded_len).sum();
-                let committed = self.apply_blocks(from, blocks)?;
-                if committed > CAUGHT_UP_BLOCKS || bytes > self.config.sync_bytes_max / 2 {
+                let (committed, bytes) = self.apply_blocks(from, blocks)?;
+                // One block may fill an answer by itself: only several say more are coming.
+                if committed > CAUGHT_UP_BLOCKS
+                    || (committed > 1 && bytes > self.config.sync_bytes_max / 2)
+                {
                     self.last_long_answer_ms = Some(self.now.mono_ms);
                 }
                 if committed > 0 {
@@ -1365,14 +1408,14 @@ impl Engine {
     }
 
     /// Verifies and commits blocks from sync or a push, in height order. Returns how many
-    /// it committed.
+    /// it committed, and their bytes as they travelled.
     fn apply_blocks(
         &mut self,
         from: PublicKey,
         blocks: Vec<CertifiedBlock>,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<(u64, usize), NodeError> {
         let mut synced_to = None;
-        let mut committed = 0;
+        let (mut committed, mut bytes) = (0, 0);
         for CertifiedBlock { block, certificate } in blocks {
             let next = self.ledger.head().height + 1;
             if block.header.height < next {
@@ -1383,6 +1426,7 @@ impl Engine {
             }
             match self.ledger.verify_synced(&block, &certificate) {
                 Ok(exec) => {
+                    bytes += codec::encoded_len(&block) + codec::encoded_len(&certificate);
                     let head = self.ledger.commit(&block, &certificate, exec)?;
                     self.status.synced_blocks += 1;
                     committed += 1;
@@ -1396,7 +1440,7 @@ impl Engine {
             }
         }
         let Some(height) = synced_to else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         self.after_commit()?;
         // The core learns of it even before it votes, so it starts at the right height.
@@ -1406,7 +1450,7 @@ impl Engine {
         if self.voting {
             self.signal_work()?;
         }
-        Ok(committed)
+        Ok((committed, bytes))
     }
 
     fn after_commit(&mut self) -> Result<(), NodeError> {
@@ -1650,6 +1694,7 @@ impl Engine {
                 }
             }
             Effect::Behind { height } => {
+                self.others_at = self.others_at.max(height);
                 tracing::info!(height, "validators are ahead; syncing");
                 self.ask_sync();
             }

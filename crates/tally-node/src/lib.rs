@@ -169,6 +169,7 @@ impl Shared {
 fn open_ledger(
     config: &NodeConfig,
     genesis: Genesis,
+    me: &PublicKey,
 ) -> Result<(Ledger, tally_storage::Store, Option<SafetyRecord>, u64), NodeError> {
     let dir = &config.node.data_dir;
     tally_storage::finish_set_aside(dir)?;
@@ -176,7 +177,7 @@ fn open_ledger(
         .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", dir.display())))?;
     let (store, state) = match open_checked(config, &genesis) {
         Err(e) if e.is_damage() => {
-            repair(config, &e.to_string())?;
+            repair(config, &genesis, me, &e.to_string())?;
             open_checked(config, &genesis)?
         }
         opened => opened?,
@@ -228,24 +229,45 @@ fn storage_limits(config: &NodeConfig) -> tally_storage::MemoryLimits {
     }
 }
 
+/// Whether this node can fetch the chain again: genesis names a validator other than it, which
+/// it reaches through its `[network]`. Block sync asks validators only.
+fn can_refetch(config: &NodeConfig, genesis: &Genesis, me: &PublicKey) -> bool {
+    config.network.is_some() && genesis.validator_keys().iter().any(|v| v != me)
+}
+
 /// Sets a damaged data directory aside, keeping what this validator signed, so the node
 /// fetches the chain again from its peers; or, when it may not or cannot, the error that
-/// tells the operator what to do.
-fn repair(config: &NodeConfig, damage: &str) -> Result<(), NodeError> {
+/// tells the operator what to do. It repairs by itself once: a directory an earlier repair set
+/// aside and nobody has looked at yet says something may be wrong beyond one disk (a release
+/// whose checks fail on every node would otherwise have every node fetch a chain that no node
+/// holds any more).
+fn repair(
+    config: &NodeConfig,
+    genesis: &Genesis,
+    me: &PublicKey,
+    damage: &str,
+) -> Result<(), NodeError> {
     let dir = &config.node.data_dir;
-    let has_peers = config.network.as_ref().is_some_and(|n| !n.peers.is_empty());
-    if !has_peers {
+    if !can_refetch(config, genesis, me) {
         return Err(NodeError::Damaged(format!(
-            "{damage}. This node has no peer to fetch the chain from: restore {} from a backup \
-             (docs/operator-guide.md, \"Backups\")",
+            "{damage}. No other validator can give this node the chain again: restore {} from \
+             a backup (docs/operator-guide.md, \"Backups\")",
             dir.display()
         )));
     }
+    let reset_hint = format!(
+        "Run `tally node reset --config <this config>`: it sets {} aside, keeping the safety \
+         record, and the node fetches the chain again from the other validators",
+        dir.display()
+    );
     if !config.storage.repair {
+        return Err(NodeError::Damaged(format!("{damage}. {reset_hint}")));
+    }
+    if let Some(earlier) = tally_storage::set_aside_earlier(dir).first() {
         return Err(NodeError::Damaged(format!(
-            "{damage}. Run `tally node reset --config <this config>`: it sets {} aside, keeping \
-             the safety record, and the node fetches the chain again from its peers",
-            dir.display()
+            "{damage}. This node repaired its directory before and {} is still there: look at \
+             both, delete it once you are sure, and start again; or {reset_hint}",
+            earlier.display()
         )));
     }
     tracing::error!(data_dir = %dir.display(), %damage, "the data directory is damaged; setting it aside and fetching the chain again from the peers");
@@ -260,17 +282,24 @@ fn repair(config: &NodeConfig, damage: &str) -> Result<(), NodeError> {
 }
 
 /// Sets a stopped node's data directory aside, keeping its safety record, so that it fetches
-/// the chain again from its peers when it next starts: the reset an operator runs, in place of
-/// deleting the directory, which would lose the record that keeps a validator from signing
-/// twice. Returns where the old directory went.
+/// the chain again from the other validators when it next starts: the reset an operator runs,
+/// in place of deleting the directory, which would lose the record that keeps a validator from
+/// signing twice. Refused where no other validator could give the chain back. Returns where
+/// the old directory went.
 pub fn reset(config: &NodeConfig) -> Result<std::path::PathBuf, NodeError> {
     let dir = &config.node.data_dir;
-    if !dir.join("CURRENT").exists() {
+    let genesis = load_genesis(&config.node.genesis)?;
+    let me = keyfile::read_key_file(&config.node.node_key)
+        .map_err(|e| NodeError::Config(e.to_string()))?
+        .public();
+    if !can_refetch(config, &genesis, &me) {
         return Err(NodeError::Config(format!(
-            "{} is not a data directory",
+            "no other validator could give this node the chain again: a reset of {} would lose \
+             it. Restore from a backup instead",
             dir.display()
         )));
     }
+    tally_storage::finish_set_aside(dir)?;
     Ok(tally_storage::set_aside(dir)?)
 }
 
@@ -419,7 +448,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .map_err(|e| NodeError::Config(e.to_string()))?;
     let me = key.public();
     let (ledger, store, record, evidence_held) =
-        tokio::task::block_in_place(|| open_ledger(&config, genesis.clone()))?;
+        tokio::task::block_in_place(|| open_ledger(&config, genesis.clone(), &me))?;
     // The network's allowlist is set at start from the validator set the state holds then.
     let validators = ledger.state().validators()?;
     raise_open_files_limit(&config, validators.len());
@@ -528,6 +557,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         n => Some(scrub::Scrub::start(
             shared.store.clone(),
             n,
+            config.storage.repair && can_refetch(&config, &genesis, &me),
             cancel.clone(),
         )?),
     };

@@ -2,9 +2,11 @@
 //! against its index entry, its certificate and its neighbours, so that damage in history
 //! nobody asks for is found before the one copy a peer needs is the damaged one.
 //!
-//! Damage stops the node: it is noted in the data directory, and the next start sets the
-//! directory aside and fetches the chain again (see `open_ledger`). Under a service manager
-//! that restarts a failed node, that needs no operator.
+//! Damage is noted in the data directory. On a node that can repair it (another validator to
+//! fetch the chain from, `storage.repair` on), it also stops the node, and the next start sets
+//! the directory aside and fetches the chain again (see `open_ledger`): under a service
+//! manager that restarts a failed node, that needs no operator. A node that cannot repair it
+//! runs on, having said so, and refuses at its next start until restored from a backup.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,10 +24,11 @@ pub struct Scrub {
 
 impl Scrub {
     /// Starts scrubbing `per_second` blocks a second until the node is stopped; damage found
-    /// stops it.
+    /// stops it when `repairable`.
     pub fn start(
         store: Store,
         per_second: u64,
+        repairable: bool,
         cancel: CancellationToken,
     ) -> std::io::Result<Self> {
         let found = Arc::new(Mutex::new(None));
@@ -34,13 +37,18 @@ impl Scrub {
             std::thread::Builder::new()
                 .name("scrub".into())
                 .spawn(move || {
-                    if let Some(what) = run(&store, per_second, &cancel) {
-                        if let Err(e) = store.mark_damaged(&what) {
-                            tracing::error!(error = %e, "cannot note the damage in the data directory");
-                        }
+                    let Some(what) = run(&store, per_second, &cancel) else {
+                        return;
+                    };
+                    if let Err(e) = store.mark_damaged(&what) {
+                        tracing::error!(error = %e, "cannot note the damage in the data directory");
+                    }
+                    if repairable {
                         tracing::error!(damage = %what, "the scrub found damaged history; stopping: the next start sets the data directory aside and fetches the chain again");
                         *found.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
                         cancel.cancel();
+                    } else {
+                        tracing::error!(damage = %what, "the scrub found damaged history, which this node cannot fetch again; it runs on, and will refuse to start until its directory is restored from a backup");
                     }
                 })?
         };
@@ -63,6 +71,7 @@ fn run(store: &Store, per_second: u64, stop: &CancellationToken) -> Option<Strin
     while !stop.is_cancelled() {
         let head = match store.head() {
             Ok(h) => h.height,
+            Err(e) if e.is_damage() => return Some(e.to_string()),
             Err(e) => {
                 tracing::warn!(error = %e, "the scrub cannot read the head");
                 0

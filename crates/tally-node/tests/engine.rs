@@ -1217,34 +1217,54 @@ fn four_validators_agree_and_a_crashed_one_restarts_from_its_disk_and_catches_up
 #[test]
 fn a_validator_reset_mid_height_signs_nothing_until_sync_reaches_its_safety_record() {
     // Its chain is forgotten and its safety record kept, as `tally node reset` and the repair
-    // of a damaged directory leave it, then it restarts at once: the others may still be
-    // deciding the height it was signing at. The run's double-sign check watches every
-    // message it signs.
+    // of a damaged directory leave it, then it restarts at once. Another validator is down,
+    // so the remaining two cannot decide without it: the height it was signing at is still
+    // being decided when it comes back, and it must take its record up there. The run's
+    // double-sign check watches every message it signs.
     let mut sim = Sim::new(Plan::calm(4), 11);
     sim.run_until(4_000).expect("the checks hold");
-    let record_height = {
+    sim.crash(2, u64::MAX);
+    let record = |sim: &Sim| {
         let record = sim.nodes[3]
             .disk
             .safety_record()
             .expect("node 3 has signed");
-        SafetyRecord::decode(&record).expect("decodes").height
+        SafetyRecord::decode(&record).expect("decodes")
     };
-    assert!(record_height > 10, "only {record_height} heights");
+    // The three go on until node 3 has signed at a height not decided yet; then it goes, and
+    // the two left cannot decide that height without it.
+    let mut t = 4_000;
+    while record(&sim).height <= sim.height(0) || record(&sim).signed.is_empty() {
+        t += 5;
+        assert!(t < 9_000, "node 3 signed nothing at an undecided height");
+        sim.run_until(t).expect("the checks hold");
+    }
+    let stuck_at = sim.height(0);
+    let record = record(&sim);
     sim.crash(3, u64::MAX);
     sim.nodes[3].disk.reset_chain();
     assert_eq!(sim.nodes[3].disk.head().height, 0);
+    sim.run_until(t + 1_000).expect("the checks hold");
+    assert_eq!(sim.height(0), stuck_at, "two of four decided a height");
     sim.start(3);
     let engine = sim.nodes[3].engine.as_ref().expect("running");
-    assert!(!engine.status().voting, "it votes before it has any block");
-    sim.run_until(20_000).expect("the checks hold");
+    assert_eq!(engine.status().record_ahead, Some(record.height));
+    sim.run_until(25_000).expect("the checks hold");
+    let engine = sim.nodes[3].engine.as_ref().expect("running");
+    assert_eq!(engine.status().record_ahead, None);
+    assert!(engine.status().voting, "it never started voting again");
+    assert!(
+        sim.height(0) > stuck_at + 5,
+        "the three did not go on: {} after {stuck_at}",
+        sim.height(0)
+    );
+    assert_eq!(sim.height(3), sim.height(0));
+    sim.start(2);
+    sim.run_until(45_000).expect("the checks hold");
     assert!(
         sim.settled(),
         "not every acknowledged entry is committed everywhere"
     );
-    let engine = sim.nodes[3].engine.as_ref().expect("running");
-    assert!(engine.status().voting, "it never started voting again");
-    assert!(engine.status().synced_blocks >= record_height - 1);
-    assert_eq!(sim.height(3), sim.height(0));
 }
 
 #[test]

@@ -109,6 +109,9 @@ pub enum StorageError {
     /// The directory has no genesis yet.
     #[error("data directory has not been initialised with a genesis")]
     NoGenesis,
+    /// A read failed for a reason other than damage (a full disk, too many open files).
+    #[error("cannot read the data directory: {0}")]
+    Unreadable(String),
     /// A file-system step of setting a directory aside failed.
     #[error("{path}: {source}")]
     Io {
@@ -205,9 +208,20 @@ impl std::fmt::Debug for Store {
 /// The records and tree leaves of a node's committed state, read straight from its database.
 struct StoreBacking(Store);
 
-fn backing_error(e: impl std::fmt::Display) -> StateError {
-    StateError::Backing {
-        reason: e.to_string(),
+/// A failed read of the state's store, as the state sees it: damage when the bytes are not
+/// what was written, a failure of the store otherwise (a full disk, too many open files),
+/// which no repair of the directory would help.
+fn backing_error(e: impl Into<StorageError>) -> StateError {
+    let e: StorageError = e.into();
+    if e.is_damage() {
+        StateError::Corrupt {
+            key: "state store".into(),
+            reason: e.to_string(),
+        }
+    } else {
+        StateError::Backing {
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -284,6 +298,15 @@ impl Backing for StoreBacking {
         }
         Ok(out)
     }
+}
+
+/// Whether a read goes through the block cache.
+#[derive(Debug, Clone, Copy)]
+enum Reads {
+    /// Through it, as the node reads what it serves and uses.
+    Cached,
+    /// Past it, as the scrub reads the whole chain once in a while.
+    Uncached,
 }
 
 fn height_key(h: u64) -> [u8; 8] {
@@ -476,7 +499,11 @@ impl Store {
 
     /// A committed block, checked against the hash index on the way out.
     pub fn block(&self, height: u64) -> Result<Option<Block>> {
-        let Some(bytes) = self.db.get_cf(self.cf(cf::BLOCKS)?, height_key(height))? else {
+        self.read_block(height, Reads::Cached)
+    }
+
+    fn read_block(&self, height: u64, reads: Reads) -> Result<Option<Block>> {
+        let Some(bytes) = self.get(cf::BLOCKS, &height_key(height), reads)? else {
             return Ok(None);
         };
         let block: Block = decode("block", &bytes)?;
@@ -486,10 +513,7 @@ impl Store {
                 block.header.height
             )));
         }
-        match self
-            .db
-            .get_cf(self.cf(cf::BLOCK_INDEX)?, block.hash().as_bytes())?
-        {
+        match self.get(cf::BLOCK_INDEX, block.hash().as_bytes(), reads)? {
             Some(h) if h.as_slice() == height_key(height) => Ok(Some(block)),
             _ => Err(StorageError::Corrupt(format!(
                 "block at height {height} does not hash to its index entry"
@@ -513,23 +537,45 @@ impl Store {
 
     /// The commit certificate of a block.
     pub fn certificate(&self, height: u64) -> Result<Option<CommitCertificate>> {
-        match self
-            .db
-            .get_cf(self.cf(cf::CERTIFICATES)?, height_key(height))?
-        {
+        self.read_certificate(height, Reads::Cached)
+    }
+
+    fn read_certificate(&self, height: u64, reads: Reads) -> Result<Option<CommitCertificate>> {
+        match self.get(cf::CERTIFICATES, &height_key(height), reads)? {
             None => Ok(None),
             Some(b) => decode("certificate", &b).map(Some),
         }
+    }
+
+    /// One value, read through the block cache or past it.
+    fn get(&self, name: &str, key: &[u8], reads: Reads) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf(name)?;
+        Ok(match reads {
+            Reads::Cached => self.db.get_cf(cf, key)?,
+            Reads::Uncached => {
+                let mut ro = rocksdb::ReadOptions::default();
+                ro.fill_cache(false);
+                self.db.get_cf_opt(cf, key, &ro)?
+            }
+        })
     }
 
     /// A committed block with its commit certificate, checked against each other before
     /// either is served or used: the block against its index entry, the certificate against
     /// the block's hash and height. `None` above the head.
     pub fn certified_block(&self, height: u64) -> Result<Option<(Block, CommitCertificate)>> {
-        let Some(block) = self.block(height)? else {
+        self.read_certified_block(height, Reads::Cached)
+    }
+
+    fn read_certified_block(
+        &self,
+        height: u64,
+        reads: Reads,
+    ) -> Result<Option<(Block, CommitCertificate)>> {
+        let Some(block) = self.read_block(height, reads)? else {
             return Ok(None);
         };
-        let certificate = self.certificate(height)?.ok_or_else(|| {
+        let certificate = self.read_certificate(height, reads)?.ok_or_else(|| {
             StorageError::Corrupt(format!("block {height}: no commit certificate"))
         })?;
         if certificate.block_hash != block.hash() || certificate.height != height {
@@ -543,7 +589,8 @@ impl Store {
     /// Reads back the blocks of heights `from..=to` and checks each against what holds it
     /// in place: its index entry, its commit certificate, its parent's hash, and for the head
     /// the head record. The start-up check and the background scrub run it; an error for
-    /// which [`StorageError::is_damage`] holds names what is damaged.
+    /// which [`StorageError::is_damage`] holds names what is damaged. Its reads pass the block
+    /// cache by, so a scrub does not evict what the node reads often.
     pub fn check_blocks(&self, from: u64, to: u64) -> Result<()> {
         let head = self.head()?;
         let to = to.min(head.height);
@@ -560,9 +607,18 @@ impl Store {
         };
         for height in from..=to {
             let (block, _) = self
-                .certified_block(height)?
+                .read_certified_block(height, Reads::Uncached)?
                 .ok_or_else(|| corrupt(height, "missing".into()))?;
             let hash = block.hash();
+            // The hash covers the header only: the entries are checked against its root.
+            if block.entries.len() as u64 != u64::from(block.header.entry_count)
+                || Block::compute_entries_root(&block.entries) != block.header.entries_root
+            {
+                return Err(corrupt(
+                    height,
+                    "its entries are not those its header names".into(),
+                ));
+            }
             let linked = match parent {
                 Some(p) => block.header.parent == p,
                 None => self.height_of(&block.header.parent)? == Some(height - 1),
@@ -612,15 +668,12 @@ impl Store {
         };
         let height = rec.height;
         let corrupt = |what: String| StorageError::Corrupt(format!("block {height}: {what}"));
-        let block = self.block(height)?.ok_or_else(|| {
+        let (block, certificate) = self.certified_block(height)?.ok_or_else(|| {
             corrupt(format!(
                 "absent, yet entry {} is recorded in it",
                 id.short()
             ))
         })?;
-        let certificate = self
-            .certificate(height)?
-            .ok_or_else(|| corrupt("no commit certificate".into()))?;
         let ids: Vec<EntryId> = block.entries.iter().map(|e| e.id()).collect();
         let entries_cf = self.cf(cf::ENTRIES)?;
         let records = self
@@ -684,8 +737,10 @@ impl Store {
                 "the state tree's {leaves} leaves are not those of the {records} state records"
             )));
         }
-        let state = State::backed(Arc::new(StoreBacking(self.clone())))
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let state = State::backed(Arc::new(StoreBacking(self.clone()))).map_err(|e| match e {
+            StateError::Backing { reason } => StorageError::Unreadable(reason),
+            e => StorageError::Corrupt(e.to_string()),
+        })?;
         if state.root() != head.state_root {
             return Err(StorageError::Corrupt(format!(
                 "state on disk hashes to {}, head {} says {}",
@@ -917,25 +972,31 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 /// keeps, and the evidence it holds. The node then fetches the chain again from its peers and
 /// checks every block against its certificate, and the record keeps it from signing anything
 /// at a height it may already have signed at. Nothing is deleted: the old directory stays for
-/// the operator to look at, or to restore should every peer have lost the chain too.
+/// the operator to look at, or to bring back should every peer have lost the chain too (with
+/// the fresh directory's `safety` column family copied into it, since the node may have
+/// signed newer messages since).
 ///
 /// Fails, changing nothing, when a running node holds the directory or its safety column
 /// family cannot be read back whole. Returns where the old directory went.
 pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
+    if !path.join("CURRENT").exists() {
+        return Err(StorageError::Corrupt(format!(
+            "{} is not a data directory",
+            path.display()
+        )));
+    }
+    // Read-write, for its lock: a directory a running node holds is refused. The lock is
+    // held until the fresh directory is written, just before the renames.
+    let old = Store::open(path)?;
     let mut kept: Pairs = Vec::new();
-    {
-        // Read-write, for its lock: a directory a running node holds is refused.
-        let old = Store::open(path)?;
-        let cf = old.cf(cf::SAFETY)?;
-        for item in old.db.iterator_cf(cf, IteratorMode::Start) {
-            let (k, v) = item?;
-            kept.push((k.into_vec(), v.into_vec()));
-        }
+    for item in old.db.iterator_cf(old.cf(cf::SAFETY)?, IteratorMode::Start) {
+        let (k, v) = item?;
+        kept.push((k.into_vec(), v.into_vec()));
     }
     let fresh = beside(path, ".repair");
     if fresh.exists() {
-        // Left by a set-aside stopped before its first rename: it holds nothing the old
-        // directory does not.
+        // Left by a set-aside stopped before its first rename (the old directory is still in
+        // place): it holds nothing the old directory does not.
         std::fs::remove_dir_all(&fresh).map_err(io_error(&fresh))?;
     }
     {
@@ -947,6 +1008,7 @@ pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
         }
         store.db.write_opt(batch, &Store::synced())?;
     }
+    drop(old);
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -968,13 +1030,49 @@ pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
 }
 
 /// Completes a [`set_aside`] stopped between its two renames, so that a node never starts
-/// on an empty directory in place of the fresh one that holds its safety record.
+/// on an empty directory in place of the fresh one that holds its safety record: also when
+/// something (a service manager, a mount) made an empty directory at `path` in between.
 pub fn finish_set_aside(path: &Path) -> Result<()> {
     let fresh = beside(path, ".repair");
-    if !path.exists() && fresh.exists() {
-        std::fs::rename(&fresh, path).map_err(io_error(&fresh))?;
+    if path.join("CURRENT").exists() || !fresh.join("CURRENT").exists() {
+        return Ok(());
     }
+    if path.exists() {
+        // Fails, leaving both alone, unless it is empty.
+        std::fs::remove_dir(path).map_err(|e| StorageError::Io {
+            path: format!(
+                "{} (a set-aside was interrupted; its fresh directory is {}; move whatever is in \
+                 the first away and start again)",
+                path.display(),
+                fresh.display()
+            ),
+            source: e,
+        })?;
+    }
+    std::fs::rename(&fresh, path).map_err(io_error(&fresh))?;
     Ok(())
+}
+
+/// The directories earlier set-asides of `path` left beside it.
+pub fn set_aside_earlier(path: &Path) -> Vec<std::path::PathBuf> {
+    let prefix = beside(path, ".damaged-");
+    let Some(prefix) = prefix.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(parent)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 #[cfg(test)]
