@@ -13,7 +13,7 @@ use tally_types::{
 };
 
 /// The agencies of a devnet, one validator each, in this order.
-const AGENCIES: [&str; 10] = [
+pub(super) const AGENCIES: [&str; 10] = [
     "wfp", "unhcr", "ministry", "ngo-a", "ngo-b", "ngo-c", "ngo-d", "ngo-e", "ngo-f", "ngo-g",
 ];
 

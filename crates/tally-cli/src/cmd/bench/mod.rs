@@ -4,6 +4,7 @@
 
 mod chain;
 mod cluster;
+mod crash;
 mod load;
 mod probe;
 mod stats;
@@ -39,6 +40,15 @@ pub enum Bench {
     Chain {
         #[command(flatten)]
         args: chain::ChainArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// SIGKILL random validators of a devnet under load, again and again; then check that no
+    /// entry a node reported committed was lost or moved, that no chain forked, and that every
+    /// data directory passes the audit. A campaign, not a benchmark: outside CI.
+    Crash {
+        #[command(flatten)]
+        args: crash::CrashArgs,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -97,6 +107,8 @@ struct Report {
     runs: Vec<load::RunResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     chain: Option<chain::ChainResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crash: Option<crash::CrashResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     targets: Vec<TargetCheck>,
 }
@@ -120,6 +132,7 @@ impl Report {
             clusters: Vec::new(),
             runs: Vec::new(),
             chain: None,
+            crash: None,
             targets: Vec::new(),
         })
     }
@@ -210,6 +223,33 @@ pub fn run(cmd: Bench) -> anyhow::Result<Outcome> {
             }
             report.chain = Some(result);
             report.finish(&out.out, "chain")
+        }
+        Bench::Crash { args, out } => {
+            let mut report = Report::begin()?;
+            let r = crash::run(&args)?;
+            println!(
+                "{} SIGKILLs in {:.0} s over {} validators: {} entries reported committed, {} lost, {} moved; {} forks; {} of {} directories pass the audit; height {}; slowest restart {:.1} s",
+                r.kills, r.seconds, r.validators, r.acknowledged, r.lost, r.moved, r.forks,
+                r.audits_passed, r.validators, r.height, r.restart_max_s
+            );
+            let clean =
+                r.lost == 0 && r.moved == 0 && r.forks == 0 && r.audits_passed == r.validators;
+            report.targets.push(TargetCheck {
+                target: "no entry reported committed lost or moved, no fork, every audit passes"
+                    .to_string(),
+                measured: format!(
+                    "{} lost, {} moved, {} forks, {} of {} audits",
+                    r.lost, r.moved, r.forks, r.audits_passed, r.validators
+                ),
+                met: Some(clean),
+            });
+            report.crash = Some(r);
+            report.finish(&out.out, "crash")?;
+            if clean {
+                Ok(Outcome::Ok)
+            } else {
+                anyhow::bail!("the crash campaign found what must never happen (above)")
+            }
         }
     }
 }
