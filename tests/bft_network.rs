@@ -1096,3 +1096,38 @@ fn damaged_blocks_and_state_files_are_found_and_repaired_from_the_other_validato
         );
     }
 }
+
+#[test]
+fn the_only_validator_with_damaged_files_refuses_to_start_and_says_to_restore_a_backup() {
+    let mut c = Cluster::create(1);
+    c.start(1);
+    c.wait_api(1);
+    let admin = c.admin();
+    let mut last = String::new();
+    for seq in 0..10u64 {
+        last = submit_ok(&c.api(1), &grant(&admin, seq, seq));
+    }
+    let v = c.api(1).wait_entry(&last, WAIT);
+    assert_eq!(v["status"], "committed", "{v}");
+    assert_eq!(c.stop(1), 0);
+    let data = c.node_dir(1).join("data");
+    assert!(damage(&data, "state") > 0, "no state file");
+    c.start(1);
+    let code = wait_exit(&mut c, 1, WAIT);
+    assert_ne!(code, 0, "it started on a damaged state");
+    let log = c.log(1);
+    assert!(
+        log.contains("No other validator can give this node the chain again")
+            && log.contains("from a backup"),
+        "{log}"
+    );
+    assert!(set_aside(&c, 1).is_empty(), "its only copy was moved");
+    let out = run_tally(&[
+        "node",
+        "reset",
+        "--config",
+        c.node_dir(1).join("node.toml").to_str().expect("utf8"),
+    ]);
+    assert_ne!(out.code, 0, "the only copy was reset: {out}");
+    assert!(set_aside(&c, 1).is_empty());
+}
