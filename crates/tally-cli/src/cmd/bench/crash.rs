@@ -248,28 +248,24 @@ fn campaign(
         .committed
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
+    // Each validator's chain, read block by block: where each entry is.
     let (mut lost, mut moved) = (0, 0);
     for url in &urls {
-        let client = NodeClient::new(url);
+        let placed = placements(&NodeClient::new(url), height)?;
         for (id, place) in &committed {
-            match client.get(&format!("/v1/entries/{}", id.to_hex()))? {
-                Some(v) if v["status"] == "committed" => {
-                    let at = (
-                        v["height"].as_u64().unwrap_or(0),
-                        v["index"].as_u64().unwrap_or(0),
+            match placed.get(id) {
+                Some(at) if at == place => {}
+                Some(at) => {
+                    moved += 1;
+                    eprintln!(
+                        "{url}: entry {} at {at:?}, first reported at {place:?}",
+                        id.short()
                     );
-                    if at != *place {
-                        moved += 1;
-                        eprintln!(
-                            "{url}: entry {} at {at:?}, first reported at {place:?}",
-                            id.short()
-                        );
-                    }
                 }
-                other => {
+                None => {
                     lost += 1;
                     eprintln!(
-                        "{url}: entry {} reported committed at {place:?}, now {other:?}",
+                        "{url}: entry {} reported committed at {place:?} is not in its chain",
                         id.short()
                     );
                 }
@@ -289,6 +285,30 @@ fn campaign(
         height,
         restart_max_s: restart_max.as_secs_f64(),
     })
+}
+
+/// Where each entry of a node's chain is, up to `height`: (height, index), read from its blocks.
+fn placements(client: &NodeClient, height: u64) -> anyhow::Result<HashMap<EntryId, (u64, u64)>> {
+    let mut placed = HashMap::new();
+    for h in 1..=height {
+        let block = client
+            .get(&format!("/v1/blocks/{h}"))?
+            .ok_or_else(|| anyhow!("no block {h}"))?;
+        for (index, e) in block["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let id: EntryId = e["id"]
+                .as_str()
+                .ok_or_else(|| anyhow!("block {h}: an entry without an id"))?
+                .parse()
+                .map_err(|e| anyhow!("block {h}: {e}"))?;
+            placed.insert(id, (h, index as u64));
+        }
+    }
+    Ok(placed)
 }
 
 /// Waits until every validator reports the same height, with nothing pending in between.
