@@ -368,7 +368,7 @@ fn author(
     let mut sequence = 0u64;
     let mut turn = a;
     // id -> (entry, when last sent, admitted at least once)
-    let mut flight: HashMap<EntryId, (SignedEntry, Instant, bool)> = HashMap::new();
+    let mut flight: HashMap<EntryId, (SignedEntry, Option<Instant>, bool)> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         while flight.len() < WINDOW {
             let grantee = Keypair::from_seed_for_tests(1_000_000 * (a + 1) + sequence).public();
@@ -383,7 +383,7 @@ fn author(
             }
             .sign(key);
             sequence += 1;
-            flight.insert(entry.id(), (entry, Instant::now() - RESEND_AFTER, false));
+            flight.insert(entry.id(), (entry, None, false));
         }
         let ids: Vec<EntryId> = flight.keys().copied().collect();
         for id in ids {
@@ -410,8 +410,8 @@ fn author(
                 }
                 Ok(Some(_)) => {}
                 // Unknown here (or the node is gone): send it again once it has had time.
-                Ok(None) | Err(_) if sent.elapsed() >= RESEND_AFTER => {
-                    *sent = Instant::now();
+                Ok(None) | Err(_) if sent.is_none_or(|t| t.elapsed() >= RESEND_AFTER) => {
+                    *sent = Some(Instant::now());
                     match client.submit(entry) {
                         Ok(Submitted::Pending(_)) => {
                             if !*admitted {
