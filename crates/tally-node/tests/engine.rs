@@ -18,7 +18,9 @@
 //! `TALLY_ENGINE_SIM_N` and `TALLY_ENGINE_SIM_SEED` replay one run. A long background run:
 //! `TALLY_ENGINE_SIM_SEEDS=100000 cargo test --workspace --release --test engine seeded -- --nocapture`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 use tally_consensus::{Message, Proposal, SafetyRecord, Timeouts, Vote, VoteKind};
 use tally_network::{CertifiedBlock, ProposedBlock, ProposedEntry, Request};
 use tally_node::engine::{Action, Disk, Engine, EngineConfig, Event, Now};
@@ -46,12 +48,33 @@ fn name(s: &str) -> Name {
     Name::new(s).expect("a valid name")
 }
 
-fn validator_key(i: usize) -> Keypair {
-    Keypair::from_seed_for_tests(100 + i as u64)
+thread_local! {
+    /// Keys and entries are pure functions of their seeds, and deriving one costs a base-point
+    /// multiplication: made afresh for every message, they took four fifths of a Byzantine
+    /// run's time (a tampering validator re-signs every entry of every proposal it forwards).
+    static KEYS: RefCell<HashMap<u64, Rc<Keypair>>> = RefCell::new(HashMap::new());
+    static ENTRIES: RefCell<HashMap<(u64, u64), SignedEntry>> = RefCell::new(HashMap::new());
 }
 
-fn client_key(c: u64) -> Keypair {
-    Keypair::from_seed_for_tests(1 + c)
+/// The test key of `seed`, made once per thread.
+fn test_key(seed: u64) -> Rc<Keypair> {
+    KEYS.with(|keys| {
+        keys.borrow_mut()
+            .entry(seed)
+            .or_insert_with(|| Rc::new(Keypair::from_seed_for_tests(seed)))
+            .clone()
+    })
+}
+
+/// Validator `i`'s key is the test key of this plus `i`.
+const VALIDATOR_SEED: u64 = 100;
+
+fn validator_key(i: usize) -> Rc<Keypair> {
+    test_key(VALIDATOR_SEED + i as u64)
+}
+
+fn client_key(c: u64) -> Rc<Keypair> {
+    test_key(1 + c)
 }
 
 fn genesis(n: usize) -> Genesis {
@@ -73,8 +96,11 @@ fn genesis(n: usize) -> Genesis {
 
 /// Client `c`'s `sequence`-th entry: a role granted to a fresh key.
 fn entry(c: u64, sequence: u64) -> SignedEntry {
+    if let Some(made) = ENTRIES.with(|made| made.borrow().get(&(c, sequence)).cloned()) {
+        return made;
+    }
     let admin = client_key(c);
-    EntryBody {
+    let signed = EntryBody {
         chain_id: name("engine-test"),
         author: admin.public(),
         sequence,
@@ -83,7 +109,9 @@ fn entry(c: u64, sequence: u64) -> SignedEntry {
             role: Role::Redeemer,
         },
     }
-    .sign(&admin)
+    .sign(&admin);
+    ENTRIES.with(|made| made.borrow_mut().insert((c, sequence), signed.clone()));
+    signed
 }
 
 /// A small deterministic generator (xorshift).
@@ -375,7 +403,7 @@ impl Sim {
             .map(|b| SafetyRecord::decode(&b).expect("the record decodes"));
         let engine = Engine::new(
             EngineConfig {
-                key: validator_key(i),
+                key: Keypair::from_seed_for_tests(VALIDATOR_SEED + i as u64),
                 timeouts: Timeouts::default(),
                 observers: match self.plan.observer {
                     true => vec![validator_key(self.plan.n).public()],
