@@ -669,6 +669,30 @@ fn run_equivocator(
     })
 }
 
+/// `tally status` against validator `i`: its exit code and what it printed on stderr.
+fn tally_status(c: &Cluster, i: u16) -> (i32, String) {
+    let out = run_tally(&["status", "--node", &c.api(i).base]);
+    (out.code, out.stderr)
+}
+
+/// Waits until validator `i`'s `/readyz` answers `code`; returns its body.
+fn wait_readyz(c: &Cluster, i: u16, code: u16) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = c.api(i).try_get("/readyz").expect("readyz answers");
+        if out.status == code {
+            return out.json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz of {i} still {}: {}",
+            out.status,
+            out.json
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn two_of_four_down_stops_commits_until_one_returns() {
     let mut c = Cluster::create(4);
@@ -676,6 +700,8 @@ fn two_of_four_down_stops_commits_until_one_returns() {
     let admin = c.admin();
     let first = submit_ok(&c.api(1), &grant(&admin, 0, 0));
     assert_eq!(c.api(1).wait_entry(&first, WAIT)["status"], "committed");
+    wait_readyz(&c, 1, 200);
+    assert_eq!(tally_status(&c, 1).0, 0, "ready, with every validator up");
     // f = 1: with two of four down, no quorum of three exists.
     c.stop(3);
     c.stop(4);
@@ -684,12 +710,34 @@ fn two_of_four_down_stops_commits_until_one_returns() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.height(1), before, "committed without a quorum");
     assert_eq!(c.height(2), before, "committed without a quorum");
+    // Each survivor says it is not ready, and why; `tally status` exits 1 with the reason.
+    let not_ready = wait_readyz(&c, 1, 503);
+    let peers = not_ready["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|check| check["name"] == "peers"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(peers["ok"], false, "{not_ready}");
+    assert!(
+        peers["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("2 of 4 validators")),
+        "{peers}"
+    );
+    let (code, said) = tally_status(&c, 2);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("is not ready") && said.contains("peers"),
+        "{said}"
+    );
     // One returns: the pending entry commits with no manual step.
     c.start(3);
     let v = c.api(1).wait_entry(&stuck, WAIT);
     assert_eq!(v["status"], "committed", "{v}");
     c.wait_height(&[1, 2, 3], before + 1);
     assert_same_chain(&c, &[1, 2, 3]);
+    wait_readyz(&c, 1, 200);
+    assert_eq!(tally_status(&c, 1).0, 0, "ready again with three of four");
 }
 
 #[test]

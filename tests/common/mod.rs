@@ -268,6 +268,16 @@ impl Api {
         http_result(self.agent.get(&format!("{}{path}", self.base)).call())
     }
 
+    /// GET with an `Accept` header, the body as text: status and body.
+    pub fn get_text(&self, path: &str, accept: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        match self.agent.get(&url).set("Accept", accept).call() {
+            Ok(r) => (r.status(), r.into_string().expect("a text body")),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
     /// GET that must reach the node; `None` for 404, panics on other errors.
     pub fn get(&self, path: &str) -> Option<Value> {
         let out = self

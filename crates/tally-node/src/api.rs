@@ -88,6 +88,9 @@ pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(5);
 /// `api.batch_bytes_max`.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/entries", post(submit))
         .route("/v1/entries/batch", post(submit_batch))
@@ -153,11 +156,59 @@ where
     s.parse().map_err(|e| ApiError::bad_path(what, e))
 }
 
+/// Alive: the process serves HTTP. Says nothing of the chain; that is `/readyz`.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "alive", "version": crate::metrics::VERSION }))
+}
+
+/// 200 when the node is fit to take traffic, 503 otherwise, with each check either way.
+async fn readyz(AxState(shared): Ctx) -> Response {
+    let readiness = crate::metrics::readiness(&shared);
+    let status = match readiness.ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(readiness)).into_response()
+}
+
+/// The figures: OpenMetrics to a scraper that asks for it (Prometheus does), Prometheus's
+/// classic text format to anyone else.
+async fn metrics(AxState(shared): Ctx, headers: HeaderMap) -> Result<Response, ApiError> {
+    let page = crate::metrics::render(&shared)?;
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    Ok(match openmetrics {
+        true => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            page,
+        )
+            .into_response(),
+        false => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::metrics::classic_text(&page),
+        )
+            .into_response(),
+    })
+}
+
 async fn status(AxState(shared): Ctx) -> ApiResult {
+    let readiness = crate::metrics::readiness(&shared);
     let engine = shared.engine()?;
     let l = engine.ledger();
     let head = l.head();
     Ok(Json(json!({
+        "version": crate::metrics::VERSION,
+        "ready": readiness.ready,
+        "readiness": readiness.checks,
         "chain_id": l.genesis.chain_id,
         "genesis_hash": l.genesis.hash(),
         "height": head.height,

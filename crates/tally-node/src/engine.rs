@@ -22,7 +22,7 @@
 //! the chain by the blocks validators push to it and by block sync, verifies every
 //! certificate and every block, and serves the API.
 
-use crate::ledger::{Ledger, ProposalError, SubmitError};
+use crate::ledger::{Executed, Ledger, ProposalError, SubmitError};
 use crate::NodeError;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -31,8 +31,8 @@ use tally_network::{CertifiedBlock, ProposedBlock, ProposedEntry, Request};
 use tally_state::{Rejection, StateRead};
 use tally_storage::{CommitBatch, EntryRecord, Head, StorageError};
 use tally_types::{
-    codec, Block, BlockHeader, EntryId, Hash, IdentifiedEntry, Keypair, PublicKey, SignedEntry,
-    TimestampMs, Unverified, VerifiedEntry,
+    codec, Block, BlockHeader, CommitCertificate, EntryId, Hash, IdentifiedEntry, Keypair,
+    PublicKey, SignedEntry, TimestampMs, Unverified, VerifiedEntry,
 };
 
 /// Proposed blocks held for the current and next height, at most, whole or still waiting
@@ -311,6 +311,54 @@ pub struct ConsensusStatus {
     /// did not hash to its root. Beside the entries committed, it says how often a proposal's
     /// entries were not here by relay first.
     pub entries_fetched: u64,
+    /// The highest height f+1 validators were seen at (so an honest one reached it): a node
+    /// whose chain is well below it is catching up.
+    pub peers_at: u64,
+    /// Milliseconds since this node last committed a block (or started).
+    pub since_commit_ms: u64,
+    /// Whether this node is still fetching blocks the others have decided: before it votes,
+    /// while a block-sync answer lately said more is waiting, or while f+1 validators are
+    /// more than [`CAUGHT_UP_HEIGHTS`] heights ahead.
+    pub catching_up: bool,
+    /// Entries committed in blocks since the node started, rejected ones included.
+    pub entries_committed: u64,
+    /// Of those, the ones recorded as rejected, by code.
+    pub entries_rejected: BTreeMap<&'static str, u64>,
+    /// How long entries admitted at this node waited for the block that committed them.
+    #[serde(skip)]
+    pub commit_latency: LatencyHistogram,
+}
+
+/// A node more than this many heights below what f+1 validators reached is catching up.
+pub const CAUGHT_UP_HEIGHTS: u64 = 2;
+
+/// Upper bounds, in milliseconds, of [`LatencyHistogram`]'s buckets: from a healthy
+/// loopback commit (tens of ms) to a field device's wait through a partition.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+];
+
+/// The time from an entry's admission at this node to the commit of its block: what a
+/// submitter waits for. Plain counts, so the engine keeps it without a clock of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Entries per bucket of [`LATENCY_BOUNDS_MS`] (not cumulative); the last counts those
+    /// above the highest bound.
+    pub buckets: [u64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Sum of every wait, in milliseconds.
+    pub sum_ms: u64,
+    /// Entries observed.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one wait.
+    pub fn observe(&mut self, ms: u64) {
+        let at = LATENCY_BOUNDS_MS.partition_point(|&bound| bound < ms);
+        self.buckets[at] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        self.count += 1;
+    }
 }
 
 /// Entries admitted and waiting to be relayed, and since when the oldest has waited.
@@ -414,6 +462,9 @@ pub struct Engine {
     others_at: u64,
     /// Before voting: the highest height each validator has sent a message for.
     peer_heights: HashMap<PublicKey, u64>,
+    /// When each entry admitted here and not committed yet was admitted, for the commit
+    /// latency; pruned to the mempool now and then, as `relayed` is.
+    admitted_at: HashMap<EntryId, u64>,
     status: ConsensusStatus,
     actions: Vec<Action>,
 }
@@ -463,6 +514,12 @@ impl Engine {
             synced_blocks: 0,
             rejected_blocks: 0,
             entries_fetched: 0,
+            peers_at: 0,
+            since_commit_ms: 0,
+            catching_up: false,
+            entries_committed: 0,
+            entries_rejected: BTreeMap::new(),
+            commit_latency: LatencyHistogram::default(),
         };
         if let Some(record) = status.record_ahead {
             tracing::warn!(record, head = ledger.head().height, "this validator's safety record is ahead of its chain (the chain was set aside); it signs nothing until block sync reaches that height");
@@ -506,6 +563,7 @@ impl Engine {
             last_long_answer_ms: None,
             others_at: 0,
             peer_heights: HashMap::new(),
+            admitted_at: HashMap::new(),
             status,
             actions: Vec::new(),
         };
@@ -661,6 +719,7 @@ impl Engine {
             answers.push(match self.ledger.submit(checked) {
                 Ok(id) => {
                     admitted.extend(relay);
+                    self.admitted_at.insert(id, now.mono_ms);
                     Ok(id)
                 }
                 Err(SubmitError::Rejected(r)) => Err(r),
@@ -800,8 +859,9 @@ impl Engine {
     }
 
     /// Whether an entry could go into the next block now. An entry waiting behind a gap in
-    /// its author's sequence is not work: it must not make the network build empty blocks.
-    fn has_orderable_work(&self) -> Result<bool, NodeError> {
+    /// its author's sequence is not work: it must not make the network build empty blocks,
+    /// nor make a node look stalled.
+    pub fn has_orderable_work(&self) -> Result<bool, NodeError> {
         let l = &self.ledger;
         Ok(!l.mempool().candidates(l.state(), 1)?.is_empty())
     }
@@ -862,6 +922,15 @@ impl Engine {
         }
         self.status.voting = self.voting && self.core.as_ref().is_some_and(Core::started);
         self.status.record_ahead = self.core.as_ref().and_then(Core::record_ahead);
+        let head = self.ledger.head().height;
+        self.status.peers_at = self.others_at;
+        self.status.since_commit_ms = self.now.mono_ms.saturating_sub(self.last_commit_ms);
+        let told_more = self
+            .last_long_answer_ms
+            .is_some_and(|t| self.now.mono_ms < t + CATCH_UP_WAIT_MS);
+        self.status.catching_up = (self.core.is_some() && !self.status.voting)
+            || told_more
+            || self.others_at > head + CAUGHT_UP_HEIGHTS;
     }
 
     fn event(&mut self, e: Event) -> Result<(), NodeError> {
@@ -1427,7 +1496,7 @@ impl Engine {
             match self.ledger.verify_synced(&block, &certificate) {
                 Ok(exec) => {
                     bytes += codec::encoded_len(&block) + codec::encoded_len(&certificate);
-                    let head = self.ledger.commit(&block, &certificate, exec)?;
+                    let head = self.commit(&block, &certificate, exec)?;
                     self.status.synced_blocks += 1;
                     committed += 1;
                     synced_to = Some(head.height);
@@ -1453,6 +1522,31 @@ impl Engine {
         Ok((committed, bytes))
     }
 
+    /// Commits a checked block, counting its entries and how long those admitted here waited.
+    fn commit(
+        &mut self,
+        block: &Block,
+        certificate: &CommitCertificate,
+        exec: Executed,
+    ) -> Result<Head, NodeError> {
+        let status = &mut self.status;
+        status.entries_committed += exec.0.outcomes.len() as u64;
+        for rejection in exec.0.rejections.iter().flatten() {
+            *status
+                .entries_rejected
+                .entry(rejection.code.as_str())
+                .or_default() += 1;
+        }
+        for (id, _) in &exec.0.outcomes {
+            if let Some(at) = self.admitted_at.remove(id) {
+                status
+                    .commit_latency
+                    .observe(self.now.mono_ms.saturating_sub(at));
+            }
+        }
+        self.ledger.commit(block, certificate, exec)
+    }
+
     fn after_commit(&mut self) -> Result<(), NodeError> {
         let height = self.ledger.head().height;
         self.bodies.retain(|_, b| b.block.header.height > height);
@@ -1463,6 +1557,9 @@ impl Engine {
         let mempool = self.ledger.mempool();
         if self.relayed.len() > mempool.len() + RELAY_QUEUE_MAX {
             self.relayed.retain(|id| mempool.contains(id));
+        }
+        if self.admitted_at.len() > mempool.len() + RELAY_QUEUE_MAX {
+            self.admitted_at.retain(|id, _| mempool.contains(id));
         }
         // The blocks a record ahead of the chain keeps are needed when sync reaches it.
         if self
@@ -1669,7 +1766,7 @@ impl Engine {
                             NodeError::Corrupt(format!("decided block fails to replay: {e}"))
                         })?,
                 };
-                self.ledger.commit(&block, &certificate, exec)?;
+                self.commit(&block, &certificate, exec)?;
                 if self.config.networked && !self.config.observers.is_empty() {
                     self.actions.push(Action::Send {
                         to: self.config.observers.clone(),

@@ -17,6 +17,7 @@ pub mod keyfile;
 pub mod ledger;
 pub mod memdisk;
 pub mod mempool;
+pub mod metrics;
 pub mod scrub;
 pub mod serve;
 
@@ -80,6 +81,7 @@ pub struct Shared {
     consensus: Mutex<ConsensusStatus>,
     occupancy: mempool::Occupancy,
     http: Arc<serve::Counters>,
+    admissions: Mutex<metrics::Admissions>,
 }
 
 impl Shared {
@@ -126,11 +128,25 @@ impl Shared {
             let _ = self.wakes.try_send(Wake::Work);
         }
         let full = self.occupancy.full();
-        Ok(ids
+        let answers: Vec<Answer> = ids
             .into_iter()
             .zip(answers)
             .map(|(id, answer)| (id, answer.unwrap_or_else(|| Err(full.clone()))))
-            .collect())
+            .collect();
+        if let Ok(mut admissions) = self.admissions.lock() {
+            for (_, answer) in &answers {
+                admissions.count(answer);
+            }
+        }
+        Ok(answers)
+    }
+
+    /// What the API said to the entries submitted to it.
+    pub fn admissions(&self) -> metrics::Admissions {
+        self.admissions
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     fn publish_status(&self, status: &ConsensusStatus) {
@@ -536,6 +552,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         wakes: wakes_tx,
         net: net.clone(),
         http: Arc::default(),
+        admissions: Mutex::default(),
     });
     let cancel = CancellationToken::new();
     let driver = {

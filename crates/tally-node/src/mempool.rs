@@ -60,6 +60,11 @@ impl Drop for Claim {
 }
 
 impl Occupancy {
+    /// The most entries the mempool holds (`mempool.entries_max`).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// How many more entries the mempool can hold, as of its last change, less the room
     /// claimed by entries being checked.
     pub fn room(&self) -> usize {

@@ -934,6 +934,23 @@ impl Store {
         Ok(())
     }
 
+    /// Per column family: its name, the bytes of its table files and of its memtables, as
+    /// RocksDB counts them (for `/metrics`: which part of the chain grows).
+    pub fn column_family_sizes(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        let mut sizes = Vec::with_capacity(cf::ALL.len());
+        for name in cf::ALL {
+            let cf = self.cf(name)?;
+            let property =
+                |p: &str| -> Result<u64> { Ok(self.db.property_int_value_cf(cf, p)?.unwrap_or(0)) };
+            sizes.push((
+                name,
+                property("rocksdb.total-sst-files-size")?,
+                property("rocksdb.cur-size-all-mem-tables")?,
+            ));
+        }
+        Ok(sizes)
+    }
+
     /// Bytes the directory's files take on disk (for status and benchmarks).
     pub fn disk_bytes(&self) -> u64 {
         fn walk(p: &Path) -> u64 {

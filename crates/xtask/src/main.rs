@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(),
         Some("lint") => lint(),
-        Some("setup") => setup().map(|_| ()),
+        Some("setup") => setup_with(Needs::Tests).map(|_| ()),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
@@ -106,10 +106,26 @@ fn libclang_present() -> bool {
     })
 }
 
+/// What a command needs installed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// Building and running tally.
+    Build,
+    /// The test suite too: promtool (Debian's prometheus package) checks the node's metrics
+    /// and the alert rules.
+    Tests,
+}
+
+/// Installs what building tally needs, when missing. Returns the cargo target directory.
+fn setup() -> Result<PathBuf> {
+    setup_with(Needs::Build)
+}
+
 /// Installs the system packages the build and the tests need (libclang for RocksDB's bindings,
 /// a C++ compiler for RocksDB itself, Python for the independent check of the specification's
-/// vectors) when they are missing. Returns the cargo target directory.
-fn setup() -> Result<PathBuf> {
+/// vectors, and for the tests promtool) when they are missing. Returns the cargo target
+/// directory.
+fn setup_with(needs: Needs) -> Result<PathBuf> {
     let mut missing = Vec::new();
     if !libclang_present() {
         missing.push("libclang-dev");
@@ -120,9 +136,12 @@ fn setup() -> Result<PathBuf> {
     if !have("python3") {
         missing.push("python3");
     }
+    if needs == Needs::Tests && !have("promtool") {
+        missing.push("prometheus");
+    }
     if !missing.is_empty() {
         eprintln!(
-            "xtask: installing {} (needed to build RocksDB and to check the specification)",
+            "xtask: installing {} (needed to build RocksDB, to check the specification and the metrics)",
             missing.join(" ")
         );
         let root = Command::new("id")
@@ -161,7 +180,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    let target = setup()?;
+    let target = setup_with(Needs::Tests)?;
     eprintln!("xtask: checking formatting");
     run(cargo(&target).args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("xtask: clippy on every target, warnings denied");

@@ -72,7 +72,7 @@ enum Command {
     /// Follow a submitted entry.
     #[command(subcommand)]
     Entry(entry::Entry),
-    /// A node's chain, height and head.
+    /// A node's version, chain, height and head, and whether it is ready (exit 1 when not).
     Status(status::StatusArgs),
     /// Verify the chain independently.
     #[command(subcommand)]
