@@ -101,12 +101,12 @@ struct Waiting {
 
 impl Waiting {
     /// Takes a place for a connection from `source`, dropping the connection the limits say
-    /// must go (counted in `evicted`). Returns the place and the signal that it was taken back.
+    /// must go (its own future counts it, so a connection is counted once however it ends).
+    /// Returns the place and the signal that it was taken back.
     fn admit(
         &mut self,
         source: Option<IpAddr>,
         limits: &GateLimits,
-        counters: &Counters,
     ) -> (u64, oneshot::Receiver<()>) {
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
         let over_share = from_source >= limits.unproven_per_address_max.max(1);
@@ -128,7 +128,6 @@ impl Waiting {
             if let Some(place) = oldest {
                 // Dropping the sender wakes the connection's future, which then gives up.
                 self.release(place);
-                counters.refuse(&counters.handshakes_evicted);
             }
         }
         let place = self.next;
@@ -205,7 +204,7 @@ impl Gate {
     ) -> BoxFuture<'static, io::Result<Output>> {
         let source = source_of(send_back_addr);
         let (place, evicted) = match self.waiting.lock() {
-            Ok(mut w) => w.admit(source, &self.limits, &self.counters),
+            Ok(mut w) => w.admit(source, &self.limits),
             Err(_) => {
                 return futures::future::ready(Err(io::Error::other("gate poisoned"))).boxed()
             }
@@ -225,8 +224,12 @@ impl Gate {
                 Err(io::Error::new(io::ErrorKind::ConnectionRefused, r))
             };
             tokio::select! {
-                // Counted when the place was taken back.
-                _ = evicted => refused(Refusal::Evicted),
+                // An evicted connection whose handshake also ended is counted as evicted.
+                biased;
+                _ = evicted => {
+                    counters.refuse(&counters.handshakes_evicted);
+                    refused(Refusal::Evicted)
+                }
                 done = tokio::time::timeout(timeout, upgrade) => match done {
                     Err(_) => {
                         counters.refuse(&counters.handshakes_timed_out);
@@ -317,11 +320,11 @@ mod tests {
 
     #[test]
     fn an_address_over_its_share_loses_its_own_oldest_connection() {
-        let (mut w, counters) = (Waiting::default(), Counters::default());
-        let (_, mut first) = w.admit(ip(1), &LIMITS, &counters);
-        let (_, mut second) = w.admit(ip(1), &LIMITS, &counters);
-        let (_, mut other) = w.admit(ip(2), &LIMITS, &counters);
-        let (_, mut third) = w.admit(ip(1), &LIMITS, &counters);
+        let mut w = Waiting::default();
+        let (_, mut first) = w.admit(ip(1), &LIMITS);
+        let (_, mut second) = w.admit(ip(1), &LIMITS);
+        let (_, mut other) = w.admit(ip(2), &LIMITS);
+        let (_, mut third) = w.admit(ip(1), &LIMITS);
         assert!(first
             .try_recv()
             .is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
@@ -329,18 +332,17 @@ mod tests {
             assert_eq!(still.try_recv(), Err(oneshot::error::TryRecvError::Empty));
         }
         assert_eq!(w.per_source.get(&ip(1)), Some(&2));
-        assert_eq!(counters.snapshot().handshakes_evicted, 1);
     }
 
     #[test]
     fn a_full_port_drops_the_oldest_connection_of_the_address_holding_most() {
-        let (mut w, counters) = (Waiting::default(), Counters::default());
-        let (_, mut a1) = w.admit(ip(1), &LIMITS, &counters);
-        let (_, mut b1) = w.admit(ip(2), &LIMITS, &counters);
-        let (_, mut b2) = w.admit(ip(2), &LIMITS, &counters);
-        let (_, mut c1) = w.admit(ip(3), &LIMITS, &counters);
+        let mut w = Waiting::default();
+        let (_, mut a1) = w.admit(ip(1), &LIMITS);
+        let (_, mut b1) = w.admit(ip(2), &LIMITS);
+        let (_, mut b2) = w.admit(ip(2), &LIMITS);
+        let (_, mut c1) = w.admit(ip(3), &LIMITS);
         // The port is full (4): the newcomer from a fourth address costs 2 its oldest.
-        let (_, mut d1) = w.admit(ip(4), &LIMITS, &counters);
+        let (_, mut d1) = w.admit(ip(4), &LIMITS);
         assert_eq!(b1.try_recv(), Err(oneshot::error::TryRecvError::Closed));
         for still in [&mut a1, &mut b2, &mut c1, &mut d1] {
             assert_eq!(still.try_recv(), Err(oneshot::error::TryRecvError::Empty));
@@ -350,13 +352,11 @@ mod tests {
 
     #[test]
     fn among_addresses_holding_as_many_the_oldest_connection_goes() {
-        let (mut w, counters) = (Waiting::default(), Counters::default());
-        let mut waiting: Vec<_> = (1..=4)
-            .map(|n| w.admit(ip(n), &LIMITS, &counters).1)
-            .collect();
+        let mut w = Waiting::default();
+        let mut waiting: Vec<_> = (1..=4).map(|n| w.admit(ip(n), &LIMITS).1).collect();
         // Four addresses with one each fill the port: a fifth costs the first comer its place,
         // whatever order the addresses hash in.
-        let (_, mut fifth) = w.admit(ip(5), &LIMITS, &counters);
+        let (_, mut fifth) = w.admit(ip(5), &LIMITS);
         assert_eq!(
             waiting[0].try_recv(),
             Err(oneshot::error::TryRecvError::Closed)
@@ -368,8 +368,8 @@ mod tests {
 
     #[test]
     fn a_place_given_back_frees_its_address_share() {
-        let (mut w, counters) = (Waiting::default(), Counters::default());
-        let (p, _rx) = w.admit(ip(1), &LIMITS, &counters);
+        let mut w = Waiting::default();
+        let (p, _rx) = w.admit(ip(1), &LIMITS);
         w.release(p);
         assert!(w.per_source.is_empty() && w.by_age.is_empty());
         assert_eq!(
