@@ -1180,23 +1180,25 @@ fn the_only_validator_with_damaged_files_refuses_to_start_and_says_to_restore_a_
     assert!(set_aside(&c, 1).is_empty());
 }
 
-/// A reconnect flood on every validator's peer port: connections that send garbage and close,
-/// as fast as four threads can open them, for 10 s. Every one is counted, the chain goes on,
-/// and each node's log grows by a few summary lines, not a line per connection (issue #25
-/// measured 530,000 lines, 61.5 MB, over four nodes in a 75 s flood before the summaries).
+/// A reconnect flood on every validator's peer port, from the validators' own address:
+/// connections that send garbage and close, as fast as four threads can open them, for 12 s.
+/// A validator restarted during it rejoins within seconds and the chain goes on; every
+/// connection is counted once; and each node's log grows by a few summary lines, not a line
+/// per connection (issue #25 measured 530,000 lines, 61.5 MB, over four nodes in a 75 s
+/// flood before the summaries).
 #[test]
 fn a_reconnect_flood_on_the_peer_ports_is_counted_in_full_and_logged_in_summary() {
-    const FLOOD: Duration = Duration::from_secs(10);
+    const FLOOD: Duration = Duration::from_secs(12);
     let mut c = Cluster::create(4);
     c.start_all_voting();
     let admin = c.admin();
     submit_ok(&c.api(1), &grant(&admin, 0, 0));
     c.wait_height(&[1, 2, 3, 4], 1);
-    let refused_before: Vec<u64> = (1..=4).map(|i| refused_connections(&c, i)).collect();
+    let refused_before: Vec<u64> = (1..=3).map(|i| refused_connections(&c, i)).collect();
     let logs_before: Vec<usize> = (1..=4).map(|i| c.log(i).len()).collect();
 
     let ports: Vec<SocketAddr> = (1..=4).map(|i| c.p2p(i)).collect();
-    let opened: u64 = std::thread::scope(|s| {
+    let (opened, opened_to_4): (u64, u64) = std::thread::scope(|s| {
         let floods: Vec<_> = ports
             .iter()
             .map(|&to| {
@@ -1216,18 +1218,31 @@ fn a_reconnect_flood_on_the_peer_ports_is_counted_in_full_and_logged_in_summary(
                 })
             })
             .collect();
-        // The chain goes on meanwhile.
+        // A validator restarted meanwhile rejoins, and the chain goes on with all four.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(c.stop(4), 0);
+        let restarted = Instant::now();
+        c.start(4);
+        c.wait_voting(4, 3);
+        let rejoined = restarted.elapsed();
+        eprintln!("validator 4 voting with its 3 peers {rejoined:?} after its restart");
+        assert!(
+            rejoined < Duration::from_secs(10),
+            "rejoined after {rejoined:?}"
+        );
         let before = c.height(1);
         submit_ok(&c.api(2), &grant(&admin, 1, 1));
         c.wait_height(&[1, 2, 3, 4], before + 1);
-        floods
+        let opened: Vec<u64> = floods
             .into_iter()
             .map(|f| f.join().expect("flood thread"))
-            .sum()
+            .collect();
+        (opened.iter().sum(), opened[3])
     });
     // The gate sees the last connections close a moment later.
     std::thread::sleep(Duration::from_secs(1));
-    let refused: u64 = (1..=4)
+    // Validator 4's counters restarted with it: the other three are counted.
+    let refused: u64 = (1..=3)
         .map(|i| refused_connections(&c, i) - refused_before[i as usize - 1])
         .sum();
     let grown: Vec<usize> = (1..=4)
@@ -1238,11 +1253,13 @@ fn a_reconnect_flood_on_the_peer_ports_is_counted_in_full_and_logged_in_summary(
         FLOOD.as_secs()
     );
     assert!(opened > 1_000, "only {opened} connections opened");
+    let opened = opened - opened_to_4;
     // Each connection is counted once, whether it failed its handshake or was evicted to make
     // room for a newer one (an evicted connection whose handshake also failed was once
-    // counted twice); a few may still be closing.
+    // counted twice); a few may still be closing, and the restarted validator's own
+    // connections cut by its stop or crowded out are counted too.
     assert!(
-        refused <= opened && refused * 100 >= opened * 99,
+        refused <= opened + 20 && refused * 100 >= opened * 99,
         "{refused} refusals counted for {opened} connections"
     );
     for (i, bytes) in grown.iter().enumerate() {
