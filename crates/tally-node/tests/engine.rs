@@ -15,7 +15,8 @@
 //!
 //! `TALLY_ENGINE_SIM_SEEDS` sets how many seeds each scenario runs (CI: the defaults below),
 //! from seed `TALLY_ENGINE_SIM_FROM` (0 unless set);
-//! `TALLY_ENGINE_SIM_N` and `TALLY_ENGINE_SIM_SEED` replay one run. A long background run:
+//! `TALLY_ENGINE_SIM_N` and `TALLY_ENGINE_SIM_SEED` replay one run; the runs of a scenario
+//! are shared among `TALLY_ENGINE_SIM_THREADS` threads (one per core). A long background run:
 //! `TALLY_ENGINE_SIM_SEEDS=100000 cargo test --workspace --release --test engine seeded -- --nocapture`.
 
 use std::cell::RefCell;
@@ -1149,7 +1150,7 @@ fn run(plan: Plan, seed: u64) -> Checked<Sim> {
 }
 
 /// Runs a scenario over many seeds; reports every failure with the command that replays it.
-fn seeds(name: &str, plan: impl Fn(usize) -> Plan, sizes: &[usize], default_seeds: u64) {
+fn seeds(name: &str, plan: impl Fn(usize) -> Plan + Sync, sizes: &[usize], default_seeds: u64) {
     let one: Option<u64> = std::env::var("TALLY_ENGINE_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok());
@@ -1165,38 +1166,58 @@ fn seeds(name: &str, plan: impl Fn(usize) -> Plan, sizes: &[usize], default_seed
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut failures = Vec::new();
-    let mut runs = 0;
+    let mut work: Vec<(usize, u64)> = Vec::new();
     for &n in sizes {
         if only_n.is_some_and(|m| m != n) {
             continue;
         }
-        let seeds: Vec<u64> = match one {
-            Some(s) => vec![s],
-            None => (from..from.saturating_add(count)).collect(),
-        };
-        for seed in seeds {
-            runs += 1;
-            let planned = plan(n);
-            let outcome = std::panic::catch_unwind(|| run(planned, seed));
-            let failed = match outcome {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e),
-                Err(p) => Some(
-                    p.downcast_ref::<String>()
+        match one {
+            Some(seed) => work.push((n, seed)),
+            None => work.extend((from..from.saturating_add(count)).map(|seed| (n, seed))),
+        }
+    }
+    // Runs are independent and each is deterministic from its seed, so they are shared out
+    // among threads (one per core unless TALLY_ENGINE_SIM_THREADS says otherwise).
+    let threads = std::env::var("TALLY_ENGINE_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, work.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(n, seed)) = work.get(at) else {
+                    return;
+                };
+                let planned = plan(n);
+                let outcome = std::panic::catch_unwind(|| run(planned, seed));
+                let why = match outcome {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => e,
+                    Err(p) => p
+                        .downcast_ref::<String>()
                         .cloned()
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "panic".into()),
-                ),
-            };
-            if let Some(why) = failed {
-                failures.push(format!(
-                    "{why}\n  replay: TALLY_ENGINE_SIM_N={n} TALLY_ENGINE_SIM_SEED={seed} cargo test --workspace --test engine {name} -- --nocapture"
-                ));
-            }
+                };
+                if let Ok(mut failed) = failed.lock() {
+                    failed.push((n, seed, why));
+                }
+            });
         }
-    }
-    eprintln!("{name}: {runs} runs, {} failed", failures.len());
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort_by_key(|(n, seed, _)| (*n, *seed));
+    let failures: Vec<String> = failed
+        .into_iter()
+        .map(|(n, seed, why)| format!(
+            "{why}\n  replay: TALLY_ENGINE_SIM_N={n} TALLY_ENGINE_SIM_SEED={seed} cargo test --workspace --test engine {name} -- --nocapture"
+        ))
+        .collect();
+    eprintln!("{name}: {} runs, {} failed", work.len(), failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
