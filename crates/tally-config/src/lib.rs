@@ -335,6 +335,17 @@ pub enum ConfigError {
         /// The parse error.
         source: toml::de::Error,
     },
+    /// The file, with the environment's `TALLY_<SECTION>_<KEY>` overrides applied, is not
+    /// valid for this schema (an unknown key, or a value of the wrong type).
+    #[error("config {path} with {vars} from the environment is invalid: {source}")]
+    ParseWithEnv {
+        /// The path.
+        path: PathBuf,
+        /// The overriding variables, comma-separated.
+        vars: String,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
     /// A value is out of range.
     #[error("config value {field} = {value} is out of range: {why}")]
     Range {
@@ -347,17 +358,92 @@ pub enum ConfigError {
     },
 }
 
+/// Environment variables named `TALLY_<SECTION>_<KEY>` override the config file's keys, so
+/// a container or a systemd unit can set any of them without editing the file:
+/// `TALLY_API_LISTEN=0.0.0.0:7100`, `TALLY_MEMPOOL_ENTRIES_MAX=100000`,
+/// `TALLY_NETWORK_PEERS='[{key = "…", addr = "10.0.0.2:7200"}]'`. A value is read as TOML
+/// (a number, `true`, an array, a quoted string) and otherwise taken as a string. Variables
+/// for other sections (`TALLY_LOG`, the CLI's `TALLY_NODE`) are not the config's.
+pub const ENV_PREFIX: &str = "TALLY_";
+
+/// The sections a `TALLY_` variable may name.
+const SECTIONS: [&str; 7] = [
+    "node",
+    "api",
+    "mempool",
+    "block",
+    "network",
+    "consensus",
+    "storage",
+];
+
+/// The config keys that `vars` override, as (variable, section, key, value).
+fn overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String, String, toml::Value)> {
+    let mut found: Vec<_> = vars
+        .into_iter()
+        .filter_map(|(var, raw)| {
+            let name = var.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+            let (section, key) = name.split_once('_')?;
+            if !SECTIONS.contains(&section) || key.is_empty() {
+                return None;
+            }
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw));
+            Some((var, section.to_string(), key.to_string(), value))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
 impl NodeConfig {
-    /// Reads a config file and resolves its relative paths against the file's directory.
+    /// Reads a config file, applies the environment's `TALLY_<SECTION>_<KEY>` overrides
+    /// ([`ENV_PREFIX`]), and resolves relative paths against the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`NodeConfig::load`] with the given variables in place of the process's environment.
+    pub fn load_with_env(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
-        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let parse_error = |source| ConfigError::Parse {
             path: path.into(),
             source,
-        })?;
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        let overrides = overrides(vars);
+        for (_, section, key, value) in &overrides {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(key.clone(), value.clone());
+            }
+        }
+        let mut cfg: NodeConfig = match overrides.is_empty() {
+            true => table.try_into().map_err(parse_error)?,
+            false => table
+                .try_into()
+                .map_err(|source| ConfigError::ParseWithEnv {
+                    path: path.into(),
+                    vars: overrides
+                        .iter()
+                        .map(|o| o.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source: Box::new(source),
+                })?,
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut cfg.node.data_dir,
@@ -638,6 +724,65 @@ mod tests {
         let cfg: NodeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
+    }
+
+    #[test]
+    fn tally_variables_override_the_file_and_a_typo_is_named() {
+        let dir = std::env::temp_dir().join(format!("tally-config-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "[node]\ndata_dir = \"d\"\ngenesis = \"g.toml\"\nnode_key = \"k.key\"\n\
+             [api]\nlisten = \"127.0.0.1:7100\"\n",
+        )
+        .expect("write");
+        let key = "0c9face45551a0ce9dbcc5f96b1e7d954f518b1bb0a60437275829e06a03635c";
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cfg = NodeConfig::load_with_env(
+            &file,
+            env(&[
+                ("TALLY_API_LISTEN", "127.0.0.1:7300"),
+                ("TALLY_MEMPOOL_ENTRIES_MAX", "1234"),
+                ("TALLY_STORAGE_REPAIR", "false"),
+                ("TALLY_NODE_DATA_DIR", "elsewhere"),
+                ("TALLY_NETWORK_LISTEN", "127.0.0.1:7400"),
+                (
+                    "TALLY_NETWORK_PEERS",
+                    &format!("[{{ key = \"{key}\", addr = \"127.0.0.1:7401\" }}]"),
+                ),
+                // Not the config's: the CLI's node and the log level.
+                ("TALLY_NODE", "http://127.0.0.1:7100"),
+                ("TALLY_LOG", "debug"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.api.listen.to_string(), "127.0.0.1:7300");
+        assert_eq!(cfg.mempool.entries_max, 1234);
+        assert!(!cfg.storage.repair);
+        assert_eq!(cfg.node.data_dir, dir.join("elsewhere"));
+        let network = cfg.network.expect("a network section from the environment");
+        assert_eq!(network.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(network.peers.len(), 1);
+        assert_eq!(network.peers[0].key.to_string(), key);
+
+        let typo = NodeConfig::load_with_env(&file, env(&[("TALLY_API_LISTN", "x")]))
+            .expect_err("an unknown key");
+        assert!(typo.to_string().contains("TALLY_API_LISTN"), "{typo}");
+        assert!(typo.to_string().contains("listn"), "{typo}");
+        let out_of_range =
+            NodeConfig::load_with_env(&file, env(&[("TALLY_MEMPOOL_ENTRIES_MAX", "0")]))
+                .expect_err("out of range");
+        assert!(
+            out_of_range.to_string().contains("mempool.entries_max"),
+            "{out_of_range}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
