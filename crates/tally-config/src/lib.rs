@@ -377,6 +377,9 @@ const SECTIONS: [&str; 7] = [
     "storage",
 ];
 
+/// Old names still read for a key, which an override of the key replaces.
+const ALIASES: [(&str, &str, &str); 1] = [("node", "node_key", "validator_key")];
+
 /// The config keys that `vars` override, as (variable, section, key, value).
 fn overrides(
     vars: impl IntoIterator<Item = (String, String)>,
@@ -427,6 +430,9 @@ impl NodeConfig {
                 .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(t) = entry {
+                for (_, _, old) in ALIASES.iter().filter(|a| (a.0, a.1) == (section, key)) {
+                    t.remove(*old);
+                }
                 t.insert(key.clone(), value.clone());
             }
         }

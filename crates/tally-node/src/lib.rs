@@ -20,6 +20,7 @@ pub mod mempool;
 pub mod metrics;
 pub mod scrub;
 pub mod serve;
+pub mod setup;
 
 use crate::config::NodeConfig;
 use crate::consensus::{Clock, StoreSource, Wake};
