@@ -96,3 +96,91 @@ fn check_config_reports_a_good_config_and_refuses_a_missing_key_or_another_chain
     assert!(said.contains("no-such.key"), "{said}");
     assert_eq!(net.stop_node(), 0);
 }
+
+/// A child process killed and reaped when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = wait_bounded(&mut self.0, std::time::Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn node_init_writes_a_node_that_starts_and_refuses_to_overwrite_or_to_misname_its_agency() {
+    let net = Devnet::create();
+    let dir = net.dir.path().join("init");
+    let port = free_port();
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "node".to_string(),
+            "init".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--genesis".into(),
+            net.genesis.display().to_string(),
+            "--key".into(),
+            net.key("validator").display().to_string(),
+            "--api-listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_tally(&args)
+    };
+    // The genesis names the key as agency wfp's validator: another agency is refused, and
+    // nothing is written.
+    let wrong = init(&["--agency", "unhcr"]);
+    assert_ne!(wrong.code, 0, "{wrong}");
+    assert!(wrong.stderr.contains("it is agency wfp's"), "{wrong}");
+    assert!(!dir.join("node.toml").exists());
+
+    let out = init(&["--agency", "wfp"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("validator"), "{out}");
+    for file in ["node.toml", "node.key", "genesis.toml"] {
+        assert!(dir.join(file).exists(), "{file} not written");
+    }
+    // Run again: refused, naming what is there.
+    let again = init(&["--agency", "wfp"]);
+    assert_ne!(again.code, 0, "{again}");
+    assert!(again.stderr.contains("node.toml exists"), "{again}");
+
+    // The node it wrote starts and commits.
+    let config = dir.join("node.toml");
+    let child = tally_command()
+        .args(["node", "run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tally node run");
+    let _running = Running(child);
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = std::time::Instant::now() + NODE_START_TIMEOUT;
+    while api.try_get("/healthz").map(|o| o.status) != Ok(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node written by init did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let admin = net.keypair("admin");
+    let e = sign(
+        &admin,
+        CHAIN_ID,
+        api.next_sequence(&admin.public()),
+        tally_types::Payload::GrantRole {
+            key: tally_types::Keypair::from_seed_for_tests(5_151).public(),
+            role: tally_types::Role::Redeemer,
+        },
+    );
+    let id = api.submit_bytes(&e).json["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert_eq!(
+        api.wait_entry(&id, std::time::Duration::from_secs(20))["status"],
+        "committed"
+    );
+}

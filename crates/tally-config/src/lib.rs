@@ -358,6 +358,58 @@ pub enum ConfigError {
     },
 }
 
+/// A node's config as a person would write it, with only what differs from the defaults:
+/// what `tally node init` and `tally devnet` write.
+#[derive(Debug, Clone)]
+pub struct Draft<'a> {
+    /// A comment line at the top (what wrote the file, for whom).
+    pub comment: &'a str,
+    /// `node.data_dir`, `node.genesis`, `node.node_key`, as written (relative to the file).
+    pub data_dir: &'a str,
+    /// See `data_dir`.
+    pub genesis: &'a str,
+    /// See `data_dir`.
+    pub node_key: &'a str,
+    /// `api.listen`.
+    pub api_listen: SocketAddr,
+    /// `block.interval_ms`, when not the default.
+    pub block_interval_ms: Option<u64>,
+    /// `network.listen`, `network.observers` and `network.peers`, when networked.
+    pub network: Option<(SocketAddr, &'a [tally_types::PublicKey], &'a [PeerEntry])>,
+}
+
+impl Draft<'_> {
+    /// The file's text.
+    pub fn to_toml(&self) -> String {
+        let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mut out = format!(
+            "# {}\n[node]\ndata_dir = {}\ngenesis = {}\nnode_key = {}\n\n[api]\nlisten = \"{}\"\n",
+            self.comment,
+            quote(self.data_dir),
+            quote(self.genesis),
+            quote(self.node_key),
+            self.api_listen
+        );
+        if let Some(ms) = self.block_interval_ms {
+            out.push_str(&format!("\n[block]\ninterval_ms = {ms}\n"));
+        }
+        if let Some((listen, observers, peers)) = self.network {
+            let observers: Vec<String> = observers.iter().map(|k| format!("\"{k}\"")).collect();
+            out.push_str(&format!(
+                "\n[network]\nlisten = \"{listen}\"\nobservers = [{}]\n",
+                observers.join(", ")
+            ));
+            for p in peers {
+                out.push_str(&format!(
+                    "\n[[network.peers]]\nkey = \"{}\"\naddr = \"{}\"\n",
+                    p.key, p.addr
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// Environment variables named `TALLY_<SECTION>_<KEY>` override the config file's keys, so
 /// a container or a systemd unit can set any of them without editing the file:
 /// `TALLY_API_LISTEN=0.0.0.0:7100`, `TALLY_MEMPOOL_ENTRIES_MAX=100000`,

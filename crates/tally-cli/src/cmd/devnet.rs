@@ -5,9 +5,11 @@
 use crate::Outcome;
 use anyhow::{bail, Context};
 use clap::Args;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tally_node::config::{Draft, PeerEntry};
 use tally_types::{
     AgencyGenesis, Genesis, Keypair, Name, PublicKey, TimestampMs, ValidatorGenesis,
 };
@@ -147,53 +149,49 @@ pub(super) fn init(
             deterministic,
         )?);
     }
-    let observer_list = observer_keys
-        .iter()
-        .map(|k| format!("\"{k}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let peers_except = |me: Option<&PublicKey>| {
-        let mut peers = String::new();
-        for (_, key, j) in &members {
-            if Some(key) != me {
-                peers.push_str(&format!(
-                    "[[network.peers]]\nkey = \"{key}\"\naddr = \"127.0.0.1:{}\"\n\n",
-                    base_port + 101 + j
-                ));
-            }
-        }
-        peers
+    let peers_except = |me: Option<&PublicKey>| -> Vec<PeerEntry> {
+        members
+            .iter()
+            .filter(|(_, key, _)| Some(key) != me)
+            .map(|(_, key, j)| PeerEntry {
+                key: *key,
+                addr: SocketAddr::from(([127, 0, 0, 1], base_port + 101 + j)),
+            })
+            .collect()
     };
-    let config = |what: String, api: u16, p2p: u16, observers: &str, peers: String| {
-        format!(
-            "# {what} (written by `tally devnet`).\n\
-             [node]\ndata_dir = \"data\"\ngenesis = \"../genesis.toml\"\nnode_key = \"node.key\"\n\n\
-             [api]\nlisten = \"127.0.0.1:{api}\"\n\n\
-             [block]\ninterval_ms = 50\n\n\
-             [network]\nlisten = \"127.0.0.1:{p2p}\"\nobservers = [{observers}]\n\n{peers}"
-        )
+    let config = |what: &str, api: u16, p2p: u16, observers: &[PublicKey], peers: &[PeerEntry]| {
+        Draft {
+            comment: &format!("{what} (written by `tally devnet`)."),
+            data_dir: "data",
+            genesis: "../genesis.toml",
+            node_key: "node.key",
+            api_listen: SocketAddr::from(([127, 0, 0, 1], api)),
+            block_interval_ms: Some(50),
+            network: Some((SocketAddr::from(([127, 0, 0, 1], p2p)), observers, peers)),
+        }
+        .to_toml()
     };
     for (node_dir, me, i) in &members {
         let text = config(
-            format!(
+            &format!(
                 "Validator {} of a {}-validator devnet",
                 i + 1,
                 members.len()
             ),
             base_port + 1 + i,
             base_port + 101 + i,
-            &observer_list,
-            peers_except(Some(me)),
+            &observer_keys,
+            &peers_except(Some(me)),
         );
         std::fs::write(node_dir.join("node.toml"), text)?;
     }
     for j in 1..=observers {
         let text = config(
-            format!("Observer {j} of a {}-validator devnet", members.len()),
+            &format!("Observer {j} of a {}-validator devnet", members.len()),
             base_port + 50 + j,
             base_port + 150 + j,
-            "",
-            peers_except(None),
+            &[],
+            &peers_except(None),
         );
         std::fs::write(dir.join(format!("observer-{j}/node.toml")), text)?;
     }

@@ -1,13 +1,19 @@
-//! `tally node run`, `check-config` and `reset`: an operator's node.
+//! `tally node init`, `run`, `check-config` and `reset`: an operator's node.
 
 use crate::Outcome;
 use anyhow::Context;
 use clap::Subcommand;
-use std::path::PathBuf;
-use tally_node::config::NodeConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tally_node::config::{Draft, NodeConfig, PeerEntry};
+use tally_types::{Keypair, PublicKey};
 
 #[derive(Debug, Subcommand)]
 pub enum Node {
+    /// Write a node's key, config and genesis into a directory on this host, for an agency's
+    /// validator or an observer. Refuses to overwrite anything there. Without --genesis it
+    /// prints the new key to send to whoever writes the chain's genesis.
+    Init(InitArgs),
     /// Run a node until Ctrl-C (or SIGTERM).
     Run {
         /// The node's config file (see node-config/).
@@ -35,8 +41,176 @@ pub enum Node {
     },
 }
 
+/// Options of `tally node init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Where node.toml, node.key and genesis.toml go (created if missing); the node keeps its
+    /// data in data/ there.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The chain's genesis file, copied into the directory. Without it the config names
+    /// genesis.toml there, to be put in place before the first start.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// An existing key file (mode 0600) to copy in, instead of making a new key: the key
+    /// genesis already names.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The agency whose validator this is. With --genesis, the key must be that agency's
+    /// validator there.
+    #[arg(long)]
+    agency: Option<String>,
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    api_listen: SocketAddr,
+    /// Where the other nodes reach this one. Required unless this is the only validator.
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// A peer to dial, as KEY@HOST:PORT; repeat for each (normally every other validator).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<PeerEntry>,
+    /// The key of an observer allowed to connect; repeat for each.
+    #[arg(long = "observer")]
+    observers: Vec<PublicKey>,
+}
+
+fn parse_peer(s: &str) -> Result<PeerEntry, String> {
+    let (key, addr) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s}: expected KEY@HOST:PORT"))?;
+    Ok(PeerEntry {
+        key: key.parse().map_err(|e| format!("{key}: {e}"))?,
+        addr: addr
+            .parse()
+            .map_err(|e| format!("{addr}: {e} (a numeric address and port)"))?,
+    })
+}
+
+/// Writes `path` only when nothing is there.
+fn refuse_existing(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        anyhow::bail!(
+            "{} exists; tally node init overwrites nothing (move it away, or use another --dir)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn init(a: InitArgs) -> anyhow::Result<Outcome> {
+    let (config_path, key_path, genesis_path) = (
+        a.dir.join("node.toml"),
+        a.dir.join("node.key"),
+        a.dir.join("genesis.toml"),
+    );
+    // Everything is checked before anything is written.
+    refuse_existing(&config_path)?;
+    refuse_existing(&key_path)?;
+    let key = match &a.key {
+        Some(path) => tally_node::keyfile::read_key_file(path)?,
+        None => Keypair::generate().context("making a key")?,
+    };
+    let me = key.public();
+    let genesis = match &a.genesis {
+        Some(path) => {
+            refuse_existing(&genesis_path)?;
+            Some(tally_node::load_genesis(path)?)
+        }
+        None => None,
+    };
+    let agency_of_key = genesis.as_ref().and_then(|g| {
+        g.validators
+            .iter()
+            .find(|v| v.key == me)
+            .map(|v| v.agency.to_string())
+    });
+    if let (Some(wanted), Some(g)) = (&a.agency, &genesis) {
+        if agency_of_key.as_ref() != Some(wanted) {
+            anyhow::bail!(
+                "key {me} is not agency {wanted}'s validator in genesis {} ({}); pass the key \
+                 genesis names for it with --key, or leave --agency out for an observer",
+                g.chain_id,
+                match &agency_of_key {
+                    Some(other) => format!("it is agency {other}'s"),
+                    None => "it is not a validator there".into(),
+                }
+            );
+        }
+    }
+    let lone = genesis
+        .as_ref()
+        .is_some_and(|g| g.validators.len() == 1 && agency_of_key.is_some());
+    if a.peer_listen.is_none() && !lone {
+        anyhow::bail!(
+            "--peer-listen is needed: other nodes must reach this one (only the one validator \
+             of a one-validator chain runs without a network)"
+        );
+    }
+    let who = match (&a.agency, &agency_of_key) {
+        (Some(agency), _) | (None, Some(agency)) => format!("Validator of agency {agency}"),
+        (None, None) => "Node".to_string(),
+    };
+    let text = Draft {
+        comment: &format!("{who} (written by `tally node init`)."),
+        data_dir: "data",
+        genesis: "genesis.toml",
+        node_key: "node.key",
+        api_listen: a.api_listen,
+        block_interval_ms: None,
+        network: a
+            .peer_listen
+            .map(|listen| (listen, a.observers.as_slice(), a.peers.as_slice())),
+    }
+    .to_toml();
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
+    tally_node::keyfile::write_key_file(&key_path, &key)?;
+    if let Some(path) = &a.genesis {
+        std::fs::copy(path, &genesis_path).with_context(|| {
+            format!(
+                "cannot copy {} to {}",
+                path.display(),
+                genesis_path.display()
+            )
+        })?;
+    }
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    println!(
+        "wrote {}, {} (key {me}){}",
+        config_path.display(),
+        key_path.display(),
+        match &a.genesis {
+            Some(_) => format!(" and {}", genesis_path.display()),
+            None => String::new(),
+        }
+    );
+    if genesis.is_none() {
+        println!(
+            "next: send this node's key to whoever writes the chain's genesis, put the genesis \
+             file at {}, then run `tally node check-config --config {}`",
+            genesis_path.display(),
+            config_path.display()
+        );
+        return Ok(Outcome::Ok);
+    }
+    let check = tally_node::setup::check_config(&NodeConfig::load(&config_path)?)?;
+    println!(
+        "{} {} of chain {}; start it with `tally node run --config {}`",
+        check.role,
+        check.node_key.short(),
+        check.chain_id,
+        config_path.display()
+    );
+    for w in &check.warnings {
+        println!("warning: {w}");
+    }
+    Ok(Outcome::Ok)
+}
+
 pub fn run(cmd: Node) -> anyhow::Result<Outcome> {
     let config = match cmd {
+        Node::Init(a) => return init(a),
         Node::Run { config } => config,
         Node::CheckConfig { config, json } => {
             // Each error names the file it is about.
