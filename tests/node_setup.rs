@@ -184,3 +184,36 @@ fn node_init_writes_a_node_that_starts_and_refuses_to_overwrite_or_to_misname_it
         "committed"
     );
 }
+
+#[test]
+fn errors_name_the_missing_path_once_and_do_not_call_it_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nope = dir.path().join("nope");
+    let nope = nope.display().to_string();
+    let genesis = dir.path().join("genesis.toml").display().to_string();
+
+    let out = run_tally(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        &nope,
+        "--genesis",
+        &genesis,
+    ]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!("{nope} does not exist")),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("corrupt"), "{out}");
+
+    let config = format!("{nope}.toml");
+    let out = run_tally(&["node", "run", "--config", &config]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains(&config), "{out}");
+    assert_eq!(
+        out.stderr.matches("No such file or directory").count(),
+        1,
+        "the cause is said once: {out}"
+    );
+}

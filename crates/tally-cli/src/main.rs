@@ -31,6 +31,20 @@ pub enum Outcome {
     Failed,
 }
 
+/// The error and its causes, each said once: a library error that names its cause in its
+/// own message (`cannot read config x: No such file…`) is not followed by that cause again.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     init_logging(cli.verbose);
@@ -41,7 +55,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(2)
         }
     }

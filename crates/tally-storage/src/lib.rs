@@ -109,6 +109,9 @@ pub enum StorageError {
     /// The directory has no genesis yet.
     #[error("data directory has not been initialised with a genesis")]
     NoGenesis,
+    /// A path given as a data directory is not one: missing, or holding no chain.
+    #[error("{0}")]
+    NotADataDirectory(String),
     /// A read failed for a reason other than damage (a full disk, too many open files).
     #[error("cannot read the data directory: {0}")]
     Unreadable(String),
@@ -363,9 +366,15 @@ impl Store {
 
     /// Opens a data directory read-only: for auditors, even while a node runs on it.
     pub fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(StorageError::NotADataDirectory(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
         if !path.join("CURRENT").exists() {
-            return Err(StorageError::Corrupt(format!(
-                "{} is not a tally data directory",
+            return Err(StorageError::NotADataDirectory(format!(
+                "{} is not a tally data directory: it holds no chain (a node's `node.data_dir`, or a backup of one, does)",
                 path.display()
             )));
         }
