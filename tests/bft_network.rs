@@ -521,6 +521,20 @@ fn a_key_outside_genesis_cannot_connect_or_inject_entries() {
     );
     let connected = status["network"]["connected_peers"].to_string();
     assert!(!connected.contains(&stranger.public().to_string()));
+    // The refusal's log line names the key it proved and where it came from.
+    let log = c.log(1);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("key {}", stranger.public())))
+        .unwrap_or_else(|| panic!("no log line names the stranger's key:\n{log}"));
+    assert!(line.contains("from 127.0.0.1:"), "{line}");
+    // Peers' connections are logged with their keys and addresses.
+    let peer = c.node_key(2).public().to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("peer connected") && l.contains(&peer) && l.contains("127.0.0.1:")),
+        "{log}"
+    );
     // The entry it tried to inject never reached any node.
     let id = entry.id().to_string();
     for i in 1..=4 {

@@ -217,10 +217,16 @@ impl Gate {
         let counters = self.counters.clone();
         let log = self.log.clone();
         let timeout = self.limits.handshake_timeout;
+        let from = crate::addr_of(send_back_addr);
         async move {
             let _place = place;
-            let refused = |r: Refusal| {
-                log.note(r.kind(), &r);
+            // The log line names where the connection came from, and the key it proved.
+            let refused = |r: Refusal, key: Option<&PeerId>| {
+                let key = key.map(|k| format!(", key {}", crate::key_of(k)));
+                log.note(
+                    r.kind(),
+                    &format!("{r} (from {from}{})", key.unwrap_or_default()),
+                );
                 Err(io::Error::new(io::ErrorKind::ConnectionRefused, r))
             };
             tokio::select! {
@@ -228,21 +234,21 @@ impl Gate {
                 biased;
                 _ = evicted => {
                     counters.refuse(&counters.handshakes_evicted);
-                    refused(Refusal::Evicted)
+                    refused(Refusal::Evicted, None)
                 }
                 done = tokio::time::timeout(timeout, upgrade) => match done {
                     Err(_) => {
                         counters.refuse(&counters.handshakes_timed_out);
-                        refused(Refusal::TimedOut)
+                        refused(Refusal::TimedOut, None)
                     }
                     Ok(Ok((peer, muxer))) if allowed.contains(&peer) => Ok((peer, muxer)),
-                    Ok(Ok(_)) => {
+                    Ok(Ok((peer, _))) => {
                         counters.refuse(&counters.refused_unknown_key);
-                        refused(Refusal::UnknownKey)
+                        refused(Refusal::UnknownKey, Some(&peer))
                     }
                     Ok(Err(e)) => {
                         counters.refuse(&counters.handshakes_failed);
-                        log.note("failed", &e);
+                        log.note("failed", &format!("{e} (from {from})"));
                         Err(e)
                     }
                 },

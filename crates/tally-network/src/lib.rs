@@ -355,6 +355,23 @@ pub fn peer_id(key: &PublicKey) -> Result<PeerId, NetworkError> {
     Ok(identity::PublicKey::from(pk).to_peer_id())
 }
 
+/// The tally key a peer id stands for, in hex, for log lines: an ed25519 peer id holds its
+/// public key. Anything else is shown as libp2p prints it.
+pub(crate) fn key_of(peer: &PeerId) -> String {
+    libp2p::multihash::Multihash::<64>::from_bytes(&peer.to_bytes())
+        .ok()
+        .filter(|h| h.code() == 0)
+        .and_then(|h| identity::PublicKey::try_decode_protobuf(h.digest()).ok())
+        .and_then(|k| k.try_into_ed25519().ok())
+        .map(|k| PublicKey(k.to_bytes()).to_hex())
+        .unwrap_or_else(|| peer.to_string())
+}
+
+/// A connection's remote address, as `ip:port` when it is one.
+pub(crate) fn addr_of(addr: &Multiaddr) -> String {
+    socket_addr(addr).map_or_else(|| addr.to_string(), |a| a.to_string())
+}
+
 fn multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::from(addr.ip()).with(Protocol::Tcp(addr.port()))
 }
@@ -622,12 +639,13 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
         for (peer, addr) in self.dial.clone() {
             if !self.swarm.is_connected(&peer) {
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(vec![addr])
+                    .addresses(vec![addr.clone()])
                     .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
                     .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     if !matches!(e, DialError::DialPeerConditionFalse(_)) {
-                        tracing::debug!(%peer, error = %e, "dial failed");
+                        let key = self.peers.get(&peer).map(ToString::to_string);
+                        tracing::debug!(peer = key.as_deref(), addr = %addr_of(&addr), error = %e, "dial failed");
                     }
                 }
             }
@@ -684,20 +702,27 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
             } => {
                 if let (Some(key), 1) = (self.peers.get(&peer_id), num_established.get()) {
-                    tracing::info!(peer = %key.short(), "peer connected");
+                    let (addr, dialled) =
+                        (addr_of(endpoint.get_remote_address()), endpoint.is_dialer());
+                    tracing::info!(peer = %key, %addr, dialled, "peer connected");
                     self.set_connected(*key, true);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
+                endpoint,
+                cause,
                 ..
             } => {
                 if let Some(key) = self.peers.get(&peer_id) {
-                    tracing::info!(peer = %key.short(), "peer disconnected");
+                    let addr = addr_of(endpoint.get_remote_address());
+                    let cause = cause.map(|c| with_sources(&c));
+                    tracing::info!(peer = %key, %addr, cause = cause.as_deref(), "peer disconnected");
                     self.set_connected(*key, false);
                 }
             }
@@ -775,16 +800,19 @@ impl<T: From<Inbound> + Send + 'static> Task<T> {
                 }
             },
             request_response::Event::OutboundFailure {
-                request_id, error, ..
+                request_id,
+                error,
+                peer,
+                ..
             } => {
                 if let Some(from) = self.blocks_asked.remove(&request_id) {
                     self.deliver(Inbound::BlocksFailed { from });
                 }
                 Counters::bump(&self.counters.send_failures);
-                tracing::debug!(error = %error, "request failed");
+                tracing::debug!(peer = %key_of(&peer), error = %error, "request failed");
             }
-            request_response::Event::InboundFailure { error, .. } => {
-                tracing::debug!(error = %error, "inbound request failed");
+            request_response::Event::InboundFailure { error, peer, .. } => {
+                tracing::debug!(peer = %key_of(&peer), error = %error, "inbound request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
