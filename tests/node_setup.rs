@@ -217,3 +217,126 @@ fn errors_name_the_missing_path_once_and_do_not_call_it_corrupt() {
         "the cause is said once: {out}"
     );
 }
+
+/// Runs `openssl` with `args`; its stdout, or a panic with what it said.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (Debian's openssl package; `cargo xtask test` installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn an_encrypted_key_reads_in_openssl_and_runs_a_node_and_openssl_keys_read_in_tally() {
+    const PASS: &str = "a passphrase of some length";
+    let net = Devnet::create();
+    let dir = net.dir.path();
+    let pass_file = dir.join("passphrase");
+    std::fs::write(&pass_file, format!("{PASS}\n")).expect("write");
+    let pass_file = pass_file.display().to_string();
+    let validator = net.pk("validator").to_string();
+
+    // tally encrypts the validator's key; OpenSSL reads it and finds the same public key.
+    let encrypted = dir.join("validator.pem").display().to_string();
+    let out = tally_command()
+        .args(["keys", "encrypt", "--key"])
+        .arg(net.key("validator"))
+        .args(["--out", &encrypted])
+        .env("TALLY_KEY_PASSPHRASE_FILE", &pass_file)
+        .output()
+        .expect("tally runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let der = openssl(&[
+        "pkey",
+        "-in",
+        &encrypted,
+        "-passin",
+        &format!("pass:{PASS}"),
+        "-pubout",
+        "-outform",
+        "DER",
+    ]);
+    assert_eq!(hex::encode(&der[der.len() - 32..]), validator);
+
+    // The node starts with it, the passphrase read from a file.
+    let port = free_port();
+    let child = tally_command()
+        .args(["node", "run", "--config"])
+        .arg(&net.config)
+        .env("TALLY_NODE_NODE_KEY", &encrypted)
+        .env("TALLY_API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TALLY_KEY_PASSPHRASE_FILE", &pass_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tally node run");
+    let mut running = Running(child);
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = std::time::Instant::now() + NODE_START_TIMEOUT;
+    while api.try_get("/healthz").map(|o| o.status) != Ok(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not start with its encrypted key"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(api.status()["node_key"], validator);
+    let _ = running.0.kill();
+
+    // A wrong passphrase is refused, saying so.
+    let out = tally_command()
+        .args(["node", "check-config", "--config"])
+        .arg(&net.config)
+        .env("TALLY_NODE_NODE_KEY", &encrypted)
+        .env("TALLY_KEY_PASSPHRASE", "not the passphrase at all")
+        .output()
+        .expect("tally runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("the passphrase is wrong"), "{said}");
+
+    // Keys OpenSSL made, plain and encrypted, are read by tally.
+    let plain = dir.join("openssl.pem").display().to_string();
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", &plain]);
+    let sealed = dir.join("openssl-encrypted.pem").display().to_string();
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-in",
+        &plain,
+        "-v2",
+        "aes-256-cbc",
+        "-scrypt",
+        "-passout",
+        &format!("pass:{PASS}"),
+        "-out",
+        &sealed,
+    ]);
+    let der = openssl(&["pkey", "-in", &plain, "-pubout", "-outform", "DER"]);
+    let public = hex::encode(&der[der.len() - 32..]);
+    for file in [&plain, &sealed] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let out = tally_command()
+            .args(["keys", "show", file])
+            .env("TALLY_KEY_PASSPHRASE", PASS)
+            .output()
+            .expect("tally runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            public,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -112,7 +112,7 @@ enum Needs {
     /// Building and running tally.
     Build,
     /// The test suite too: promtool (Debian's prometheus package) checks the node's metrics
-    /// and the alert rules.
+    /// and the alert rules, and openssl reads and writes encrypted key files beside tally.
     Tests,
 }
 
@@ -123,7 +123,7 @@ fn setup() -> Result<PathBuf> {
 
 /// Installs the system packages the build and the tests need (libclang for RocksDB's bindings,
 /// a C++ compiler for RocksDB itself, Python for the independent check of the specification's
-/// vectors, and for the tests promtool) when they are missing. Returns the cargo target
+/// vectors, and for the tests promtool and openssl) when they are missing. Returns the cargo target
 /// directory.
 fn setup_with(needs: Needs) -> Result<PathBuf> {
     let mut missing = Vec::new();
@@ -138,6 +138,9 @@ fn setup_with(needs: Needs) -> Result<PathBuf> {
     }
     if needs == Needs::Tests && !have("promtool") {
         missing.push("prometheus");
+    }
+    if needs == Needs::Tests && !have("openssl") {
+        missing.push("openssl");
     }
     if !missing.is_empty() {
         eprintln!(

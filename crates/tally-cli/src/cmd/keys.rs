@@ -1,4 +1,4 @@
-//! `tally keys new|show|rotate`.
+//! `tally keys new|encrypt|show|rotate`.
 
 use crate::output::emit;
 use crate::sign::{load_key, sign_and_submit_for_chain, SignArgs};
@@ -6,6 +6,7 @@ use crate::Outcome;
 use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
+use tally_node::keyfile;
 use tally_types::entry::key_rotation_message;
 use tally_types::{Domain, Keypair, Payload};
 
@@ -16,9 +17,24 @@ pub enum Keys {
         /// Where to write the key file; refuses to overwrite.
         #[arg(long)]
         out: PathBuf,
+        /// Encrypt it with a passphrase (PKCS#8, scrypt and AES-256-CBC, as OpenSSL reads
+        /// it), taken from the file named by TALLY_KEY_PASSPHRASE_FILE, from
+        /// TALLY_KEY_PASSPHRASE, or asked twice on the terminal.
+        #[arg(long)]
+        encrypt: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write an encrypted copy of a key file (the passphrase as for `new --encrypt`); the
+    /// original stays for you to delete once the copy is in use.
+    Encrypt {
+        /// The key file to encrypt.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the encrypted copy; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print a key file's public key.
     Show {
@@ -40,13 +56,36 @@ pub enum Keys {
 
 pub fn run(cmd: Keys) -> anyhow::Result<Outcome> {
     match cmd {
-        Keys::New { out, json } => {
+        Keys::New { out, encrypt, json } => {
             let key = Keypair::generate()?;
-            tally_node::keyfile::write_key_file(&out, &key)?;
-            let v = json!({ "public_key": key.public(), "file": out });
+            if encrypt {
+                let pass = keyfile::passphrase(&out, true)?;
+                keyfile::write_encrypted_key_file(&out, &key, &pass)?;
+            } else {
+                keyfile::write_key_file(&out, &key)?;
+            }
+            let v = json!({ "public_key": key.public(), "file": out, "encrypted": encrypt });
             emit(json, &v, || {
-                format!("{}\nwritten to {} (mode 0600)", key.public(), out.display())
+                format!(
+                    "{}\nwritten to {} (mode 0600{})",
+                    key.public(),
+                    out.display(),
+                    if encrypt { ", encrypted" } else { "" }
+                )
             })?;
+            Ok(Outcome::Ok)
+        }
+        Keys::Encrypt { key, out } => {
+            let keypair = keyfile::read_key_file(&key)?;
+            let pass = keyfile::passphrase(&out, true)?;
+            keyfile::write_encrypted_key_file(&out, &keypair, &pass)?;
+            println!(
+                "{}\nencrypted copy of {} written to {} (mode 0600); delete the original once \
+                 the copy is in use",
+                keypair.public(),
+                key.display(),
+                out.display()
+            );
             Ok(Outcome::Ok)
         }
         Keys::Show { file, json } => {
