@@ -23,6 +23,38 @@ fn check_config(net: &Devnet, env: &[(&str, &str)]) -> (i32, serde_json::Value, 
     )
 }
 
+/// Waits until a node's API says it is alive.
+fn wait_healthy(api: &Api, what: &str) {
+    let deadline = std::time::Instant::now() + NODE_START_TIMEOUT;
+    while api.try_get("/healthz").map(|o| o.status) != Ok(200) {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The devnet's admin grants a role to the key of `seed`, through `api`, and the node
+/// commits it.
+fn commit_a_grant(net: &Devnet, api: &Api, seed: u64) {
+    let admin = net.keypair("admin");
+    let e = sign(
+        &admin,
+        CHAIN_ID,
+        api.next_sequence(&admin.public()),
+        tally_types::Payload::GrantRole {
+            key: tally_types::Keypair::from_seed_for_tests(seed).public(),
+            role: tally_types::Role::Redeemer,
+        },
+    );
+    let id = api.submit_bytes(&e).json["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert_eq!(
+        api.wait_entry(&id, std::time::Duration::from_secs(20))["status"],
+        "committed"
+    );
+}
+
 #[test]
 fn check_config_reports_a_good_config_and_refuses_a_missing_key_or_another_chain() {
     let mut net = Devnet::create();
@@ -47,25 +79,8 @@ fn check_config_reports_a_good_config_and_refuses_a_missing_key_or_another_chain
 
     // While the node runs, its chain is read without stopping it.
     net.start_node();
-    let admin = net.keypair("admin");
     let api = net.api();
-    let e = sign(
-        &admin,
-        CHAIN_ID,
-        api.next_sequence(&admin.public()),
-        tally_types::Payload::GrantRole {
-            key: tally_types::Keypair::from_seed_for_tests(5_150).public(),
-            role: tally_types::Role::Redeemer,
-        },
-    );
-    let id = api.submit_bytes(&e).json["id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
-    assert_eq!(
-        api.wait_entry(&id, std::time::Duration::from_secs(20))["status"],
-        "committed"
-    );
+    commit_a_grant(&net, &api, 5_150);
     let (code, v, said) = check_config(&net, &[]);
     assert_eq!(code, 0, "{said}");
     let height = v["data_dir"].as_str().expect("data_dir").to_string();
@@ -157,32 +172,8 @@ fn node_init_writes_a_node_that_starts_and_refuses_to_overwrite_or_to_misname_it
         .expect("tally node run");
     let _running = Running(child);
     let api = Api::new(&format!("http://127.0.0.1:{port}"));
-    let deadline = std::time::Instant::now() + NODE_START_TIMEOUT;
-    while api.try_get("/healthz").map(|o| o.status) != Ok(200) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node written by init did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let admin = net.keypair("admin");
-    let e = sign(
-        &admin,
-        CHAIN_ID,
-        api.next_sequence(&admin.public()),
-        tally_types::Payload::GrantRole {
-            key: tally_types::Keypair::from_seed_for_tests(5_151).public(),
-            role: tally_types::Role::Redeemer,
-        },
-    );
-    let id = api.submit_bytes(&e).json["id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
-    assert_eq!(
-        api.wait_entry(&id, std::time::Duration::from_secs(20))["status"],
-        "committed"
-    );
+    wait_healthy(&api, "the node written by init");
+    commit_a_grant(&net, &api, 5_151);
 }
 
 #[test]
@@ -282,14 +273,7 @@ fn an_encrypted_key_reads_in_openssl_and_runs_a_node_and_openssl_keys_read_in_ta
         .expect("tally node run");
     let mut running = Running(child);
     let api = Api::new(&format!("http://127.0.0.1:{port}"));
-    let deadline = std::time::Instant::now() + NODE_START_TIMEOUT;
-    while api.try_get("/healthz").map(|o| o.status) != Ok(200) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not start with its encrypted key"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_healthy(&api, "the node with an encrypted key");
     assert_eq!(api.status()["node_key"], validator);
     let _ = running.0.kill();
 
