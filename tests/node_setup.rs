@@ -230,18 +230,35 @@ fn an_encrypted_key_reads_in_openssl_and_runs_a_node_and_openssl_keys_read_in_ta
     let dir = net.dir.path();
     let pass_file = dir.join("passphrase");
     std::fs::write(&pass_file, format!("{PASS}\n")).expect("write");
+    let pass_path = pass_file.clone();
     let pass_file = pass_file.display().to_string();
     let validator = net.pk("validator").to_string();
+    let encrypted = dir.join("validator.pem").display().to_string();
+    let encrypt = || {
+        tally_command()
+            .args(["keys", "encrypt", "--key"])
+            .arg(net.key("validator"))
+            .args(["--out", &encrypted])
+            .env("TALLY_KEY_PASSPHRASE_FILE", &pass_file)
+            .output()
+            .expect("tally runs")
+    };
+
+    // A passphrase file others can read is refused, as such a key file would be.
+    let out = encrypt();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("chmod 600"),
+        "{said}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pass_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
 
     // tally encrypts the validator's key; OpenSSL reads it and finds the same public key.
-    let encrypted = dir.join("validator.pem").display().to_string();
-    let out = tally_command()
-        .args(["keys", "encrypt", "--key"])
-        .arg(net.key("validator"))
-        .args(["--out", &encrypted])
-        .env("TALLY_KEY_PASSPHRASE_FILE", &pass_file)
-        .output()
-        .expect("tally runs");
+    let out = encrypt();
     assert!(
         out.status.success(),
         "{}",

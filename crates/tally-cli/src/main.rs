@@ -31,13 +31,13 @@ pub enum Outcome {
     Failed,
 }
 
-/// The error and its causes, each said once: a library error that names its cause in its
-/// own message (`cannot read config x: No such file…`) is not followed by that cause again.
+/// The error and its causes, each said once: a library error that ends its message with its
+/// cause (`cannot read config x: No such file…`) is not followed by that cause again.
 fn message(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
         let cause = cause.to_string();
-        if !out.contains(&cause) {
+        if !out.ends_with(&cause) {
             out.push_str(": ");
             out.push_str(&cause);
         }

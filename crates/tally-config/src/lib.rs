@@ -459,7 +459,13 @@ impl NodeConfig {
     /// Reads a config file, applies the environment's `TALLY_<SECTION>_<KEY>` overrides
     /// ([`ENV_PREFIX`]), and resolves relative paths against the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_with_env(path, std::env::vars())
+        // Only `TALLY_` variables are read, so another variable that is not UTF-8 is no
+        // concern; a `TALLY_` one that is not is read lossily and then fails as a value.
+        let vars = std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.into_string().ok().filter(|k| k.starts_with(ENV_PREFIX))?;
+            Some((k, v.to_string_lossy().into_owned()))
+        });
+        Self::load_with_env(path, vars)
     }
 
     /// [`NodeConfig::load`] with the given variables in place of the process's environment.

@@ -161,9 +161,13 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "alive", "version": crate::metrics::VERSION }))
 }
 
-/// 200 when the node is fit to take traffic, 503 otherwise, with each check either way.
+/// 200 when the node is fit to take traffic, 503 otherwise, with each check either way. Off
+/// the async workers: it waits for the engine's lock, which a block's check holds.
 async fn readyz(AxState(shared): Ctx) -> Response {
-    let readiness = crate::metrics::readiness(&shared);
+    let readiness = match blocking(move || Ok(crate::metrics::readiness(&shared))).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     let status = match readiness.ready {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
@@ -174,7 +178,9 @@ async fn readyz(AxState(shared): Ctx) -> Response {
 /// The figures: OpenMetrics to a scraper that asks for it (Prometheus does), Prometheus's
 /// classic text format to anyone else.
 async fn metrics(AxState(shared): Ctx, headers: HeaderMap) -> Result<Response, ApiError> {
-    let page = crate::metrics::render(&shared)?;
+    // Off the async workers: the engine's lock, RocksDB's properties and a walk of the data
+    // directory.
+    let page = blocking(move || crate::metrics::render(&shared)).await?;
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -201,7 +207,12 @@ async fn metrics(AxState(shared): Ctx, headers: HeaderMap) -> Result<Response, A
 }
 
 async fn status(AxState(shared): Ctx) -> ApiResult {
-    let readiness = crate::metrics::readiness(&shared);
+    // Off the async workers: it waits for the engine's lock, which a block's check holds.
+    blocking(move || status_now(&shared)).await
+}
+
+fn status_now(shared: &Shared) -> Result<Json<Value>, crate::NodeError> {
+    let readiness = crate::metrics::readiness(shared);
     let engine = shared.engine()?;
     let l = engine.ledger();
     let head = l.head();

@@ -314,8 +314,13 @@ pub struct ConsensusStatus {
     /// The highest height f+1 validators were seen at (so an honest one reached it): a node
     /// whose chain is well below it is catching up.
     pub peers_at: u64,
-    /// Milliseconds since this node last committed a block (or started).
+    /// Milliseconds since this node last committed a block (or started), as of the last
+    /// publication; readers outside the engine recompute it from `last_commit_mono_ms`, so a
+    /// stuck consensus thread shows as an ever older commit.
     pub since_commit_ms: u64,
+    /// When this node last committed a block (or started), on the node's monotonic clock.
+    #[serde(skip)]
+    pub last_commit_mono_ms: u64,
     /// Whether this node is still fetching blocks the others have decided: before it votes,
     /// while a block-sync answer lately said more is waiting, or while f+1 validators are
     /// more than [`CAUGHT_UP_HEIGHTS`] heights ahead.
@@ -516,6 +521,7 @@ impl Engine {
             entries_fetched: 0,
             peers_at: 0,
             since_commit_ms: 0,
+            last_commit_mono_ms: now.mono_ms,
             catching_up: false,
             entries_committed: 0,
             entries_rejected: BTreeMap::new(),
@@ -925,6 +931,7 @@ impl Engine {
         let head = self.ledger.head().height;
         self.status.peers_at = self.others_at;
         self.status.since_commit_ms = self.now.mono_ms.saturating_sub(self.last_commit_ms);
+        self.status.last_commit_mono_ms = self.last_commit_ms;
         let told_more = self
             .last_long_answer_ms
             .is_some_and(|t| self.now.mono_ms < t + CATCH_UP_WAIT_MS);
@@ -1529,22 +1536,28 @@ impl Engine {
         certificate: &CommitCertificate,
         exec: Executed,
     ) -> Result<Head, NodeError> {
+        let ids: Vec<EntryId> = exec.0.outcomes.iter().map(|(id, _)| *id).collect();
+        let rejected: Vec<&'static str> = exec
+            .0
+            .rejections
+            .iter()
+            .flatten()
+            .map(|r| r.code.as_str())
+            .collect();
+        let head = self.ledger.commit(block, certificate, exec)?;
         let status = &mut self.status;
-        status.entries_committed += exec.0.outcomes.len() as u64;
-        for rejection in exec.0.rejections.iter().flatten() {
-            *status
-                .entries_rejected
-                .entry(rejection.code.as_str())
-                .or_default() += 1;
+        status.entries_committed += ids.len() as u64;
+        for code in rejected {
+            *status.entries_rejected.entry(code).or_default() += 1;
         }
-        for (id, _) in &exec.0.outcomes {
+        for id in &ids {
             if let Some(at) = self.admitted_at.remove(id) {
                 status
                     .commit_latency
                     .observe(self.now.mono_ms.saturating_sub(at));
             }
         }
-        self.ledger.commit(block, certificate, exec)
+        Ok(head)
     }
 
     fn after_commit(&mut self) -> Result<(), NodeError> {

@@ -91,6 +91,8 @@ pub fn passphrase(path: &Path, confirm: bool) -> Result<Zeroizing<String>, KeyFi
         why,
     };
     if let Some(file) = std::env::var_os(PASSPHRASE_FILE_VAR) {
+        // Readable by others, it would give the key away as surely as a plain key file.
+        owner_only(Path::new(&file)).map_err(|e| missing(e.to_string()))?;
         let text = Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| {
             missing(format!(
                 "cannot read the passphrase file {} named by {PASSPHRASE_FILE_VAR}: {e}",
@@ -188,6 +190,17 @@ pub fn write_key_file(path: &Path, key: &Keypair) -> Result<(), KeyFileError> {
     write_new_secret(path, text.as_bytes())
 }
 
+/// Copies a key file as it is (an encrypted one stays encrypted) to a new file with mode
+/// 0600, refusing to overwrite. The caller has read the key from it ([`read_key_file`]).
+pub fn copy_key_file(from: &Path, to: &Path) -> Result<(), KeyFileError> {
+    owner_only(from)?;
+    let bytes = Zeroizing::new(std::fs::read(from).map_err(|source| KeyFileError::Io {
+        path: from.into(),
+        source,
+    })?);
+    write_new_secret(to, &bytes)
+}
+
 /// Writes secret bytes to a new file with mode 0600, synced; refuses to overwrite.
 fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let io = |source| KeyFileError::Io {
@@ -217,16 +230,16 @@ fn hex_secret(key: &Keypair) -> Zeroizing<String> {
     Zeroizing::new(hex::encode(key.secret_bytes().as_ref()))
 }
 
-/// Reads a key file, refusing one that others can read.
-pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.into(),
-        source,
-    };
+/// Refuses a secret file (a key, a passphrase) that group or others can read or write.
+fn owner_only(path: &Path) -> Result<(), KeyFileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyFileError::Permissions {
                 path: path.into(),
@@ -234,6 +247,16 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
             });
         }
     }
+    Ok(())
+}
+
+/// Reads a key file, refusing one that others can read.
+pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.into(),
+        source,
+    };
+    owner_only(path)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
     let invalid = |why: String| KeyFileError::Invalid {
         path: path.into(),

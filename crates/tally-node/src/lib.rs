@@ -156,9 +156,16 @@ impl Shared {
         }
     }
 
-    /// The consensus status, as the engine last published it.
+    /// The consensus status, as the engine last published it, with the time since the last
+    /// commit counted to now.
     pub fn consensus_status(&self) -> Option<ConsensusStatus> {
-        self.consensus.lock().ok().map(|s| s.clone())
+        let mut status = self.consensus.lock().ok().map(|s| s.clone())?;
+        status.since_commit_ms = self
+            .clock
+            .now()
+            .mono_ms
+            .saturating_sub(status.last_commit_mono_ms);
+        Some(status)
     }
 
     /// What the API's connections did.

@@ -264,11 +264,20 @@ impl Demo {
 
     /// Runs `tally` and returns (exit code, stdout).
     fn tally(&self, args: &[&str]) -> Result<(i32, String)> {
+        self.tally_with(args, Stdio::inherit())
+    }
+
+    /// [`Demo::tally`] with its stderr thrown away.
+    fn tally_quiet(&self, args: &[&str]) -> Result<(i32, String)> {
+        self.tally_with(args, Stdio::null())
+    }
+
+    fn tally_with(&self, args: &[&str], stderr: Stdio) -> Result<(i32, String)> {
         let out = Command::new(&self.tally)
             .args(args)
             .current_dir(&self.dir)
             .env("TALLY_NODE", &self.node)
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .output()
             .map_err(|e| format!("cannot run tally: {e}"))?;
         Ok((
@@ -384,8 +393,9 @@ fn demo() -> Result<()> {
     for node in &nodes {
         let on = d.on(node);
         loop {
+            // Quietly: a validator starting up says it is not ready yet, again and again.
             let (code, out) = on
-                .tally(&["status", "--json"])
+                .tally_quiet(&["status", "--json"])
                 .unwrap_or((2, String::new()));
             if code == 0 && out.contains("\"voting\": true") {
                 break;

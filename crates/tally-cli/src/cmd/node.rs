@@ -106,6 +106,8 @@ fn init(a: InitArgs) -> anyhow::Result<Outcome> {
     // Everything is checked before anything is written.
     refuse_existing(&config_path)?;
     refuse_existing(&key_path)?;
+    // An existing key is read here to check it against genesis, and copied as it is (an
+    // encrypted one stays encrypted) only once everything else has been checked.
     let key = match &a.key {
         Some(path) => tally_node::keyfile::read_key_file(path)?,
         None => Keypair::generate().context("making a key")?,
@@ -164,7 +166,10 @@ fn init(a: InitArgs) -> anyhow::Result<Outcome> {
     .to_toml();
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("cannot create {}", a.dir.display()))?;
-    tally_node::keyfile::write_key_file(&key_path, &key)?;
+    match &a.key {
+        Some(from) => tally_node::keyfile::copy_key_file(from, &key_path)?,
+        None => tally_node::keyfile::write_key_file(&key_path, &key)?,
+    }
     if let Some(path) = &a.genesis {
         std::fs::copy(path, &genesis_path).with_context(|| {
             format!(
