@@ -112,7 +112,8 @@ enum Needs {
     /// Building and running tally.
     Build,
     /// The test suite too: promtool (Debian's prometheus package) checks the node's metrics
-    /// and the alert rules, and openssl reads and writes encrypted key files beside tally.
+    /// and the alert rules, openssl reads and writes encrypted key files beside tally, and
+    /// man shows the man pages.
     Tests,
 }
 
@@ -123,7 +124,7 @@ fn setup() -> Result<PathBuf> {
 
 /// Installs the system packages the build and the tests need (libclang for RocksDB's bindings,
 /// a C++ compiler for RocksDB itself, Python for the independent check of the specification's
-/// vectors, and for the tests promtool and openssl) when they are missing. Returns the cargo target
+/// vectors, and for the tests promtool, openssl and man) when they are missing. Returns the cargo target
 /// directory.
 fn setup_with(needs: Needs) -> Result<PathBuf> {
     let mut missing = Vec::new();
@@ -141,6 +142,9 @@ fn setup_with(needs: Needs) -> Result<PathBuf> {
     }
     if needs == Needs::Tests && !have("openssl") {
         missing.push("openssl");
+    }
+    if needs == Needs::Tests && !have("man") {
+        missing.push("man-db");
     }
     if !missing.is_empty() {
         eprintln!(

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod commit;
 mod devnet;
+mod docs;
 mod entry;
 mod genesis;
 mod keys;
@@ -86,6 +87,10 @@ enum Command {
     /// Measure throughput, latency and cost beside this machine's signature limit.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Print a shell completion script: `tally completions bash > /etc/bash_completion.d/tally`.
+    Completions(docs::CompletionsArgs),
+    /// Write a man page for tally and each of its commands into a directory, for `man tally`.
+    Man(docs::ManArgs),
 }
 
 /// Runs the parsed command.
@@ -109,6 +114,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Receipt(c) => receipt::run(c),
         Command::Outbox(c) => outbox::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::Completions(c) => docs::completions(c),
+        Command::Man(c) => docs::man(c),
     }
 }
 
