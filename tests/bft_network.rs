@@ -1303,3 +1303,80 @@ fn refused_connections(c: &Cluster, i: u16) -> u64 {
         .as_u64()
         .expect("refused_connections")
 }
+
+/// A running validator writes a backup without stopping; the backup passes the audit; after
+/// more blocks the validator is stopped and restored from it, keeps what it signed since, and
+/// rejoins: it fetches the newer blocks and votes again on one chain. A backup of another chain
+/// is refused, changing nothing.
+#[test]
+fn a_backup_of_a_running_validator_audits_restores_and_rejoins_and_another_chains_is_refused() {
+    let mut c = Cluster::create(4);
+    c.start_all_voting();
+    let admin = c.admin();
+    let first = submit_ok(&c.api(1), &grant(&admin, 0, 0));
+    assert_eq!(c.api(1).wait_entry(&first, WAIT)["status"], "committed");
+
+    let out = run_tally(&["node", "backup", "--json", "--node", &c.api(1).base]);
+    assert_eq!(out.code, 0, "{out}");
+    let backup = PathBuf::from(out.json["path"].as_str().expect("path"));
+    let backed_up = out.json["height"].as_u64().expect("height");
+    assert!(backed_up >= 1, "{out}");
+    assert!(backup.starts_with(c.node_dir(1).join("backups")), "{out}");
+    let genesis = c.root().join("genesis.toml");
+    let audit = audit_verify(&backup, &genesis);
+    assert_eq!(audit.code, 0, "{audit}");
+    assert_eq!(audit.json["blocks"], backed_up, "{audit}");
+
+    // The chain goes on past the backup; then validator 1 is lost and restored from it.
+    for k in 1..4 {
+        let id = submit_ok(&c.api(2), &grant(&admin, k, k));
+        assert_eq!(c.api(2).wait_entry(&id, WAIT)["status"], "committed");
+    }
+    let before = c.height(2);
+    assert!(before > backed_up);
+    assert_eq!(c.stop(1), 0);
+    let config = c.node_dir(1).join("node.toml").display().to_string();
+    let from = backup.display().to_string();
+    let out = run_tally(&["node", "restore", "--config", &config, "--from", &from]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("replaced is at"), "{out}");
+    assert_eq!(
+        audit_verify(&c.node_dir(1).join("data"), &genesis).json["blocks"],
+        backed_up,
+        "the restored directory holds the backup's chain"
+    );
+    c.start(1);
+    c.wait_voting(1, 3);
+    // It kept the safety record it had signed after the backup, not the backup's older one.
+    assert!(
+        c.log(1).contains("safety record is ahead of its chain"),
+        "{}",
+        c.log(1)
+    );
+    let id = submit_ok(&c.api(1), &grant(&admin, 4, 4));
+    assert_eq!(c.api(1).wait_entry(&id, WAIT)["status"], "committed");
+    c.wait_height(&[1, 2, 3, 4], before + 1);
+    assert_same_chain(&c, &[1, 2, 3, 4]);
+
+    // A backup of another chain (another genesis) is refused before anything is touched.
+    let text = std::fs::read_to_string(&genesis).expect("genesis");
+    let mut other: tally_types::Genesis = toml::from_str(&text).expect("genesis parses");
+    other.chain_id = tally_types::Name::new("another-chain").expect("name");
+    let elsewhere = c.dir.path().join("another-chain");
+    tally_storage::Store::open(&elsewhere)
+        .expect("open")
+        .init_genesis(&other)
+        .expect("genesis");
+    let config = c.node_dir(2).join("node.toml").display().to_string();
+    let out = run_tally(&[
+        "node",
+        "restore",
+        "--config",
+        &config,
+        "--from",
+        &elsewhere.display().to_string(),
+    ]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("is of chain another-chain"), "{out}");
+    assert!(c.height(2) > before, "node-2 runs on, untouched");
+}

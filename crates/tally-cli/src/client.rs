@@ -74,6 +74,22 @@ impl NodeClient {
         }
     }
 
+    /// Asks the node to write a backup of its data directory (`POST /v1/admin/backup`); the
+    /// answer names where it went. A backup of a whole chain takes a while: no timeout.
+    pub fn backup(&self) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/admin/backup", self.base);
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(15))
+            .build();
+        match agent.post(&url).call() {
+            Ok(r) => Ok(r.into_json().with_context(|| format!("reading {url}"))?),
+            Err(ureq::Error::Status(code, r)) => {
+                Err(anyhow!("{url}: HTTP {code}: {}", error_text(r)))
+            }
+            Err(e) => Err(anyhow!("cannot reach node at {}: {e}", self.base)),
+        }
+    }
+
     /// The node's chain id and the most entries it takes in one `POST /v1/entries/batch`,
     /// from one `GET /v1/status`: what an outbox sync needs before it sends.
     pub fn chain_and_batch_max(&self) -> anyhow::Result<(Name, usize)> {

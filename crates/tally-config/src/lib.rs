@@ -117,6 +117,10 @@ mod defaults {
         2
     }
     use tally_network::gate::GateLimits;
+    pub fn backup_dir() -> std::path::PathBuf {
+        "backups".into()
+    }
+
     pub fn handshake_timeout_ms() -> u64 {
         GateLimits::default().handshake_timeout.as_millis() as u64
     }
@@ -185,6 +189,10 @@ pub struct NodeSection {
     /// and its network identity either way.
     #[serde(alias = "validator_key")]
     pub node_key: PathBuf,
+    /// Where `tally node backup` has the running node write its backups, one directory each
+    /// (never deleted by the node: an operator moves them off the host).
+    #[serde(default = "defaults::backup_dir")]
+    pub backup_dir: PathBuf,
 }
 
 /// HTTP API settings.
@@ -513,6 +521,7 @@ impl NodeConfig {
             &mut cfg.node.data_dir,
             &mut cfg.node.genesis,
             &mut cfg.node.node_key,
+            &mut cfg.node.backup_dir,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);

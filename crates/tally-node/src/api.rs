@@ -92,6 +92,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/admin/backup", post(backup))
         .route("/v1/entries", post(submit))
         .route("/v1/entries/batch", post(submit_batch))
         .route("/v1/entries/{id}", get(entry))
@@ -204,6 +205,29 @@ async fn metrics(AxState(shared): Ctx, headers: HeaderMap) -> Result<Response, A
         )
             .into_response(),
     })
+}
+
+/// Writes a backup on this node's host, into `node.backup_dir`. Only for callers on the
+/// node's own host (a loopback address), since it writes to the node's disk; one at a time.
+async fn backup(
+    AxState(shared): Ctx,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> Result<Response, ApiError> {
+    if !peer.is_some_and(|p| p.0 .0.ip().is_loopback()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "backups are asked for from the node's own host (a loopback address)",
+        ));
+    }
+    match blocking(move || shared.backup()).await? {
+        Some(b) => Ok((StatusCode::CREATED, Json(b)).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_running",
+            "another backup is being written; try again when it is done",
+        )),
+    }
 }
 
 async fn status(AxState(shared): Ctx) -> ApiResult {

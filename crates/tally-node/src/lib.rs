@@ -83,6 +83,25 @@ pub struct Shared {
     occupancy: mempool::Occupancy,
     http: Arc<serve::Counters>,
     admissions: Mutex<metrics::Admissions>,
+    backup_dir: std::path::PathBuf,
+    /// Held while a backup is written: one at a time.
+    backing_up: Mutex<()>,
+}
+
+/// A backup the running node wrote ([`Shared::backup`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Backup {
+    /// Its directory: a RocksDB checkpoint, which `tally node restore` and `tally audit
+    /// verify --data-dir` read.
+    pub path: std::path::PathBuf,
+    /// The chain it holds.
+    pub chain_id: tally_types::Name,
+    /// The hash of that chain's genesis.
+    pub genesis_hash: tally_types::Hash,
+    /// The last block it holds.
+    pub height: u64,
+    /// That block's hash.
+    pub head_hash: tally_types::Hash,
 }
 
 impl Shared {
@@ -140,6 +159,46 @@ impl Shared {
             }
         }
         Ok(answers)
+    }
+
+    /// Writes a backup of the data directory into `node.backup_dir` while the node runs
+    /// ([`tally_storage::Store::checkpoint`]): whole blocks up to the head of the moment.
+    /// `None` while another backup is being written.
+    pub fn backup(&self) -> Result<Option<Backup>, NodeError> {
+        let Ok(_one) = self.backing_up.try_lock() else {
+            return Ok(None);
+        };
+        let dir = &self.backup_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            NodeError::Config(format!(
+                "cannot create backup directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let genesis = self
+            .store
+            .genesis()?
+            .ok_or_else(|| NodeError::Corrupt("the data directory holds no genesis".into()))?;
+        let stamp = consensus::now_ms().0;
+        let mut path = dir.join(format!("{}-{stamp}", genesis.chain_id));
+        for n in 1.. {
+            if !path.exists() {
+                break;
+            }
+            path = dir.join(format!("{}-{stamp}-{n}", genesis.chain_id));
+        }
+        self.store.checkpoint(&path)?;
+        // Named in full: the operator reads it from another directory than the node's.
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        let head = tally_storage::Store::open_read_only(&path)?.head()?;
+        tracing::info!(path = %path.display(), height = head.height, "backup written");
+        Ok(Some(Backup {
+            path,
+            chain_id: genesis.chain_id.clone(),
+            genesis_hash: genesis.hash(),
+            height: head.height,
+            head_hash: head.hash,
+        }))
     }
 
     /// What the API said to the entries submitted to it.
@@ -561,6 +620,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         net: net.clone(),
         http: Arc::default(),
         admissions: Mutex::default(),
+        backup_dir: config.node.backup_dir.clone(),
+        backing_up: Mutex::default(),
     });
     let cancel = CancellationToken::new();
     let driver = {

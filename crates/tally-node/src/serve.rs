@@ -135,7 +135,7 @@ pub async fn serve(
     counters: Arc<Counters>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let service = TowerToHyperService::new(app);
+    let service = app;
     let refusal = Arc::new(refusal_response(api.connections_max));
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
@@ -237,15 +237,46 @@ async fn refuse(stream: TcpStream, response: Arc<Vec<u8>>) {
     let _ = tokio::time::timeout(REFUSAL_TIME, answer).await;
 }
 
+/// The router, with the connection's remote address put into each request (axum's
+/// `ConnectInfo`), so that a route can tell a caller on this host from the rest.
+#[derive(Clone)]
+struct WithPeer {
+    router: axum::Router,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl<B> tower_service::Service<hyper::Request<B>> for WithPeer
+where
+    axum::Router: tower_service::Service<hyper::Request<B>>,
+{
+    type Response = <axum::Router as tower_service::Service<hyper::Request<B>>>::Response;
+    type Error = <axum::Router as tower_service::Service<hyper::Request<B>>>::Error;
+    type Future = <axum::Router as tower_service::Service<hyper::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<hyper::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: hyper::Request<B>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        self.router.call(request)
+    }
+}
+
 /// Serves one connection until it closes, times out, or the node stops.
 async fn connection(
     stream: TcpStream,
-    service: TowerToHyperService<axum::Router>,
+    router: axum::Router,
     api: ApiSection,
     cancel: CancellationToken,
     open: Open,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -257,6 +288,7 @@ async fn connection(
         limit: Duration::from_millis(api.write_timeout_ms),
         stalled: None,
     };
+    let service = TowerToHyperService::new(WithPeer { peer, router });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {

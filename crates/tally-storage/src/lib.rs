@@ -960,6 +960,20 @@ impl Store {
         Ok(sizes)
     }
 
+    /// Writes a copy of the data directory into `dir`, which must not exist, while the node
+    /// runs: a RocksDB checkpoint (table files hard-linked when `dir` is on the same file
+    /// system, copied otherwise). Every block is committed in one write batch, so the copy
+    /// holds whole blocks, up to the head at that moment, with their state.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&*self.db)?.create_checkpoint(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(parent))?;
+        }
+        Ok(())
+    }
+
     /// Bytes the directory's files take on disk (for status and benchmarks).
     pub fn disk_bytes(&self) -> u64 {
         fn walk(p: &Path) -> u64 {
@@ -1014,39 +1028,113 @@ pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
     // Read-write, for its lock: a directory a running node holds is refused. The lock is
     // held until the fresh directory is written, just before the renames.
     let old = Store::open(path)?;
-    let mut kept: Pairs = Vec::new();
-    for item in old.db.iterator_cf(old.cf(cf::SAFETY)?, IteratorMode::Start) {
-        let (k, v) = item?;
-        kept.push((k.into_vec(), v.into_vec()));
-    }
+    let kept = safety_pairs(&old)?;
     let fresh = beside(path, ".repair");
     if fresh.exists() {
         // Left by a set-aside stopped before its first rename (the old directory is still in
         // place): it holds nothing the old directory does not.
         std::fs::remove_dir_all(&fresh).map_err(io_error(&fresh))?;
     }
-    {
-        let store = Store::open(&fresh)?;
-        let cf = store.cf(cf::SAFETY)?;
-        let mut batch = WriteBatch::default();
-        for (k, v) in &kept {
-            batch.put_cf(cf, k, v);
-        }
-        store.db.write_opt(batch, &Store::synced())?;
-    }
+    put_safety_pairs(&Store::open(&fresh)?, &kept)?;
     drop(old);
+    swap_in(path, &fresh, "damaged")?.ok_or_else(|| {
+        StorageError::Corrupt(format!("{} disappeared while set aside", path.display()))
+    })
+}
+
+/// Puts a backup ([`Store::checkpoint`]) in the place of the data directory `path`, which
+/// must not be in use. What this validator signed since the backup is kept: every record of
+/// the old directory's `safety` column family (the safety record, the blocks it keeps, the
+/// evidence) replaces the backup's, so the node never signs again where it may have signed.
+/// The old directory is moved aside, not deleted; returns where, when there was one. The
+/// caller checks the backup is of the right chain.
+pub fn restore(path: &Path, backup: &Path) -> Result<Option<std::path::PathBuf>> {
+    if !backup.join("CURRENT").exists() {
+        return Err(StorageError::NotADataDirectory(format!(
+            "{} is not a backup of a tally data directory (no RocksDB CURRENT file)",
+            backup.display()
+        )));
+    }
+    let old = match path.join("CURRENT").exists() {
+        true => Some(Store::open(path)?),
+        false if path.exists() && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some()) => {
+            return Err(StorageError::NotADataDirectory(format!(
+                "{} is not empty and holds no chain; move it away first",
+                path.display()
+            )))
+        }
+        false => None,
+    };
+    let kept = match &old {
+        Some(old) => safety_pairs(old)?,
+        None => Vec::new(),
+    };
+    let fresh = beside(path, ".restore");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io_error(&fresh))?;
+    }
+    std::fs::create_dir_all(&fresh).map_err(io_error(&fresh))?;
+    let mut files = Vec::new();
+    for file in std::fs::read_dir(backup).map_err(io_error(backup))? {
+        files.push(file.map_err(io_error(backup))?.file_name());
+    }
+    // CURRENT last: until it is there, an interrupted copy is no directory anything opens.
+    files.sort_by_key(|name| name == "CURRENT");
+    for name in files {
+        let to = fresh.join(&name);
+        std::fs::copy(backup.join(&name), &to).map_err(io_error(&to))?;
+    }
+    put_safety_pairs(&Store::open(&fresh)?, &kept)?;
+    drop(old);
+    swap_in(path, &fresh, "before-restore")
+}
+
+/// The `safety` column family's records, in key order.
+fn safety_pairs(store: &Store) -> Result<Pairs> {
+    let mut kept: Pairs = Vec::new();
+    for item in store
+        .db
+        .iterator_cf(store.cf(cf::SAFETY)?, IteratorMode::Start)
+    {
+        let (k, v) = item?;
+        kept.push((k.into_vec(), v.into_vec()));
+    }
+    Ok(kept)
+}
+
+/// Writes `kept` into `store`'s `safety` column family, in one synced batch.
+fn put_safety_pairs(store: &Store, kept: &Pairs) -> Result<()> {
+    let cf = store.cf(cf::SAFETY)?;
+    let mut batch = WriteBatch::default();
+    for (k, v) in kept {
+        batch.put_cf(cf, k, v);
+    }
+    store.db.write_opt(batch, &Store::synced())?;
+    Ok(())
+}
+
+/// Moves the directory at `path` (if any) aside, under a name ending `.<label>-<time>`, and
+/// `fresh` into its place; syncs the parent so both renames last. Returns where the old one
+/// went.
+fn swap_in(path: &Path, fresh: &Path, label: &str) -> Result<Option<std::path::PathBuf>> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut aside = beside(path, &format!(".damaged-{secs}"));
-    for n in 1.. {
-        if !aside.exists() {
-            break;
+    let aside = match path.exists() {
+        true => {
+            let mut aside = beside(path, &format!(".{label}-{secs}"));
+            for n in 1.. {
+                if !aside.exists() {
+                    break;
+                }
+                aside = beside(path, &format!(".{label}-{secs}-{n}"));
+            }
+            std::fs::rename(path, &aside).map_err(io_error(path))?;
+            Some(aside)
         }
-        aside = beside(path, &format!(".damaged-{secs}-{n}"));
-    }
-    std::fs::rename(path, &aside).map_err(io_error(path))?;
-    std::fs::rename(&fresh, path).map_err(io_error(&fresh))?;
+        false => None,
+    };
+    std::fs::rename(fresh, path).map_err(io_error(fresh))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::File::open(parent)
             .and_then(|d| d.sync_all())
@@ -1059,8 +1147,15 @@ pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
 /// on an empty directory in place of the fresh one that holds its safety record: also when
 /// something (a service manager, a mount) made an empty directory at `path` in between.
 pub fn finish_set_aside(path: &Path) -> Result<()> {
-    let fresh = beside(path, ".repair");
-    if path.join("CURRENT").exists() || !fresh.join("CURRENT").exists() {
+    // A set-aside's fresh directory, or a restore's (`.restore`, made the same way).
+    let Some(fresh) = [".repair", ".restore"]
+        .into_iter()
+        .map(|suffix| beside(path, suffix))
+        .find(|fresh| fresh.join("CURRENT").exists())
+    else {
+        return Ok(());
+    };
+    if path.join("CURRENT").exists() {
         return Ok(());
     }
     if path.exists() {

@@ -20,6 +20,28 @@ pub enum Node {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Have a running node write a backup of its data directory into its `node.backup_dir`,
+    /// without stopping it. Run it on the node's host: the node takes the request only from
+    /// a loopback address.
+    Backup {
+        /// The node's API.
+        #[arg(long, env = "TALLY_NODE", default_value = "http://127.0.0.1:7100")]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a backup in the place of a stopped node's data directory. A backup of another
+    /// chain is refused. The old directory is moved aside, not deleted, and what the node
+    /// signed since the backup (its safety record) is kept, so it never signs twice.
+    Restore {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup's directory (written by `tally node backup`).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Check a node's config without starting it: the genesis file, the key, the network
     /// section, the peers, and a data directory that already holds a chain. Exits 1 with
     /// the reason when the node could not start, or would join another chain.
@@ -213,9 +235,61 @@ fn init(a: InitArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+fn restore(cfg: &NodeConfig, from: &Path) -> anyhow::Result<Outcome> {
+    let genesis = tally_node::load_genesis(&cfg.node.genesis)?;
+    let backup = tally_storage::Store::open_read_only(from)
+        .with_context(|| format!("reading backup {}", from.display()))?;
+    let held = backup
+        .genesis()?
+        .with_context(|| format!("backup {} holds no genesis", from.display()))?;
+    if held.hash() != genesis.hash() {
+        anyhow::bail!(
+            "backup {} is of chain {} (genesis {}), not this node's {} (genesis {}); nothing \
+             was changed",
+            from.display(),
+            held.chain_id,
+            held.hash().short(),
+            genesis.chain_id,
+            genesis.hash().short()
+        );
+    }
+    let height = backup.head()?.height;
+    drop(backup);
+    let aside = tally_storage::restore(&cfg.node.data_dir, from)?;
+    println!(
+        "{} now holds the backup (chain {}, height {height}); start the node: it fetches the \
+         blocks after it from its peers, and signs nothing it may have signed before.",
+        cfg.node.data_dir.display(),
+        genesis.chain_id
+    );
+    if let Some(aside) = aside {
+        println!(
+            "the directory it replaced is at {}; delete it once the node has caught up",
+            aside.display()
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
 pub fn run(cmd: Node) -> anyhow::Result<Outcome> {
     let config = match cmd {
         Node::Init(a) => return init(a),
+        Node::Backup { node, json } => {
+            let v = crate::client::NodeClient::new(&node).backup()?;
+            crate::output::emit(json, &v, || {
+                format!(
+                    "backup of chain {} at height {} written to {}",
+                    v["chain_id"].as_str().unwrap_or("?"),
+                    v["height"],
+                    v["path"].as_str().unwrap_or("?")
+                )
+            })?;
+            return Ok(Outcome::Ok);
+        }
+        Node::Restore { config, from } => {
+            let cfg = NodeConfig::load(&config)?;
+            return restore(&cfg, &from);
+        }
         Node::Run { config } => config,
         Node::CheckConfig { config, json } => {
             // Each error names the file it is about.
