@@ -1367,7 +1367,22 @@ fn a_backup_of_a_running_validator_audits_restores_and_rejoins_and_another_chain
         .expect("open")
         .init_genesis(&other)
         .expect("genesis");
-    let config = c.node_dir(2).join("node.toml").display().to_string();
+    assert_eq!(c.stop(2), 0);
+    let listing = |dir: &std::path::Path| -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .flatten()
+            .map(|e| {
+                let len = e.metadata().map_or(0, |m| m.len());
+                (e.file_name().to_string_lossy().into_owned(), len)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let (data, node_dir) = (c.node_dir(2).join("data"), c.node_dir(2));
+    let (files_before, siblings_before) = (listing(&data), listing(&node_dir));
+    let config = node_dir.join("node.toml").display().to_string();
     let out = run_tally(&[
         "node",
         "restore",
@@ -1378,5 +1393,20 @@ fn a_backup_of_a_running_validator_audits_restores_and_rejoins_and_another_chain
     ]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("is of chain another-chain"), "{out}");
-    assert!(c.height(2) > before, "node-2 runs on, untouched");
+    assert_eq!(listing(&data), files_before, "node-2's data changed");
+    assert_eq!(
+        listing(&node_dir),
+        siblings_before,
+        "something was left beside it"
+    );
+    // A missing data directory is not restored into without being told the record is lost.
+    let moved = c.dir.path().join("node-2-data");
+    std::fs::rename(&data, &moved).expect("move");
+    let out = run_tally(&["node", "restore", "--config", &config, "--from", &from]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("--without-old-directory"), "{out}");
+    assert!(!data.exists());
+    std::fs::rename(&moved, &data).expect("move back");
+    c.start(2);
+    c.wait_voting(2, 3);
 }

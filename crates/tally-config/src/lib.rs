@@ -533,6 +533,14 @@ impl NodeConfig {
 
     /// Checks every limit is within a sane range.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.backup_dir.starts_with(&self.node.data_dir) {
+            return Err(ConfigError::Range {
+                field: "node.backup_dir",
+                value: self.node.backup_dir.display().to_string(),
+                why: "outside node.data_dir (a set-aside or restore moves the data directory, \
+                      and backups belong off it)",
+            });
+        }
         let range = |field, value: usize, lo: usize, hi: usize, why| {
             if value < lo || value > hi {
                 Err(ConfigError::Range {

@@ -213,7 +213,8 @@ async fn backup(
     AxState(shared): Ctx,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
 ) -> Result<Response, ApiError> {
-    if !peer.is_some_and(|p| p.0 .0.ip().is_loopback()) {
+    // `::ffff:127.0.0.1` (IPv4 on a dual-stack listener) is loopback too.
+    if !peer.is_some_and(|p| p.0 .0.ip().to_canonical().is_loopback()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -221,11 +222,19 @@ async fn backup(
         ));
     }
     match blocking(move || shared.backup()).await? {
-        Some(b) => Ok((StatusCode::CREATED, Json(b)).into_response()),
-        None => Err(ApiError::new(
+        Ok(b) => Ok((StatusCode::CREATED, Json(b)).into_response()),
+        Err(crate::NotNow::Running) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "backup_running",
             "another backup is being written; try again when it is done",
+        )),
+        Err(crate::NotNow::TooSoon { wait_s }) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_soon",
+            format!(
+                "a backup was written less than {} s ago; try again in {wait_s} s",
+                crate::BACKUP_INTERVAL_MIN.as_secs()
+            ),
         )),
     }
 }

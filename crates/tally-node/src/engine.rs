@@ -528,7 +528,7 @@ impl Engine {
             commit_latency: LatencyHistogram::default(),
         };
         if let Some(record) = status.record_ahead {
-            tracing::warn!(record, head = ledger.head().height, "this validator's safety record is ahead of its chain (the chain was set aside); it signs nothing until block sync reaches that height");
+            tracing::warn!(record, head = ledger.head().height, "this validator's safety record is ahead of its chain (the chain was set aside, or restored from a backup); it signs nothing until block sync reaches that height");
         }
         // Alone, or without peers, there is nothing to catch up from.
         let alone = validators.len() == 1 || !config.networked;

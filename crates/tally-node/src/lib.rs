@@ -84,8 +84,24 @@ pub struct Shared {
     http: Arc<serve::Counters>,
     admissions: Mutex<metrics::Admissions>,
     backup_dir: std::path::PathBuf,
-    /// Held while a backup is written: one at a time.
-    backing_up: Mutex<()>,
+    /// Held while a backup is written, one at a time; when the last one was written.
+    backing_up: Mutex<Option<std::time::Instant>>,
+}
+
+/// The least time between two backups: each one holds table files (or copies them), so
+/// asking again and again could fill the disk.
+pub const BACKUP_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a backup is not written now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotNow {
+    /// Another is being written.
+    Running,
+    /// The last one is younger than [`BACKUP_INTERVAL_MIN`]; this many seconds are left.
+    TooSoon {
+        /// Seconds until the next may be written.
+        wait_s: u64,
+    },
 }
 
 /// A backup the running node wrote ([`Shared::backup`]).
@@ -163,11 +179,22 @@ impl Shared {
 
     /// Writes a backup of the data directory into `node.backup_dir` while the node runs
     /// ([`tally_storage::Store::checkpoint`]): whole blocks up to the head of the moment.
-    /// `None` while another backup is being written.
-    pub fn backup(&self) -> Result<Option<Backup>, NodeError> {
-        let Ok(_one) = self.backing_up.try_lock() else {
-            return Ok(None);
+    /// Not now while another backup is being written, or within [`BACKUP_INTERVAL_MIN`] of
+    /// the last.
+    pub fn backup(&self) -> Result<Result<Backup, NotNow>, NodeError> {
+        let mut last = match self.backing_up.try_lock() {
+            Ok(last) => last,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(Err(NotNow::Running)),
+            // A backup that panicked leaves nothing half-done that a next one depends on.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
+        if let Some(at) = *last {
+            let since = at.elapsed();
+            if since < BACKUP_INTERVAL_MIN {
+                let wait_s = (BACKUP_INTERVAL_MIN - since).as_secs().max(1);
+                return Ok(Err(NotNow::TooSoon { wait_s }));
+            }
+        }
         let dir = &self.backup_dir;
         std::fs::create_dir_all(dir).map_err(|e| {
             NodeError::Config(format!(
@@ -192,7 +219,8 @@ impl Shared {
         let path = std::fs::canonicalize(&path).unwrap_or(path);
         let head = tally_storage::Store::open_read_only(&path)?.head()?;
         tracing::info!(path = %path.display(), height = head.height, "backup written");
-        Ok(Some(Backup {
+        *last = Some(std::time::Instant::now());
+        Ok(Ok(Backup {
             path,
             chain_id: genesis.chain_id.clone(),
             genesis_hash: genesis.hash(),
@@ -621,7 +649,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         http: Arc::default(),
         admissions: Mutex::default(),
         backup_dir: config.node.backup_dir.clone(),
-        backing_up: Mutex::default(),
+        backing_up: Mutex::new(None),
     });
     let cancel = CancellationToken::new();
     let driver = {

@@ -1042,13 +1042,25 @@ pub fn set_aside(path: &Path) -> Result<std::path::PathBuf> {
     })
 }
 
+/// What [`restore`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Where the directory it replaced went, when there was one.
+    pub aside: Option<std::path::PathBuf>,
+    /// Whether that directory's safety record (what this validator signed) was carried over.
+    pub record_kept: bool,
+}
+
 /// Puts a backup ([`Store::checkpoint`]) in the place of the data directory `path`, which
 /// must not be in use. What this validator signed since the backup is kept: every record of
 /// the old directory's `safety` column family (the safety record, the blocks it keeps, the
-/// evidence) replaces the backup's, so the node never signs again where it may have signed.
-/// The old directory is moved aside, not deleted; returns where, when there was one. The
-/// caller checks the backup is of the right chain.
-pub fn restore(path: &Path, backup: &Path) -> Result<Option<std::path::PathBuf>> {
+/// evidence) is written over the backup's, so the node never signs again where it may have
+/// signed. The old directory is moved aside, not deleted. A restore interrupted earlier is
+/// completed first, so a retry keeps the record it carried. The caller checks the backup is
+/// of the right chain, and decides whether a missing directory (no record to keep) is
+/// acceptable.
+pub fn restore(path: &Path, backup: &Path) -> Result<Restored> {
+    finish_set_aside(path)?;
     if !backup.join("CURRENT").exists() {
         return Err(StorageError::NotADataDirectory(format!(
             "{} is not a backup of a tally data directory (no RocksDB CURRENT file)",
@@ -1069,24 +1081,38 @@ pub fn restore(path: &Path, backup: &Path) -> Result<Option<std::path::PathBuf>>
         Some(old) => safety_pairs(old)?,
         None => Vec::new(),
     };
+    // Built under a name nothing picks up, and renamed `.restore` only once whole and synced
+    // with the record in it: [`finish_set_aside`] puts a `.restore` in place.
+    let building = beside(path, ".restore.tmp");
     let fresh = beside(path, ".restore");
-    if fresh.exists() {
-        std::fs::remove_dir_all(&fresh).map_err(io_error(&fresh))?;
+    for stale in [&building, &fresh] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(io_error(stale))?;
+        }
     }
-    std::fs::create_dir_all(&fresh).map_err(io_error(&fresh))?;
+    std::fs::create_dir_all(&building).map_err(io_error(&building))?;
     let mut files = Vec::new();
     for file in std::fs::read_dir(backup).map_err(io_error(backup))? {
         files.push(file.map_err(io_error(backup))?.file_name());
     }
-    // CURRENT last: until it is there, an interrupted copy is no directory anything opens.
-    files.sort_by_key(|name| name == "CURRENT");
     for name in files {
-        let to = fresh.join(&name);
+        let to = building.join(&name);
         std::fs::copy(backup.join(&name), &to).map_err(io_error(&to))?;
+        std::fs::File::open(&to)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error(&to))?;
     }
-    put_safety_pairs(&Store::open(&fresh)?, &kept)?;
+    put_safety_pairs(&Store::open(&building)?, &kept)?;
+    std::fs::File::open(&building)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(&building))?;
+    std::fs::rename(&building, &fresh).map_err(io_error(&building))?;
     drop(old);
-    swap_in(path, &fresh, "before-restore")
+    let aside = swap_in(path, &fresh, "before-restore")?;
+    Ok(Restored {
+        aside,
+        record_kept: !kept.is_empty(),
+    })
 }
 
 /// The `safety` column family's records, in key order.
@@ -1147,23 +1173,34 @@ fn swap_in(path: &Path, fresh: &Path, label: &str) -> Result<Option<std::path::P
 /// on an empty directory in place of the fresh one that holds its safety record: also when
 /// something (a service manager, a mount) made an empty directory at `path` in between.
 pub fn finish_set_aside(path: &Path) -> Result<()> {
-    // A set-aside's fresh directory, or a restore's (`.restore`, made the same way).
-    let Some(fresh) = [".repair", ".restore"]
-        .into_iter()
-        .map(|suffix| beside(path, suffix))
-        .find(|fresh| fresh.join("CURRENT").exists())
-    else {
-        return Ok(());
-    };
     if path.join("CURRENT").exists() {
         return Ok(());
     }
+    // A set-aside's fresh directory, or a restore's (`.restore`, made the same way).
+    let ready: Vec<std::path::PathBuf> = [".repair", ".restore"]
+        .into_iter()
+        .map(|suffix| beside(path, suffix))
+        .filter(|fresh| fresh.join("CURRENT").exists())
+        .collect();
+    let fresh = match ready.as_slice() {
+        [] => return Ok(()),
+        [one] => one.clone(),
+        _ => {
+            return Err(StorageError::NotADataDirectory(format!(
+                "{} is missing, and both {} and {} wait to replace it (an interrupted set-aside \
+                 and an interrupted restore): move the one you do not want away",
+                path.display(),
+                ready[0].display(),
+                ready[1].display()
+            )))
+        }
+    };
     if path.exists() {
         // Fails, leaving both alone, unless it is empty.
         std::fs::remove_dir(path).map_err(|e| StorageError::Io {
             path: format!(
-                "{} (a set-aside was interrupted; its fresh directory is {}; move whatever is in \
-                 the first away and start again)",
+                "{} (a set-aside or restore was interrupted; its fresh directory is {}; move \
+                 whatever is in the first away and start again)",
                 path.display(),
                 fresh.display()
             ),
@@ -1471,6 +1508,74 @@ mod tests {
         assert_eq!(
             store.safety_record().expect("read"),
             Some(b"record".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_restore_puts_the_backup_in_place_keeps_the_newer_record_and_a_retry_keeps_it_too() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (dir, backup) = (root.path().join("data"), root.path().join("backup"));
+        {
+            let (store, admin, validator) = new_store(&dir);
+            let mut state = store.load_state().expect("state");
+            commit_next(&store, &mut state, &admin, &validator, 0);
+            store.put_safety_record(b"old record", &[]).expect("record");
+            store.checkpoint(&backup).expect("checkpoint");
+            commit_next(&store, &mut state, &admin, &validator, 1);
+            store.put_safety_record(b"new record", &[]).expect("record");
+            store
+                .put_evidence(&validator.public(), 2, b"proof")
+                .expect("evidence");
+            assert!(restore(&dir, &backup).is_err(), "a directory in use");
+        }
+        let restored = restore(&dir, &backup).expect("restore");
+        assert!(restored.record_kept);
+        let aside = restored.aside.expect("the old directory moved aside");
+        assert_eq!(
+            Store::open(&aside)
+                .expect("open")
+                .head()
+                .expect("head")
+                .height,
+            2
+        );
+        let check = |why: &str| {
+            let store = Store::open(&dir).expect("reopen");
+            assert_eq!(
+                store.head().expect("head").height,
+                1,
+                "{why}: the backup's chain"
+            );
+            assert_eq!(
+                store.safety_record().expect("read"),
+                Some(b"new record".to_vec()),
+                "{why}: the newer record"
+            );
+            assert_eq!(store.evidence().expect("read"), vec![b"proof".to_vec()]);
+        };
+        check("restored");
+        // Stopped between its two renames, then run again: the first restore is completed,
+        // and its record is what the retry keeps.
+        std::fs::rename(&dir, beside(&dir, ".restore")).expect("rename");
+        let again = restore(&dir, &backup).expect("restore again");
+        assert!(again.record_kept);
+        check("retried");
+        // Onto a missing directory: the backup alone, no record to keep.
+        std::fs::remove_dir_all(&dir).expect("remove");
+        let bare = restore(&dir, &backup).expect("restore onto nothing");
+        assert_eq!(
+            bare,
+            Restored {
+                aside: None,
+                record_kept: false
+            }
+        );
+        assert_eq!(
+            Store::open(&dir)
+                .expect("open")
+                .safety_record()
+                .expect("read"),
+            Some(b"old record".to_vec())
         );
     }
 

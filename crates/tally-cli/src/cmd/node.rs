@@ -41,6 +41,11 @@ pub enum Node {
         /// The backup's directory (written by `tally node backup`).
         #[arg(long)]
         from: PathBuf,
+        /// Restore although the node's data directory is gone, and with it the record of
+        /// what it signed since the backup (a lost disk). See the runbook in
+        /// docs/operator-guide.md before you do.
+        #[arg(long)]
+        without_old_directory: bool,
     },
     /// Check a node's config without starting it: the genesis file, the key, the network
     /// section, the peers, and a data directory that already holds a chain. Exits 1 with
@@ -235,7 +240,7 @@ fn init(a: InitArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn restore(cfg: &NodeConfig, from: &Path) -> anyhow::Result<Outcome> {
+fn restore(cfg: &NodeConfig, from: &Path, without_old_directory: bool) -> anyhow::Result<Outcome> {
     let genesis = tally_node::load_genesis(&cfg.node.genesis)?;
     let backup = tally_storage::Store::open_read_only(from)
         .with_context(|| format!("reading backup {}", from.display()))?;
@@ -255,14 +260,44 @@ fn restore(cfg: &NodeConfig, from: &Path) -> anyhow::Result<Outcome> {
     }
     let height = backup.head()?.height;
     drop(backup);
-    let aside = tally_storage::restore(&cfg.node.data_dir, from)?;
+    let dir = &cfg.node.data_dir;
+    // The record of what this validator signed lives in the directory being replaced (or in
+    // what an interrupted set-aside or restore left beside it).
+    let beside = |suffix: &str| {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        dir.with_file_name(name).join("CURRENT").exists()
+    };
+    let has_record = dir.join("CURRENT").exists() || beside(".restore") || beside(".repair");
+    if !has_record && !without_old_directory {
+        anyhow::bail!(
+            "{} holds no data directory, so nothing records what this validator signed since \
+             the backup; restored, it could sign again where it already signed. If the disk is \
+             lost, read the runbook (docs/operator-guide.md, Backups) and pass \
+             --without-old-directory; if the directory is elsewhere (an unmounted disk), mount it",
+            dir.display()
+        );
+    }
+    let restored = tally_storage::restore(dir, from).with_context(|| {
+        format!(
+            "restoring {} into {} (is the node stopped?)",
+            from.display(),
+            dir.display()
+        )
+    })?;
     println!(
         "{} now holds the backup (chain {}, height {height}); start the node: it fetches the \
-         blocks after it from its peers, and signs nothing it may have signed before.",
-        cfg.node.data_dir.display(),
-        genesis.chain_id
+         blocks after it from its peers{}",
+        dir.display(),
+        genesis.chain_id,
+        if restored.record_kept {
+            ", and signs nothing it may have signed since the backup"
+        } else {
+            ". No record of what it signed since the backup was kept: start it only while the \
+             other validators are up and committing"
+        }
     );
-    if let Some(aside) = aside {
+    if let Some(aside) = restored.aside {
         println!(
             "the directory it replaced is at {}; delete it once the node has caught up",
             aside.display()
@@ -286,9 +321,13 @@ pub fn run(cmd: Node) -> anyhow::Result<Outcome> {
             })?;
             return Ok(Outcome::Ok);
         }
-        Node::Restore { config, from } => {
+        Node::Restore {
+            config,
+            from,
+            without_old_directory,
+        } => {
             let cfg = NodeConfig::load(&config)?;
-            return restore(&cfg, &from);
+            return restore(&cfg, &from, without_old_directory);
         }
         Node::Run { config } => config,
         Node::CheckConfig { config, json } => {
