@@ -994,6 +994,19 @@ impl Store {
 }
 
 /// A path beside `path`, its name followed by `suffix`.
+/// The names a set-aside's or a restore's fresh directory waits under, beside the data
+/// directory, until [`finish_set_aside`] puts it in place.
+const WAITING: [&str; 2] = [".repair", ".restore"];
+
+/// Whether a data directory is at `path`, or one waits beside it for [`finish_set_aside`]:
+/// whether there is a safety record a [`restore`] would keep.
+pub fn holds_data_dir(path: &Path) -> bool {
+    path.join("CURRENT").exists()
+        || WAITING
+            .iter()
+            .any(|suffix| beside(path, suffix).join("CURRENT").exists())
+}
+
 fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
@@ -1177,7 +1190,7 @@ pub fn finish_set_aside(path: &Path) -> Result<()> {
         return Ok(());
     }
     // A set-aside's fresh directory, or a restore's (`.restore`, made the same way).
-    let ready: Vec<std::path::PathBuf> = [".repair", ".restore"]
+    let ready: Vec<std::path::PathBuf> = WAITING
         .into_iter()
         .map(|suffix| beside(path, suffix))
         .filter(|fresh| fresh.join("CURRENT").exists())

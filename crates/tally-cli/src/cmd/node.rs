@@ -263,13 +263,7 @@ fn restore(cfg: &NodeConfig, from: &Path, without_old_directory: bool) -> anyhow
     let dir = &cfg.node.data_dir;
     // The record of what this validator signed lives in the directory being replaced (or in
     // what an interrupted set-aside or restore left beside it).
-    let beside = |suffix: &str| {
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(suffix);
-        dir.with_file_name(name).join("CURRENT").exists()
-    };
-    let has_record = dir.join("CURRENT").exists() || beside(".restore") || beside(".repair");
-    if !has_record && !without_old_directory {
+    if !tally_storage::holds_data_dir(dir) && !without_old_directory {
         anyhow::bail!(
             "{} holds no data directory, so nothing records what this validator signed since \
              the backup; restored, it could sign again where it already signed. If the disk is \
